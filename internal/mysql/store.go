@@ -1,0 +1,214 @@
+// Package mysql is the read model's store on MySQL 8.x, MariaDB 10.11 or TiDB, through sqlx. Every SQL
+// statement of the service lives in this package, next to the method that runs it.
+//
+// Transactions run at READ COMMITTED: locking reads then take no gap locks, so batches that lock rows in
+// sorted order cannot deadlock on the gaps between them. Deadlocks and lock-wait timeouts that happen
+// anyway are retried, whole transaction at a time.
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jmoiron/sqlx"
+	"github.com/pressly/goose/v3"
+
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/migrations"
+)
+
+// Options tune a Store. The zero value of each field picks the default named on it.
+type Options struct {
+	// RecentsWindow is how many of a channel's newest message seqs are kept for recents (default 200).
+	RecentsWindow int64
+	// MaxOpenConns bounds the connection pool (default 32).
+	MaxOpenConns int
+	// ConflictRetries is how often a transaction that lost a deadlock or lock wait is retried (default 8).
+	ConflictRetries int
+	// Now is the clock versions are taken from (default time.Now).
+	Now func() time.Time
+}
+
+// Store is the read model. It is safe for concurrent use.
+type Store struct {
+	db      *sqlx.DB
+	window  int64
+	retries int
+	now     func() time.Time
+}
+
+// Open connects to the database named by dsn (go-sql-driver/mysql format). It does not wait for the
+// server: Ping tells whether it answers. The DSN's params are kept; interpolateParams is forced on, so
+// each statement is one round trip instead of prepare, execute and close.
+func Open(dsn string, opts Options) (*Store, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse MySQL DSN: %w", err)
+	}
+	cfg.InterpolateParams = true
+	cfg.ParseTime = false
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("mysql connector: %w", err)
+	}
+	db := sqlx.NewDb(sql.OpenDB(connector), "mysql")
+	if opts.MaxOpenConns <= 0 {
+		opts.MaxOpenConns = 32
+	}
+	db.SetMaxOpenConns(opts.MaxOpenConns)
+	db.SetMaxIdleConns(opts.MaxOpenConns)
+	db.SetConnMaxLifetime(30 * time.Minute)
+	s := &Store{db: db, window: opts.RecentsWindow, retries: opts.ConflictRetries, now: opts.Now}
+	if s.window <= 0 {
+		s.window = 200
+	}
+	if s.retries <= 0 {
+		s.retries = 8
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s, nil
+}
+
+// Close closes the connection pool.
+func (s *Store) Close() error { return s.db.Close() }
+
+// DB returns the underlying pool, for benchmarks that issue the same SQL directly.
+func (s *Store) DB() *sqlx.DB { return s.db }
+
+// Ping reports whether the database answers; the error wraps conversation.ErrUnavailable.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("%w: %w", conversation.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Migrate applies every pending migration of migrations.FS and logs each one. It is safe to run from
+// several processes at once only if the database serialises DDL; run it from one place (the migrate
+// command) in production.
+func (s *Store) Migrate(ctx context.Context, log *slog.Logger) error {
+	fsys, err := fs.Sub(migrations.FS, ".")
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(goose.DialectMySQL, s.db.DB, fsys)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	results, err := p.Up(ctx)
+	for _, r := range results {
+		log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration_ms", r.Duration.Milliseconds())
+	}
+	if err != nil {
+		return fmt.Errorf("apply migrations: %w", translate(err))
+	}
+	v, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", translate(err))
+	}
+	log.Info("schema up to date", "version", v)
+	return nil
+}
+
+// nowMS is the store clock in unix milliseconds.
+func (s *Store) nowMS() int64 { return s.now().UnixMilli() }
+
+// inTx runs fn in a READ COMMITTED transaction and commits. A deadlock or lock-wait timeout retries the
+// whole transaction (fn must be safe to run again); any other error rolls back and is returned,
+// translated into the domain's sentinels.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	backoff := 5 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := s.tryTx(ctx, fn)
+		if err == nil || !errors.Is(err, conversation.ErrConflict) || attempt >= s.retries {
+			return err
+		}
+		// Jitter keeps two batches that deadlocked from colliding again in lockstep.
+		wait := backoff/2 + rand.N(backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+func (s *Store) tryTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return translate(err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback() // the error that matters is fn's
+		return translate(err)
+	}
+	return translate(tx.Commit())
+}
+
+// MySQL error numbers the store translates.
+const (
+	errLockWaitTimeout = 1205
+	errDeadlock        = 1213
+)
+
+// translate maps driver errors onto the domain's sentinels, keeping the original in the chain.
+func translate(err error) error {
+	if err == nil || errors.Is(err, conversation.ErrConflict) || errors.Is(err, conversation.ErrUnavailable) {
+		return err
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case errDeadlock, errLockWaitTimeout:
+			return fmt.Errorf("%w: %w", conversation.ErrConflict, err)
+		case 1040, 1053, 2002, 2003, 2006, 2013: // too many connections, shutdown, gone away, lost
+			return fmt.Errorf("%w: %w", conversation.ErrUnavailable, err)
+		}
+		return err
+	}
+	var netErr net.Error
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) || errors.As(err, &netErr) ||
+		errors.Is(err, sql.ErrConnDone) {
+		return fmt.Errorf("%w: %w", conversation.ErrUnavailable, err)
+	}
+	return err
+}
+
+// placeholders returns n copies of tuple joined by commas: placeholders(2, "(?,?)") = "(?,?),(?,?)".
+func placeholders(n int, tuple string) string {
+	var b strings.Builder
+	b.Grow(n * (len(tuple) + 1))
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(tuple)
+	}
+	return b.String()
+}
+
+// chunks calls fn with consecutive index ranges [lo, hi) of at most size items out of n.
+func chunks(n, size int, fn func(lo, hi int) error) error {
+	for lo := 0; lo < n; lo += size {
+		if err := fn(lo, min(lo+size, n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

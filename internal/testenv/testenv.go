@@ -1,0 +1,117 @@
+// Package testenv gives integration tests the real services that `make test` starts: a fresh MySQL
+// database per test and fresh Kafka topics. Without the services a test skips, unless
+// REQUIRE_INTEGRATION=1 (set by make test) makes the absence a failure.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/convsync/conversations/internal/kafka"
+	mysqlstore "github.com/convsync/conversations/internal/mysql"
+)
+
+func need(t testing.TB, env, what string) string {
+	t.Helper()
+	v := os.Getenv(env)
+	if v == "" {
+		if os.Getenv("REQUIRE_INTEGRATION") == "1" {
+			t.Fatalf("%s is not set: %s is required (run the tests with make test)", env, what)
+		}
+		t.Skipf("%s is not set: skipping, this test needs %s (make test starts it)", env, what)
+	}
+	return v
+}
+
+// Name returns a random name with the given prefix, safe as a database or topic name.
+func Name(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// MySQLDSN creates a fresh database with the schema applied and returns its DSN. The database is dropped
+// when the test ends (kept if the test failed, for a look at its rows).
+func MySQLDSN(t testing.TB) string {
+	t.Helper()
+	admin := need(t, "TEST_MYSQL_DSN", "a MySQL-compatible server")
+	cfg, err := mysql.ParseDSN(admin)
+	if err != nil {
+		t.Fatalf("TEST_MYSQL_DSN: %v", err)
+	}
+	name := Name("convtest_")
+	db, err := sql.Open("mysql", admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kept database %s of the failed test", name)
+			return
+		}
+		db, err := sql.Open("mysql", admin)
+		if err == nil {
+			_, _ = db.Exec("DROP DATABASE " + name)
+			_ = db.Close()
+		}
+	})
+	cfg.DBName = name
+	dsn := cfg.FormatDSN()
+	s, err := mysqlstore.Open(dsn, mysqlstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatalf("migrate test database: %v", err)
+	}
+	return dsn
+}
+
+// Store returns a store on a fresh database, closed when the test ends.
+func Store(t testing.TB, opts mysqlstore.Options) (*mysqlstore.Store, string) {
+	t.Helper()
+	dsn := MySQLDSN(t)
+	s, err := mysqlstore.Open(dsn, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, dsn
+}
+
+// KafkaBrokers returns the test broker addresses.
+func KafkaBrokers(t testing.TB) []string {
+	t.Helper()
+	return strings.Split(need(t, "TEST_KAFKA_BROKERS", "a Kafka broker"), ",")
+}
+
+// Topics creates fresh topics named after prefix (the events topic with the given partitions and a
+// one-partition dead-letter topic) and returns their names.
+func Topics(t testing.TB, brokers []string, partitions int) (events, dlq string) {
+	t.Helper()
+	events = Name("test.events.")
+	dlq = events + ".dlq"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := kafka.EnsureTopics(ctx, brokers, kafka.Topic{Name: events, Partitions: partitions}, kafka.Topic{Name: dlq, Partitions: 1}); err != nil {
+		t.Fatalf("create test topics: %v", err)
+	}
+	return events, dlq
+}
