@@ -1,0 +1,78 @@
+# shellcheck shell=bash
+# lib.sh - helpers shared by deploy/local/*.sh (sourced, not executed).
+#
+# Everything the local stack writes lives under the repo's git-ignored .run/
+# (processes, data, logs) and .cache/ (downloaded jars, tools).
+
+LOCAL_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$LOCAL_DIR/../.." && pwd)"
+RUN_DIR="${CONV_RUN_DIR:-$REPO_ROOT/.run}"
+# shellcheck disable=SC2034
+CACHE_DIR="${CONV_CACHE_DIR:-$REPO_ROOT/.cache}"
+# shellcheck disable=SC2034
+LOG_DIR="$RUN_DIR/logs"
+
+# log: progress to stderr, prefixed with the script name.
+log() { echo "${0##*/}: $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# port_open HOST PORT: bash-only TCP probe (no nc needed).
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# pid_matches PID PATTERN: true if PID is alive and its command line matches
+# the (grep -E) PATTERN. Guards against stale pid files pointing at recycled pids.
+pid_matches() {
+  [ -n "${1:-}" ] && [ -r "/proc/$1/cmdline" ] &&
+    tr '\0' ' ' <"/proc/$1/cmdline" | grep -Eq -- "$2"
+}
+
+# read_pid FILE: the pid stored in FILE, or nothing.
+read_pid() { if [ -f "$1" ]; then tr -dc '0-9' <"$1"; fi; }
+
+# stop_pid PID TIMEOUT NAME: SIGTERM, wait up to TIMEOUT s, then SIGKILL.
+stop_pid() {
+  local pid="$1" timeout="$2" name="$3" deadline
+  kill -TERM "$pid" 2>/dev/null || return 0
+  deadline=$((SECONDS + timeout))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "$name (pid $pid) still running after ${timeout}s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.5
+      break
+    fi
+    sleep 0.2
+  done
+}
+
+# as_root CMD...: run CMD as root (directly, or via sudo when not root).
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root (or sudo) to run: $*"
+  fi
+}
+
+# apt_install PKG...: non-interactive, quiet install. Runs `apt-get update`
+# at most once per script invocation. Waits for a concurrent apt/dpkg.
+_APT_UPDATED=
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install $* by hand"
+  local lock=(-o DPkg::Lock::Timeout=600)
+  if [ -z "$_APT_UPDATED" ]; then
+    log "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -qq "${lock[@]}" update >&2
+    _APT_UPDATED=1
+  fi
+  log "apt-get install $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -y -qq "${lock[@]}" \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    --no-install-recommends install "$@" >&2
+}
+
+# base_url ADDR: a URL curl can reach for a listen address (":8080", "0.0.0.0:8080").
+base_url() {
+  local a="$1"
+  case "$a" in :*) a="127.0.0.1$a" ;; 0.0.0.0:*) a="127.0.0.1:${a#0.0.0.0:}" ;; esac
+  echo "http://$a"
+}
