@@ -60,11 +60,14 @@ deps() {
   rm -rf "$LIBS"
   mkdir -p "$LIBS"
   log "resolving Kafka jars with Maven into $LIBS (first run downloads ~45 MB)"
+  local mvnlog="$LOG_DIR/kafka-deps.log"
+  mkdir -p "$LOG_DIR"
   # shellcheck disable=SC2086
-  if ! mvn -B -q -Dstyle.color=never -f "$POM" ${KAFKA_MVN_OPTS:-} "$MVN_PLUGIN" \
-    -DincludeScope=runtime -DoutputDirectory="$LIBS" >&2; then
+  if ! mvn -B -Dstyle.color=never -f "$POM" ${KAFKA_MVN_OPTS:-} "$MVN_PLUGIN" \
+    -DincludeScope=runtime -DoutputDirectory="$LIBS" >"$mvnlog" 2>&1; then
     rm -rf "$LIBS"
-    die "maven could not resolve the Kafka jars (see output above)"
+    grep -E 'ERROR|FAIL' "$mvnlog" | head -n 30 >&2 || tail -n 30 "$mvnlog" >&2
+    die "maven could not resolve the Kafka jars (log: $mvnlog)"
   fi
   compgen -G "$LIBS/kafka_2.13-*.jar" >/dev/null || { rm -rf "$LIBS"; die "kafka_2.13 jar missing in $LIBS"; }
   echo "$want" >"$stamp"

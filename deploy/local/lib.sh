@@ -53,21 +53,25 @@ as_root() {
   fi
 }
 
-# apt_install PKG...: non-interactive, quiet install. Runs `apt-get update`
-# at most once per script invocation. Waits for a concurrent apt/dpkg.
+# apt_install PKG...: non-interactive, quiet install (output in .run/logs/apt.log,
+# shown on failure). Runs `apt-get update` at most once per script invocation
+# and waits for a concurrent apt/dpkg to finish.
 _APT_UPDATED=
 apt_install() {
   command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install $* by hand"
-  local lock=(-o DPkg::Lock::Timeout=600)
+  local lock=(-o DPkg::Lock::Timeout=600) aptlog="$LOG_DIR/apt.log"
+  mkdir -p "$LOG_DIR"
   if [ -z "$_APT_UPDATED" ]; then
     log "apt-get update"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get -qq "${lock[@]}" update >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -q "${lock[@]}" update >>"$aptlog" 2>&1 ||
+      { tail -n 20 "$aptlog" >&2; die "apt-get update failed (log: $aptlog)"; }
     _APT_UPDATED=1
   fi
-  log "apt-get install $*"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get -y -qq "${lock[@]}" \
+  log "apt-get install $* (log: $aptlog)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -y -q "${lock[@]}" \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    --no-install-recommends install "$@" >&2
+    --no-install-recommends install "$@" >>"$aptlog" 2>&1 ||
+    { tail -n 30 "$aptlog" >&2; log "apt-get install $* failed (log: $aptlog)"; return 1; }
 }
 
 # base_url ADDR: a URL curl can reach for a listen address (":8080", "0.0.0.0:8080").
