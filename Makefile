@@ -1,0 +1,82 @@
+# Conversation service - developer entry points. `make` (or `make help`) lists them.
+# Local services run without Docker: deploy/local/{mysql,kafka}.sh (state in .run/).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+LOCAL := deploy/local
+BIN   := .run/bin
+
+# Runtime configuration of the Go commands (override on the command line or in the env).
+MYSQL_DSN           ?= conv:conv@tcp(127.0.0.1:3306)/conversations
+KAFKA_BROKERS       ?= 127.0.0.1:9092
+KAFKA_TOPIC         ?= im.messages
+KAFKA_DLQ_TOPIC     ?= im.messages.dlq
+KAFKA_PARTITIONS    ?= 6
+KAFKA_GROUP_ID      ?= conversations-projector
+PROJECTOR_HTTP_ADDR ?= 127.0.0.1:8081
+API_HTTP_ADDR       ?= 127.0.0.1:8080
+export MYSQL_DSN KAFKA_BROKERS KAFKA_TOPIC KAFKA_DLQ_TOPIC KAFKA_PARTITIONS KAFKA_GROUP_ID \
+       PROJECTOR_HTTP_ADDR API_HTTP_ADDR
+
+# Integration tests (and the benchmark) use their own account and databases.
+TEST_MYSQL_DSN     ?= convtest:convtest@tcp(127.0.0.1:3306)/
+TEST_KAFKA_BROKERS ?= 127.0.0.1:9092
+export TEST_MYSQL_DSN TEST_KAFKA_BROKERS
+
+# staticcheck 2026.2.2 (module version v0.8.2) builds with and understands Go 1.26.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := .cache/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+
+BENCH_ARGS ?=
+
+.PHONY: help services services-status migrate build run test down status lint vet bench clean
+
+help: ## list the targets
+	@echo "Targets:"
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+services: ## start MariaDB (127.0.0.1:3306) and Kafka (127.0.0.1:9092), or reuse running ones
+	@echo "==> starting mariadb"; $(LOCAL)/mysql.sh start
+	@echo "==> starting kafka";   $(LOCAL)/kafka.sh start
+
+status: ## show what is running (services, projector, api)
+	@$(LOCAL)/mysql.sh status || true
+	@$(LOCAL)/kafka.sh status || true
+	@$(LOCAL)/apps.sh status || true
+
+build: ## build all commands into .run/bin/
+	@mkdir -p $(BIN)
+	go build -o $(BIN)/ ./cmd/...
+
+migrate: services ## apply database migrations and create the Kafka topics
+	@mkdir -p $(BIN)
+	go build -o $(BIN)/ ./cmd/migrate
+	$(BIN)/migrate
+
+run: ## services + migrate + projector & api in the background + demo traffic; prints curl examples
+	@$(LOCAL)/run.sh
+
+test: ## go test -race ./... against real MariaDB + Kafka (stops only what it started)
+	@$(LOCAL)/test.sh
+
+down: ## stop api, projector, kafka and mariadb (only what this project started)
+	@$(LOCAL)/apps.sh stop
+	@$(LOCAL)/kafka.sh stop
+	@$(LOCAL)/mysql.sh stop
+
+vet: ## go vet ./...
+	go vet ./...
+
+lint: vet $(STATICCHECK) ## go vet + staticcheck
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	@echo "==> installing staticcheck $(STATICCHECK_VERSION) into $(@D)"
+	GOBIN=$(abspath $(@D)) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+bench: services ## run ./cmd/bench against the local services (args: BENCH_ARGS=...)
+	REQUIRE_INTEGRATION=1 go run ./cmd/bench $(BENCH_ARGS)
+
+clean: down ## stop everything and delete .run/ (data, logs, binaries); keeps .cache/
+	rm -rf .run
