@@ -4,8 +4,10 @@
 package conversation
 
 import (
+	"cmp"
 	"errors"
 	"hash/crc32"
+	"strings"
 )
 
 // Channel types that the rules treat specially. Any value 1..255 is a valid channel type.
@@ -48,12 +50,12 @@ type ChannelKey struct {
 	Type uint8
 }
 
-// Less orders channel keys; rows are always locked in this order.
-func (k ChannelKey) Less(o ChannelKey) bool {
-	if k.Key != o.Key {
-		return k.Key < o.Key
+// Compare orders channel keys like the channels table's primary key; batches lock rows in this order.
+func (k ChannelKey) Compare(o ChannelKey) int {
+	if c := strings.Compare(k.Key, o.Key); c != 0 {
+		return c
 	}
-	return k.Type < o.Type
+	return cmp.Compare(k.Type, o.Type)
 }
 
 // ConvKey identifies one user's conversation with one channel (channel_id is the peer for person channels).
@@ -63,15 +65,15 @@ type ConvKey struct {
 	ChannelType uint8
 }
 
-// Less orders conversation keys like the table's primary key, so batches lock rows in one fixed order.
-func (k ConvKey) Less(o ConvKey) bool {
-	if k.UID != o.UID {
-		return k.UID < o.UID
+// Compare orders conversation keys like the table's primary key, so batches lock rows in one fixed order.
+func (k ConvKey) Compare(o ConvKey) int {
+	if c := strings.Compare(k.UID, o.UID); c != 0 {
+		return c
 	}
-	if k.ChannelID != o.ChannelID {
-		return k.ChannelID < o.ChannelID
+	if c := strings.Compare(k.ChannelID, o.ChannelID); c != 0 {
+		return c
 	}
-	return k.ChannelType < o.ChannelType
+	return cmp.Compare(k.ChannelType, o.ChannelType)
 }
 
 // Row is one user's conversation: what sync returns, and what the rules read and write.

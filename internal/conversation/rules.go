@@ -109,7 +109,3 @@ func Delete(row Row, nowMS int64) (Row, bool) {
 	row.Deleted, row.DeletedAtSeq, row.Unread, row.DeletedAtMS = true, row.LastMsgSeq, 0, nowMS
 	return row, true
 }
-
-// NextVersion is a user's next version (contract §3.6): the current time in ms, but always above the
-// user's last version, so versions grow in commit order while the caller holds the user's version lock.
-func NextVersion(nowMS, last int64) int64 { return max(nowMS, last+1) }

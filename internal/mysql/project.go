@@ -203,7 +203,7 @@ func (b *batch) apply(ctx context.Context, events []conversation.Event) (BatchRe
 // touches a channel is serialised behind this lock, so reads of the channel's applied seqs and membership
 // below cannot be invalidated by a concurrent projector (during a rebalance two may hold one partition).
 func (b *batch) lockChannels(ctx context.Context, keys []conversation.ChannelKey) error {
-	slices.SortFunc(keys, cmpChannelKey)
+	slices.SortFunc(keys, conversation.ChannelKey.Compare)
 	keys = slices.Compact(keys)
 	b.channels = make(map[conversation.ChannelKey]*channelState, len(keys))
 	return chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
@@ -316,7 +316,7 @@ func (b *batch) lockRows(ctx context.Context, ops []op) error {
 			keys = append(keys, o.key)
 		}
 	}
-	slices.SortFunc(keys, cmpConvKey)
+	slices.SortFunc(keys, conversation.ConvKey.Compare)
 	return chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 3*(hi-lo))
 		for _, k := range keys[lo:hi] {
@@ -356,7 +356,7 @@ func (b *batch) writeRows(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	slices.SortFunc(changed, func(x, y *rowState) int { return cmpConvKey(x.row.ConvKey, y.row.ConvKey) })
+	slices.SortFunc(changed, func(x, y *rowState) int { return x.row.ConvKey.Compare(y.row.ConvKey) })
 	for _, rs := range changed {
 		rs.row.Version = versions[rs.row.UID]
 	}
@@ -498,7 +498,7 @@ func (b *batch) saveChannels(ctx context.Context) error {
 			st.minKeptSeq = newMin
 		}
 	}
-	slices.SortFunc(keys, cmpChannelKey)
+	slices.SortFunc(keys, conversation.ChannelKey.Compare)
 	return chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 4*(hi-lo))
 		for _, k := range keys[lo:hi] {
@@ -551,23 +551,6 @@ func (b *batch) saveMembers(ctx context.Context) error {
 // into primary-key ranges.
 func orTuples(n int, cond string) string {
 	return "(" + strings.TrimSuffix(strings.Repeat("("+cond+") OR ", n), " OR ") + ")"
-}
-
-func cmpChannelKey(x, y conversation.ChannelKey) int {
-	if c := strings.Compare(x.Key, y.Key); c != 0 {
-		return c
-	}
-	return int(x.Type) - int(y.Type)
-}
-
-func cmpConvKey(x, y conversation.ConvKey) int {
-	if c := strings.Compare(x.UID, y.UID); c != 0 {
-		return c
-	}
-	if c := strings.Compare(x.ChannelID, y.ChannelID); c != 0 {
-		return c
-	}
-	return int(x.ChannelType) - int(y.ChannelType)
 }
 
 func boolInt(b bool) int {

@@ -1,0 +1,94 @@
+// Command migrate brings the stores to what this version of the service expects: it applies the pending
+// SQL migrations of migrations/ to MySQL and creates the Kafka topics that do not exist yet. It is
+// idempotent and exits when done: run it before the projector and the API (compose runs it as a one-shot
+// service), and from one place at a time.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/convsync/conversations/internal/kafka"
+	"github.com/convsync/conversations/internal/mysql"
+)
+
+// config is read from the environment.
+type config struct {
+	// MySQLDSN is the database to migrate (go-sql-driver/mysql DSN).
+	MySQLDSN string `env:"MYSQL_DSN" envDefault:"conv:conv@tcp(127.0.0.1:3306)/conversations"`
+	// KafkaBrokers are the bootstrap brokers; empty skips topic creation.
+	KafkaBrokers []string `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:9092" envSeparator:","`
+	// KafkaTopic is the events topic, created with KafkaPartitions partitions.
+	KafkaTopic string `env:"KAFKA_TOPIC" envDefault:"im.messages"`
+	// KafkaDLQTopic is the dead-letter topic, created with KafkaPartitions partitions.
+	KafkaDLQTopic string `env:"KAFKA_DLQ_TOPIC" envDefault:"im.messages.dlq"`
+	// KafkaPartitions bounds how many projector replicas can share the work.
+	KafkaPartitions int `env:"KAFKA_PARTITIONS" envDefault:"6"`
+	// Wait is how long to keep retrying while MySQL or Kafka do not answer yet (they may be starting).
+	Wait time.Duration `env:"MIGRATE_WAIT" envDefault:"60s"`
+}
+
+func main() {
+	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log); err != nil {
+		log.Error("migrate failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger) error {
+	cfg, err := env.ParseAs[config]()
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if cfg.KafkaPartitions < 1 {
+		return fmt.Errorf("config: KAFKA_PARTITIONS must be at least 1, got %d", cfg.KafkaPartitions)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Wait)
+	defer cancel()
+
+	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{MaxOpenConns: 2})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := retry(ctx, log, "mysql", func() error { return store.Migrate(ctx, log) }); err != nil {
+		return err
+	}
+	if len(cfg.KafkaBrokers) == 0 {
+		log.Info("KAFKA_BROKERS is empty: topics not checked")
+		return nil
+	}
+	topics := []kafka.Topic{{Name: cfg.KafkaTopic, Partitions: cfg.KafkaPartitions}, {Name: cfg.KafkaDLQTopic, Partitions: cfg.KafkaPartitions}}
+	err = retry(ctx, log, "kafka", func() error { return kafka.EnsureTopics(ctx, cfg.KafkaBrokers, topics...) })
+	if err != nil {
+		return err
+	}
+	log.Info("topics ready", "topic", cfg.KafkaTopic, "dlq_topic", cfg.KafkaDLQTopic, "partitions", cfg.KafkaPartitions)
+	return nil
+}
+
+// retry runs fn until it succeeds or ctx ends, so migrate can start together with the services it needs.
+func retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		log.Warn("not ready yet, retrying", "service", what, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (gave up: %w)", what, err, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
