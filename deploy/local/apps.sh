@@ -23,10 +23,17 @@ export PROJECTOR_HTTP_ADDR API_HTTP_ADDR
 
 addr_of() { case "$1" in projector) echo "$PROJECTOR_HTTP_ADDR" ;; api) echo "$API_HTTP_ADDR" ;; esac; }
 
+# our_pid APP: the pid in .run/APP.pid if it still runs .run/bin/APP; otherwise
+# any process started from this checkout's .run/bin/APP (e.g. an interrupted
+# earlier run lost its pid file).
 our_pid() {
-  local pid
+  local pid f
   pid="$(read_pid "$RUN_DIR/$1.pid")"
-  if pid_matches "$pid" "^$BIN_DIR/$1( |$)"; then echo "$pid"; fi
+  if pid_matches "$pid" "^$BIN_DIR/$1 "; then echo "$pid"; return 0; fi
+  for f in /proc/[0-9]*/cmdline; do
+    pid="${f#/proc/}"; pid="${pid%/cmdline}"
+    if pid_matches "$pid" "^$BIN_DIR/$1 "; then echo "$pid"; return 0; fi
+  done
 }
 
 http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
@@ -34,10 +41,12 @@ http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || tr
 stop_app() {
   local pid
   pid="$(our_pid "$1")"
+  while [ -n "$pid" ]; do
+    log "stopping $1 (pid $pid)"
+    stop_pid "$pid" "$STOP_TIMEOUT" "$1"
+    pid="$(our_pid "$1")"
+  done
   rm -f "$RUN_DIR/$1.pid"
-  [ -n "$pid" ] || return 0
-  log "stopping $1 (pid $pid)"
-  stop_pid "$pid" "$STOP_TIMEOUT" "$1"
 }
 
 start_app() {
@@ -63,7 +72,7 @@ wait_ready() {
   pid="$(read_pid "$RUN_DIR/$app.pid")"
   deadline=$((SECONDS + READY_TIMEOUT))
   until [ "$(http_code "$url")" = 200 ]; do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
       log "---- tail $LOG_DIR/$app.log"; tail -n 40 "$LOG_DIR/$app.log" >&2
       die "$app exited during startup"
     fi

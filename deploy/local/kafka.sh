@@ -175,7 +175,7 @@ start() {
   # The client port opens only once the broker is unfenced and serving requests.
   local deadline=$((SECONDS + START_TIMEOUT))
   until port_open "$HOST" "$PORT"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
       rm -f "$PIDFILE"
       dump_logs
       die "broker exited during startup"

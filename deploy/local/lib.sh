@@ -29,19 +29,28 @@ pid_matches() {
 # read_pid FILE: the pid stored in FILE, or nothing.
 read_pid() { if [ -f "$1" ]; then tr -dc '0-9' <"$1"; fi; }
 
+# alive PID: the process exists and is not a zombie (an orphan's exit is reaped
+# by pid 1, which in containers may take a moment).
+alive() {
+  local st
+  kill -0 "$1" 2>/dev/null || return 1
+  st="$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$1/stat" 2>/dev/null || true)"
+  [ "$st" != Z ] && [ -n "$st" ]
+}
+
 # stop_pid PID TIMEOUT NAME: SIGTERM, wait up to TIMEOUT s, then SIGKILL.
 stop_pid() {
   local pid="$1" timeout="$2" name="$3" deadline
   kill -TERM "$pid" 2>/dev/null || return 0
   deadline=$((SECONDS + timeout))
-  while kill -0 "$pid" 2>/dev/null; do
+  while alive "$pid"; do
     if [ "$SECONDS" -ge "$deadline" ]; then
       log "$name (pid $pid) still running after ${timeout}s: SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
       sleep 0.5
       break
     fi
-    sleep 0.2
+    sleep 0.1
   done
 }
 

@@ -222,7 +222,7 @@ start() {
 
   local deadline=$((SECONDS + START_TIMEOUT))
   until "$(admin)" --no-defaults --socket="$SOCK" -u"$ADMIN_USER" --connect-timeout=2 ping >/dev/null 2>&1; do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
       rm -f "$PIDFILE"
       dump_log
       die "mariadbd exited during startup"

@@ -20,7 +20,7 @@ STARTED=()
 cleanup() {
   local rc=$? i
   for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
-    step "stopping ${STARTED[i]} (started by this run)"
+    step "stopping $(label "${STARTED[i]}") (started by this run)"
     "$LOCAL_DIR/${STARTED[i]}.sh" stop || true
   done
   echo "==> done in $((SECONDS - T0))s (exit $rc)"
@@ -30,15 +30,17 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+label() { case "$1" in mysql) echo mariadb ;; *) echo "$1" ;; esac; }
+
 # svc_up NAME: start deploy/local/NAME.sh unless already up; remember if we started it.
 svc_up() {
   local name="$1" before=0
   "$LOCAL_DIR/$name.sh" status >/dev/null 2>&1 || before=$?
   if [ "$before" = 0 ] || [ "$before" = 3 ]; then
-    step "$name already running ($("$LOCAL_DIR/$name.sh" status 2>/dev/null || true)); leaving it running"
+    step "$(label "$name") already up, leaving it running: $("$LOCAL_DIR/$name.sh" status 2>/dev/null || true)"
     return 0
   fi
-  step "starting $name"
+  step "starting $(label "$name")"
   # Record before starting: if start fails half-way, cleanup still stops it.
   STARTED+=("$name")
   "$LOCAL_DIR/$name.sh" start
