@@ -245,8 +245,8 @@ func TestConversationsLimitKeepsVersionsWhole(t *testing.T) {
 	frozen := time.UnixMilli(5_000)
 	s, _ := testenv.Store(t, mysql.Options{Now: func() time.Time { return frozen }})
 	apply(t, s, groupMsg("a", 1, "x", "bob"), groupMsg("b", 1, "x", "bob")) // version 5000, two rows
-	apply(t, s, groupMsg("c", 1, "x", "bob"))                                // 5001
-	apply(t, s, groupMsg("d", 1, "x", "bob"))                                // 5002
+	apply(t, s, groupMsg("c", 1, "x", "bob"))                               // 5001
+	apply(t, s, groupMsg("d", 1, "x", "bob"))                               // 5002
 	ctx := context.Background()
 	rows, err := s.Conversations(ctx, mysql.Query{UID: "bob", Version: 1, Limit: 1})
 	if err != nil {

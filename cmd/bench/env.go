@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/convsync/conversations/internal/kafka"
+	mysqlstore "github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/testenv"
+)
+
+// env is what every section needs: the services, the built binaries and a place for logs.
+type env struct {
+	adminDSN string
+	brokers  []string
+	binDir   string
+	logDir   string
+	dbPID    int // the database server, for its CPU time; 0 if it is not on this machine
+	cleanup  []func()
+}
+
+func newEnv(ctx context.Context) (*env, error) {
+	admin, brokers := os.Getenv("TEST_MYSQL_DSN"), os.Getenv("TEST_KAFKA_BROKERS")
+	if admin == "" || brokers == "" {
+		return nil, fmt.Errorf("TEST_MYSQL_DSN and TEST_KAFKA_BROKERS must be set (make bench sets them)")
+	}
+	dir, err := os.MkdirTemp("", "convbench-")
+	if err != nil {
+		return nil, err
+	}
+	e := &env{adminDSN: admin, brokers: strings.Split(brokers, ","), binDir: filepath.Join(dir, "bin"), logDir: filepath.Join(dir, "logs")}
+	e.cleanup = append(e.cleanup, func() { _ = os.RemoveAll(dir) })
+	if err := os.MkdirAll(e.logDir, 0o755); err != nil {
+		return nil, err
+	}
+	progress("building cmd/projector and cmd/api")
+	build := exec.CommandContext(ctx, "go", "build", "-o", e.binDir+"/", "./cmd/projector", "./cmd/api")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return nil, fmt.Errorf("build binaries: %w", err)
+	}
+	e.dbPID = findProcess("mariadbd", "mysqld")
+	return e, nil
+}
+
+func (e *env) close() {
+	for i := len(e.cleanup) - 1; i >= 0; i-- {
+		e.cleanup[i]()
+	}
+}
+
+// freshDB creates an empty database with the schema and returns its DSN.
+func (e *env) freshDB(ctx context.Context) (string, error) {
+	cfg, err := mysql.ParseDSN(e.adminDSN)
+	if err != nil {
+		return "", err
+	}
+	name := testenv.Name("convtest_bench_")
+	db, err := sql.Open("mysql", e.adminDSN)
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", fmt.Errorf("create database: %w", err)
+	}
+	e.cleanup = append(e.cleanup, func() {
+		if db, err := sql.Open("mysql", e.adminDSN); err == nil {
+			_, _ = db.Exec("DROP DATABASE " + name)
+			_ = db.Close()
+		}
+	})
+	cfg.DBName = name
+	dsn := cfg.FormatDSN()
+	s, err := mysqlstore.Open(dsn, mysqlstore.Options{MaxOpenConns: 2})
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	return dsn, s.Migrate(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// freshTopic creates an events topic and its dead-letter topic.
+func (e *env) freshTopic(ctx context.Context, partitions int) (string, error) {
+	name := testenv.Name("bench.events.")
+	return name, kafka.EnsureTopics(ctx, e.brokers, kafka.Topic{Name: name, Partitions: partitions}, kafka.Topic{Name: name + ".dlq", Partitions: 1})
+}
+
+// proc is a started binary of the service.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	addr string
+	done chan error
+}
+
+// start runs one of the built binaries with env vars on top of the bench's own environment and waits
+// until its /readyz answers 200.
+func (e *env) start(ctx context.Context, name string, vars map[string]string) (*proc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	addrVar := map[string]string{"projector": "PROJECTOR_HTTP_ADDR", "api": "API_HTTP_ADDR"}[name]
+	cmd := exec.Command(filepath.Join(e.binDir, name))
+	cmd.Env = append(os.Environ(), addrVar+"="+addr, "LOG_LEVEL=warn")
+	for k, v := range vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	logFile, err := os.Create(filepath.Join(e.logDir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano())))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, addr: addr, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait(); _ = logFile.Close() }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p, nil
+			}
+		}
+		select {
+		case err := <-p.done:
+			return nil, fmt.Errorf("%s exited during start (%v); log: %s", name, err, logFile.Name())
+		case <-ctx.Done():
+			p.stop()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, fmt.Errorf("%s not ready after 60s; log: %s", name, logFile.Name())
+		}
+	}
+}
+
+// stop sends SIGTERM and waits for the process to leave.
+func (p *proc) stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// metric returns the sum of the samples of a Prometheus metric family exposed by the process.
+func (p *proc) metric(name string) (float64, error) {
+	resp, err := http.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		rest := line[len(name):]
+		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric %s: %w", name, err)
+		}
+		sum += v
+	}
+	return sum, sc.Err()
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// cpuSeconds is a process's user+system CPU time from /proc/PID/stat.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+}
+
+// peakRSSMiB is a process's peak resident set (VmHWM) in MiB.
+func peakRSSMiB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// findProcess returns the pid of the first process whose name is one of names, 0 if none.
+func findProcess(names ...string) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, en := range entries {
+		pid, err := strconv.Atoi(en.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil {
+			continue
+		}
+		for _, n := range names {
+			if strings.TrimSpace(string(comm)) == n {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}

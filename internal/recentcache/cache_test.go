@@ -1,0 +1,126 @@
+package recentcache
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/mysql"
+)
+
+// window is an in-memory stand-in for the store: each channel's messages by seq.
+type window struct {
+	msgs  map[conversation.ChannelKey]map[int64]conversation.Message
+	calls int
+}
+
+func (w *window) add(ch conversation.ChannelKey, seqs ...int64) {
+	if w.msgs[ch] == nil {
+		w.msgs[ch] = map[int64]conversation.Message{}
+	}
+	for _, s := range seqs {
+		w.msgs[ch][s] = conversation.Message{MessageSeq: s, Payload: []byte(fmt.Sprintf("m%d", s))}
+	}
+}
+
+func (w *window) Recents(_ context.Context, ranges []mysql.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
+	w.calls++
+	out := map[conversation.ChannelKey][]conversation.Message{}
+	for _, r := range ranges {
+		for s := r.UpTo; s > r.After && len(out[r.Channel]) < r.Count; s-- {
+			if m, ok := w.msgs[r.Channel][s]; ok {
+				out[r.Channel] = append(out[r.Channel], m)
+			}
+		}
+	}
+	return out, nil
+}
+
+func seqs(ms []conversation.Message) string {
+	out := []int64{}
+	for _, m := range ms {
+		out = append(out, m.MessageSeq)
+	}
+	return fmt.Sprint(out)
+}
+
+var g1 = conversation.ChannelKey{Key: "g1", Type: 2}
+
+func TestCacheAnswersLikeTheSource(t *testing.T) {
+	w := &window{msgs: map[conversation.ChannelKey]map[int64]conversation.Message{}}
+	for s := int64(1); s <= 50; s++ {
+		w.add(g1, s)
+	}
+	c := New(w, Options{Fill: 20})
+	ctx := context.Background()
+	tests := []struct {
+		name      string
+		r         mysql.SeqRange
+		want      string
+		wantCalls int
+	}{
+		{"miss loads the fill", mysql.SeqRange{Channel: g1, After: 0, UpTo: 40, Count: 5}, "[40 39 38 37 36]", 1},
+		{"other member, other read point: hit", mysql.SeqRange{Channel: g1, After: 30, UpTo: 40, Count: 20}, "[40 39 38 37 36 35 34 33 32 31]", 1},
+		{"older last seq inside the stretch: hit", mysql.SeqRange{Channel: g1, After: 0, UpTo: 35, Count: 3}, "[35 34 33]", 1},
+		{"newer seq than cached: miss", mysql.SeqRange{Channel: g1, After: 0, UpTo: 45, Count: 2}, "[45 44]", 2},
+		{"more than cached: miss", mysql.SeqRange{Channel: g1, After: 0, UpTo: 45, Count: 30}, seqsDown(45, 16), 3},
+		{"count 0 asks nothing", mysql.SeqRange{Channel: g1, After: 0, UpTo: 45, Count: 0}, "[]", 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := c.Recents(ctx, []mysql.SeqRange{tt.r})
+			if err != nil {
+				t.Fatal(err)
+			}
+			direct, _ := (&window{msgs: w.msgs}).Recents(ctx, []mysql.SeqRange{tt.r})
+			if seqs(got[g1]) != tt.want || seqs(direct[g1]) != tt.want {
+				t.Errorf("cache %s, source %s, want %s", seqs(got[g1]), seqs(direct[g1]), tt.want)
+			}
+			if w.calls != tt.wantCalls {
+				t.Errorf("source called %d times, want %d", w.calls, tt.wantCalls)
+			}
+		})
+	}
+}
+
+func seqsDown(from, to int64) string {
+	var out []int64
+	for s := from; s >= to; s-- {
+		out = append(out, s)
+	}
+	return fmt.Sprint(out)
+}
+
+func TestCacheExpiresAndEvicts(t *testing.T) {
+	w := &window{msgs: map[conversation.ChannelKey]map[int64]conversation.Message{}}
+	w.add(g1, 1, 2, 3)
+	now := time.Unix(0, 0)
+	c := New(w, Options{TTL: time.Second, Now: func() time.Time { return now }})
+	ctx := context.Background()
+	r := []mysql.SeqRange{{Channel: g1, UpTo: 3, Count: 3}}
+	_, _ = c.Recents(ctx, r)
+	w.add(g1, 2) // unchanged content; what matters is whether the source is asked
+	_, _ = c.Recents(ctx, r)
+	if w.calls != 1 {
+		t.Fatalf("calls = %d, want 1 (second request is a hit)", w.calls)
+	}
+	now = now.Add(2 * time.Second)
+	_, _ = c.Recents(ctx, r)
+	if w.calls != 2 {
+		t.Errorf("calls = %d, want 2: an expired entry is reloaded", w.calls)
+	}
+
+	small := New(w, Options{MaxBytes: 300})
+	g2 := conversation.ChannelKey{Key: "g2", Type: 2}
+	w.add(g2, 1, 2, 3)
+	_, _ = small.Recents(ctx, r)
+	_, _ = small.Recents(ctx, []mysql.SeqRange{{Channel: g2, UpTo: 3, Count: 3}})
+	if small.bytes > 300 || len(small.index) != 1 {
+		t.Errorf("over budget: %d bytes in %d entries", small.bytes, len(small.index))
+	}
+	if _, ok := small.index[g2]; !ok {
+		t.Errorf("the most recent channel was evicted")
+	}
+}
