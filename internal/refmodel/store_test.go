@@ -1,0 +1,153 @@
+package refmodel_test
+
+import (
+	"context"
+	"database/sql"
+	"hash/fnv"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/refmodel"
+	"github.com/convsync/conversations/internal/testenv"
+	"github.com/convsync/conversations/internal/trafficgen"
+)
+
+// TestStoreMatchesModel is the differential test one level below the e2e suite: a seeded chaotic stream,
+// split into partitions by key like Kafka would, applied by concurrent workers in random batches with
+// random redeliveries straight through mysql.Store.ApplyBatch, with API mutations between its three
+// phases, must leave the database equal to the model, with versions that respect contract §3.6 from
+// phase to phase.
+func TestStoreMatchesModel(t *testing.T) {
+	const window = 12 // small, so pruning and the watermark are exercised
+	store, dsn := testenv.Store(t, mysql.Options{RecentsWindow: window})
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	model := refmodel.New(refmodel.Options{Window: window})
+	skip := conversation.NewSkipSet(6, 7, 8, 9)
+
+	cfg := trafficgen.Differential(3000, 7)
+	recs, stats, err := trafficgen.Generate(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := len(recs) / 3
+	var versions refmodel.Versions
+	rng := rand.New(rand.NewPCG(7, 7))
+	for phase, part := range [][]trafficgen.Record{recs[:third], recs[third : 2*third], recs[2*third:]} {
+		if phase > 0 {
+			mutate(ctx, t, store, model, rng, 40)
+		}
+		for _, r := range part {
+			_ = model.Apply(r.Value) // every record of a clean Differential stream is valid
+		}
+		applyPartitioned(ctx, t, store, &skip, part, uint64(phase))
+		rep, err := refmodel.Compare(ctx, db, model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("phase %d: %s", phase+1, rep)
+		if rep.Mismatches != 0 {
+			t.Fatalf("database differs from the model")
+		}
+		if phase > 0 {
+			bad, err := refmodel.CheckVersionsSince(ctx, db, model, versions)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range bad {
+				t.Error(b)
+			}
+		}
+		if versions, err = refmodel.ReadVersions(ctx, db, model); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := model.Counts()
+	t.Logf("records=%d messages=%d duplicates=%d reordered=%d not_projected=%d memberships=%d",
+		len(recs), c.Messages, stats.Duplicates, stats.Reordered, c.NotProjected, c.Memberships)
+}
+
+// applyPartitioned applies recs with four concurrent workers, one per key-hash partition, in batches of
+// random size, redelivering a random suffix of what was applied now and then (at-least-once delivery).
+func applyPartitioned(ctx context.Context, t *testing.T, store *mysql.Store, skip *conversation.SkipSet, recs []trafficgen.Record, seed uint64) {
+	t.Helper()
+	const partitions = 4
+	parts := make([][]conversation.Event, partitions)
+	for _, r := range recs {
+		ev, err := conversation.DecodeEvent(r.Value, time.Now(), 0)
+		if err != nil {
+			t.Fatalf("decode %s: %v", r.Value, err)
+		}
+		h := fnv.New32a()
+		h.Write(r.Key)
+		p := h.Sum32() % partitions
+		parts[p] = append(parts[p], ev)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, partitions)
+	for p, evs := range parts {
+		rng := rand.New(rand.NewPCG(seed, uint64(p)))
+		wg.Go(func() { errs[p] = applyAll(ctx, store, skip, evs, rng) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// applyAll applies one partition's events in order, batch by batch.
+func applyAll(ctx context.Context, store *mysql.Store, skip *conversation.SkipSet, evs []conversation.Event, rng *rand.Rand) error {
+	for lo := 0; lo < len(evs); {
+		hi := min(len(evs), lo+1+rng.IntN(200))
+		if _, err := store.ApplyBatch(ctx, evs[lo:hi], skip); err != nil {
+			return err
+		}
+		if rng.IntN(5) == 0 { // the offset commit was lost: part of the history comes again
+			from := rng.IntN(hi)
+			if _, err := store.ApplyBatch(ctx, evs[from:hi], skip); err != nil {
+				return err
+			}
+		}
+		lo = hi
+	}
+	return nil
+}
+
+// mutate makes n API calls on random rows, through the store and the model alike: deletes (so later
+// messages revive tombstones), setUnread to random counts and clearUnread.
+func mutate(ctx context.Context, t *testing.T, store *mysql.Store, model *refmodel.Model, rng *rand.Rand, n int) {
+	t.Helper()
+	rows := model.Rows()
+	for range n {
+		r := rows[rng.IntN(len(rows))]
+		key := conversation.ConvKey{UID: r.UID, ChannelID: r.ChannelID, ChannelType: r.ChannelType}
+		var change func(conversation.Row, int64) (conversation.Row, bool)
+		switch rng.IntN(3) {
+		case 0:
+			model.Delete(r.UID, r.ChannelID, r.ChannelType)
+			change = func(row conversation.Row, now int64) (conversation.Row, bool) { return conversation.Delete(row, now) }
+		case 1:
+			unread := int64(rng.IntN(5))
+			model.SetUnread(r.UID, r.ChannelID, r.ChannelType, unread)
+			change = func(row conversation.Row, _ int64) (conversation.Row, bool) {
+				return conversation.SetUnread(row, unread)
+			}
+		default:
+			model.ClearUnread(r.UID, r.ChannelID, r.ChannelType)
+			change = func(row conversation.Row, _ int64) (conversation.Row, bool) { return conversation.SetUnread(row, 0) }
+		}
+		if _, err := store.Update(ctx, key, change); err != nil {
+			t.Fatalf("update %v: %v", key, err)
+		}
+	}
+}
