@@ -306,3 +306,32 @@ func TestRecentsRanges(t *testing.T) {
 		t.Errorf("message fields = %+v", m)
 	}
 }
+
+func TestUserRowsAndVersionAgreeAfterPurge(t *testing.T) {
+	s, _ := testenv.Store(t, mysql.Options{})
+	ctx := context.Background()
+	apply(t, s, groupMsg("g1", 1, "alice", "bob"))
+	rows, v, err := s.UserRows(ctx, "bob")
+	if err != nil || len(rows) != 1 || v != rows[0].Version {
+		t.Fatalf("UserRows = %+v, %d, %v: want one row carrying the user's version", rows, v, err)
+	}
+	if uv, err := s.UserVersion(ctx, "bob"); err != nil || uv != v {
+		t.Errorf("UserVersion = %d (%v), want %d", uv, err, v)
+	}
+	deleted, err := s.Update(ctx, rows[0].ConvKey, func(r conversation.Row, now int64) (conversation.Row, bool) {
+		return conversation.Delete(r, now-1000)
+	})
+	if err != nil || deleted.Version <= v {
+		t.Fatalf("delete: %+v (%v)", deleted, err)
+	}
+	if n, err := s.PurgeTombstones(ctx, time.Now().UnixMilli(), 100); err != nil || n != 1 {
+		t.Fatalf("purge = %d (%v), want 1", n, err)
+	}
+	rows, v, err = s.UserRows(ctx, "bob")
+	if err != nil || len(rows) != 0 || v != deleted.Version {
+		t.Errorf("after purge: %+v, version %d (%v); want no rows and version %d", rows, v, err, deleted.Version)
+	}
+	if uv, err := s.UserVersion(ctx, "nobody"); err != nil || uv != 0 {
+		t.Errorf("UserVersion of an unknown user = %d (%v), want 0", uv, err)
+	}
+}

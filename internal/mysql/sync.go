@@ -12,77 +12,81 @@ import (
 	"github.com/convsync/conversations/internal/conversation"
 )
 
-// Query selects a user's conversations for sync (contract §2.1).
-type Query struct {
-	UID string
-	// Version <= 0 is a full sync: the newest MaxFull rows by timestamp. Above 0, only rows with a greater
-	// version.
-	Version int64
-	// Limit > 0 (incremental only) keeps the Limit changed rows with the lowest versions, plus any row
-	// sharing the last one's version.
-	Limit          int
-	MaxFull        int
-	OnlyUnread     bool
-	IncludeDeleted bool
-	ExcludeTypes   []uint8
+// Query is the domain's sync query.
+//
+// Deprecated: use conversation.Query; kept until the API handler moves over.
+type Query = conversation.Query
+
+// Conversations returns the rows of q.UID that q selects (conversation.Select), in one query. Errors
+// wrap conversation.ErrUnavailable when the database cannot be reached.
+func (s *Store) Conversations(ctx context.Context, q conversation.Query) ([]conversation.Row, error) {
+	rows, _, err := s.UserRows(ctx, q.UID)
+	if err != nil {
+		return nil, err
+	}
+	return conversation.Select(rows, q), nil
 }
 
-// Conversations returns the rows of q.UID that q selects, newest timestamp first, ties by channel_id then
-// channel_type. It costs one query, two for an incremental sync with a limit. Errors wrap
-// conversation.ErrUnavailable when the database cannot be reached.
-func (s *Store) Conversations(ctx context.Context, q Query) ([]conversation.Row, error) {
-	where := []string{"uid = ?"}
-	args := []any{q.UID}
-	if !q.IncludeDeleted {
-		where = append(where, "is_deleted = 0")
-	}
-	if q.OnlyUnread {
-		where = append(where, "unread > 0")
-	}
-	if len(q.ExcludeTypes) > 0 {
-		where = append(where, "channel_type NOT IN ("+placeholders(len(q.ExcludeTypes), "?")+")")
-		for _, t := range q.ExcludeTypes {
-			args = append(args, t)
-		}
-	}
-	limit := ""
-	if q.Version > 0 {
-		where = append(where, "version > ?")
-		args = append(args, q.Version)
-		if q.Limit > 0 {
-			// The limit-th lowest version bounds the answer, so rows that share it are never split.
-			var upTo int64
-			err := s.db.GetContext(ctx, &upTo, `SELECT version FROM conversations WHERE `+strings.Join(where, " AND ")+
-				` ORDER BY version LIMIT 1 OFFSET ?`, append(args, q.Limit-1)...)
-			switch {
-			case err == nil:
-				where = append(where, "version <= ?")
-				args = append(args, upTo)
-			case !errors.Is(err, sql.ErrNoRows):
-				return nil, fmt.Errorf("find version bound: %w", translate(err))
-			}
-		}
-	} else if q.MaxFull > 0 {
-		limit = fmt.Sprintf(" LIMIT %d", q.MaxFull)
-	}
-	rows, err := s.db.QueryxContext(ctx, selectRow+` WHERE `+strings.Join(where, " AND ")+
-		` ORDER BY last_msg_at DESC, channel_id, channel_type`+limit, args...)
+// UserRows returns every conversation of uid, tombstones included, and the user's version (0 for a user
+// with none), read by one statement so that both come from one snapshot: the rows are exactly those
+// committed up to that version. A user's rows are few (a conversation list), so selection happens in
+// memory, in one place: conversation.Select.
+func (s *Store) UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
+	rows, err := s.db.QueryContext(ctx, userRowsSQL, uid)
 	if err != nil {
-		return nil, fmt.Errorf("select conversations: %w", translate(err))
+		return nil, 0, fmt.Errorf("select conversations: %w", translate(err))
 	}
 	defer rows.Close()
+	var version int64
 	out := []conversation.Row{}
 	for rows.Next() {
-		r, err := scanRow(rows)
-		if err != nil {
-			return nil, err
+		var hasRow bool
+		var r conversation.Row
+		var deleted int
+		if err := rows.Scan(&version, &hasRow, &r.UID, &r.ChannelID, &r.ChannelType, &r.Unread, &r.ReadedToMsgSeq, &r.LastMsgSeq,
+			&r.LastClientMsgNo, &r.Timestamp, &deleted, &r.DeletedAtSeq, &r.DeletedAtMS, &r.Version); err != nil {
+			return nil, 0, fmt.Errorf("scan conversation: %w", err)
 		}
+		if !hasRow { // the user has a version but no rows left (tombstones purged)
+			continue
+		}
+		r.Deleted = deleted != 0
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("select conversations: %w", translate(err))
+		return nil, 0, fmt.Errorf("select conversations: %w", translate(err))
 	}
-	return out, nil
+	return out, version, nil
+}
+
+// userRowsSQL reads the user's version and rows in one statement (one read view). The outer join keeps
+// the version of a user whose rows were all purged; COALESCE keeps such a line scannable.
+var userRowsSQL = func() string {
+	cols := strings.Split(strings.ReplaceAll(rowColumns, "\n", ""), ",")
+	for i, c := range cols {
+		c = strings.TrimSpace(c)
+		zero := "0"
+		if c == "uid" || c == "channel_id" || c == "last_client_msg_no" {
+			zero = "''"
+		}
+		cols[i] = "COALESCE(c." + c + ", " + zero + ")"
+	}
+	return `SELECT v.version, c.uid IS NOT NULL, ` + strings.Join(cols, ", ") +
+		` FROM user_versions v LEFT JOIN conversations c ON c.uid = v.uid WHERE v.uid = ?`
+}()
+
+// UserVersion returns the user's version: it changes exactly when one of the user's rows does, so it
+// tells whether rows read earlier are still current. One primary-key read.
+func (s *Store) UserVersion(ctx context.Context, uid string) (int64, error) {
+	var v int64
+	err := s.db.QueryRowContext(ctx, `SELECT version FROM user_versions WHERE uid = ?`, uid).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("select user version: %w", translate(err))
+	}
+	return v, nil
 }
 
 // SeqRange asks for the messages of one channel with After < message_seq <= UpTo, at most Count of them,

@@ -1,4 +1,4 @@
-package recentcache
+package readcache
 
 import (
 	"context"
@@ -53,7 +53,7 @@ func TestCacheAnswersLikeTheSource(t *testing.T) {
 	for s := int64(1); s <= 50; s++ {
 		w.add(g1, s)
 	}
-	c := New(w, Options{Fill: 20})
+	c := NewRecents(w, RecentsOptions{Fill: 20})
 	ctx := context.Background()
 	tests := []struct {
 		name      string
@@ -97,7 +97,7 @@ func TestCacheExpiresAndEvicts(t *testing.T) {
 	w := &window{msgs: map[conversation.ChannelKey]map[int64]conversation.Message{}}
 	w.add(g1, 1, 2, 3)
 	now := time.Unix(0, 0)
-	c := New(w, Options{TTL: time.Second, Now: func() time.Time { return now }})
+	c := NewRecents(w, RecentsOptions{TTL: time.Second, Now: func() time.Time { return now }})
 	ctx := context.Background()
 	r := []mysql.SeqRange{{Channel: g1, UpTo: 3, Count: 3}}
 	_, _ = c.Recents(ctx, r)
@@ -112,7 +112,7 @@ func TestCacheExpiresAndEvicts(t *testing.T) {
 		t.Errorf("calls = %d, want 2: an expired entry is reloaded", w.calls)
 	}
 
-	small := New(w, Options{MaxBytes: 300})
+	small := NewRecents(w, RecentsOptions{MaxBytes: 300})
 	g2 := conversation.ChannelKey{Key: "g2", Type: 2}
 	w.add(g2, 1, 2, 3)
 	_, _ = small.Recents(ctx, r)

@@ -1,13 +1,4 @@
-// Package recentcache keeps the newest messages of busy channels in memory, in front of the store's
-// recents query. Messages are immutable and a conversation row names the newest seq its user may see, so
-// a cached stretch of a channel's seqs answers a recents request exactly whenever it covers the
-// requested seqs, and needs no invalidation when new messages arrive: a request for a seq above the
-// cached stretch simply misses and reloads.
-//
-// The one thing a cached stretch can miss is a message that arrives late, out of seq order, after the
-// stretch was loaded; entries therefore expire after a TTL, which bounds how long such a message can be
-// absent from recents (it is counted in unread at once: rows never come from this cache).
-package recentcache
+package readcache
 
 import (
 	"container/list"
@@ -19,13 +10,13 @@ import (
 	"github.com/convsync/conversations/internal/mysql"
 )
 
-// Source loads recents; *mysql.Store is one.
-type Source interface {
+// RecentsSource loads recents; *mysql.Store is one.
+type RecentsSource interface {
 	Recents(ctx context.Context, ranges []mysql.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error)
 }
 
-// Options size the cache. Zero values pick the defaults named on the fields.
-type Options struct {
+// RecentsOptions size the recents cache. Zero values pick the defaults named on the fields.
+type RecentsOptions struct {
 	// MaxBytes bounds the payload bytes held (default 64 MiB); least recently used channels go first.
 	MaxBytes int
 	// Fill is how many seqs a miss loads at least (default 20), so the next requests of the channel's
@@ -37,10 +28,18 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Cache is safe for concurrent use.
-type Cache struct {
-	src  Source
-	opts Options
+// Recents keeps the newest messages of busy channels in front of the store's recents query. Messages
+// are immutable and a conversation row names the newest seq its user may see, so a cached stretch of a
+// channel's seqs answers a recents request exactly whenever it covers the requested seqs, and needs no
+// invalidation when new messages arrive: a request for a seq above the stretch misses and reloads.
+//
+// The one thing a cached stretch can miss is a message that arrives late, out of seq order, after the
+// stretch was loaded; entries therefore expire after a TTL, which bounds how long such a message can be
+// absent from recents (it counts in unread at once: rows never come from this cache). Recents is safe
+// for concurrent use.
+type Recents struct {
+	src  RecentsSource
+	opts RecentsOptions
 
 	mu    sync.Mutex
 	lru   *list.List // of *entry, most recently used first
@@ -59,8 +58,8 @@ type entry struct {
 	loadedAt time.Time
 }
 
-// New returns a cache in front of src.
-func New(src Source, opts Options) *Cache {
+// NewRecents returns a recents cache in front of src.
+func NewRecents(src RecentsSource, opts RecentsOptions) *Recents {
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 64 << 20
 	}
@@ -73,13 +72,13 @@ func New(src Source, opts Options) *Cache {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Cache{src: src, opts: opts, lru: list.New(), index: map[conversation.ChannelKey]*list.Element{}}
+	return &Recents{src: src, opts: opts, lru: list.New(), index: map[conversation.ChannelKey]*list.Element{}}
 }
 
 // Recents answers like Source.Recents: for each range, the window's messages with After < seq <= UpTo,
 // at most Count, newest first. Ranges the cache covers cost nothing; the others go to the source in
 // one call. Errors are the source's.
-func (c *Cache) Recents(ctx context.Context, ranges []mysql.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
+func (c *Recents) Recents(ctx context.Context, ranges []mysql.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
 	out := make(map[conversation.ChannelKey][]conversation.Message, len(ranges))
 	var miss []mysql.SeqRange
 	now := c.opts.Now()
@@ -128,14 +127,14 @@ func (c *Cache) Recents(ctx context.Context, ranges []mysql.SeqRange) (map[conve
 }
 
 // Stats returns the hits and misses so far, one per range.
-func (c *Cache) Stats() (hits, misses uint64) {
+func (c *Recents) Stats() (hits, misses uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.hits, c.misses
 }
 
 // put stores e, replacing the channel's older entry, and evicts least recently used entries over budget.
-func (c *Cache) put(e *entry) {
+func (c *Recents) put(e *entry) {
 	if el, ok := c.index[e.key]; ok {
 		old := el.Value.(*entry)
 		c.bytes -= old.bytes

@@ -1,0 +1,84 @@
+package readcache_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/readcache"
+	"github.com/convsync/conversations/internal/testenv"
+)
+
+var skip = conversation.NewSkipSet(6, 7, 8, 9)
+
+func message(ch string, seq int64, from string, subs ...string) conversation.Event {
+	return conversation.Event{Message: &conversation.Message{MessageID: seq, MessageSeq: seq, FromUID: from, ChannelID: ch,
+		ChannelType: 2, Timestamp: 1700000000 + seq, Header: conversation.Header{RedDot: 1}, Subscribers: subs}}
+}
+
+// countingStore counts the full reads that reach the store.
+type countingStore struct {
+	*mysql.Store
+	fullReads int
+}
+
+func (c *countingStore) UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
+	c.fullReads++
+	return c.Store.UserRows(ctx, uid)
+}
+
+func TestRowsNeverServesAStaleList(t *testing.T) {
+	s, _ := testenv.Store(t, mysql.Options{})
+	src := &countingStore{Store: s}
+	c := readcache.NewRows(src, readcache.RowsOptions{})
+	ctx := context.Background()
+	apply := func(events ...conversation.Event) {
+		t.Helper()
+		if _, err := s.ApplyBatch(ctx, events, &skip); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unread := func() int64 {
+		t.Helper()
+		rows, err := c.Conversations(ctx, conversation.Query{UID: "bob"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		direct, err := s.Conversations(ctx, conversation.Query{UID: "bob"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != len(direct) || (len(rows) > 0 && rows[0] != direct[0]) {
+			t.Fatalf("cache %+v, store %+v", rows, direct)
+		}
+		var n int64
+		for _, r := range rows {
+			n += r.Unread
+		}
+		return n
+	}
+	if got := unread(); got != 0 || src.fullReads != 1 {
+		t.Fatalf("empty user: unread %d, %d reads", got, src.fullReads)
+	}
+	apply(message("g1", 1, "alice", "alice", "bob"))
+	if got := unread(); got != 1 || src.fullReads != 2 {
+		t.Errorf("after a message: unread %d, %d reads; want 1 and a reload", got, src.fullReads)
+	}
+	if got := unread(); got != 1 || src.fullReads != 2 {
+		t.Errorf("unchanged: unread %d, %d reads; want 1 from the cache", got, src.fullReads)
+	}
+	// A change through another path (the API's mutation) is seen at once too.
+	if _, err := s.Update(ctx, conversation.ConvKey{UID: "bob", ChannelID: "g1", ChannelType: 2},
+		func(r conversation.Row, _ int64) (conversation.Row, bool) { return conversation.SetUnread(r, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := unread(); got != 0 || src.fullReads != 3 {
+		t.Errorf("after setUnread: unread %d, %d reads; want 0 and a reload", got, src.fullReads)
+	}
+	// A message to someone else does not cost bob a reload.
+	apply(message("g2", 1, "alice", "alice", "carol"))
+	if got := unread(); got != 0 || src.fullReads != 3 {
+		t.Errorf("unrelated change: unread %d, %d reads", got, src.fullReads)
+	}
+}
