@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/testenv"
+)
+
+func noEnv(string) string { return "" }
+
+func TestFlags(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name     string
+		args     []string
+		messages int
+		users    int
+		seed     uint64
+		seqBase  int64
+	}{
+		{"demo defaults", nil, 400, 50, 1, int64(365 * 24 * 3600)},
+		{"demo as make run calls it", []string{"-events", "400", "-users", "20", "-groups", "5", "-seed", "42"}, 400, 20, 42, int64(365 * 24 * 3600)},
+		{"peer keeps its size and seed", []string{"-workload", "peer"}, 30_000, 2_000, 20_000, 0},
+		{"w1 with a size", []string{"-workload", "w1", "-events", "1000", "-seed", "5", "-seq-base", "7"}, 1000, 10_000, 5, 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, set, err := parse(tt.args, noEnv, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := c.generatorConfig(set, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Messages != tt.messages || cfg.Users != tt.users || cfg.Seed != tt.seed || cfg.SeqBase != tt.seqBase {
+				t.Errorf("messages %d users %d seed %d seq base %d, want %d %d %d %d",
+					cfg.Messages, cfg.Users, cfg.Seed, cfg.SeqBase, tt.messages, tt.users, tt.seed, tt.seqBase)
+			}
+		})
+	}
+	c, _, err := parse(nil, func(k string) string { return map[string]string{"KAFKA_BROKERS": "a:1, b:2", "KAFKA_TOPIC": "t"}[k] }, io.Discard)
+	if err != nil || strings.Join(c.brokers, ",") != "a:1,b:2" || c.topic != "t" {
+		t.Errorf("env defaults: %+v %v", c, err)
+	}
+	if _, _, err := parse([]string{"-workload", "w9", "-users", "1"}, noEnv, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "-workload") || !strings.Contains(err.Error(), "-users") {
+		t.Errorf("want both problems reported at once, got %v", err)
+	}
+}
+
+// TestRunProducesTheDemo runs the command against the real broker and reads the topic back.
+func TestRunProducesTheDemo(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic, _ := testenv.Topics(t, brokers, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var logs bytes.Buffer
+	args := []string{"-brokers", strings.Join(brokers, ","), "-topic", topic, "-events", "120", "-users", "10", "-groups", "3"}
+	if err := run(ctx, args, noEnv, io.Discard, slog.New(slog.NewJSONHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), `"msg":"done"`) {
+		t.Errorf("no summary in the logs: %s", logs.String())
+	}
+	var n int
+	for p := range 3 {
+		r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
+		conn, err := kafkago.DialLeader(ctx, "tcp", brokers[0], topic, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := conn.ReadLastOffset()
+		conn.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := int64(0); off < last; off++ {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, err := conversation.DecodeEvent(m.Value, time.Now(), 0)
+			if err != nil {
+				t.Fatalf("partition %d offset %d: %v", p, m.Offset, err)
+			}
+			if string(m.Key) != ev.Key().Key {
+				t.Errorf("key %q, want storage key %q", m.Key, ev.Key().Key)
+			}
+			n++
+		}
+		r.Close()
+	}
+	if n < 120 {
+		t.Errorf("read %d records back, want at least the 120 messages", n)
+	}
+}
