@@ -1,0 +1,368 @@
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/testenv"
+)
+
+// testLog discards logs unless TEST_LOG=1.
+func testLog() *slog.Logger {
+	if os.Getenv("TEST_LOG") == "1" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// newProjector returns a Projector on fresh metrics, with test-speed backoffs unless cfg sets them.
+func newProjector(t *testing.T, cfg Config, store Store) (*Projector, *prometheus.Registry) {
+	t.Helper()
+	if cfg.RetryMinBackoff == 0 {
+		cfg.RetryMinBackoff, cfg.RetryMaxBackoff = 20*time.Millisecond, 200*time.Millisecond
+	}
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(cfg, store, m, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, reg
+}
+
+// running is a Projector running in the background.
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start runs p until stop or the end of the test.
+func start(t *testing.T, p *Projector) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- p.Run(ctx) }()
+	t.Cleanup(func() { _ = r.stop(t) })
+	return r
+}
+
+// stop cancels the run and returns Run's error; a second call returns nil.
+func (r *running) stop(t *testing.T) error {
+	t.Helper()
+	r.cancel()
+	select {
+	case err, ok := <-r.done:
+		if !ok {
+			return nil
+		}
+		close(r.done)
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return 30s after its context was cancelled")
+		return nil
+	}
+}
+
+// record is an event to produce, keyed by its storage key.
+type record struct {
+	key   string
+	value []byte
+}
+
+// msgRecord is a message.sent record.
+func msgRecord(t testing.TB, m map[string]any) record {
+	t.Helper()
+	v, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := conversation.DecodeEvent(v, time.Now(), 0)
+	if err != nil {
+		t.Fatalf("test event %s is invalid: %v", v, err)
+	}
+	return record{key: e.Key().Key, value: v}
+}
+
+// groupMsg is a red-dot message seq in group channel ch, from from, to subscribers (nil: the membership).
+func groupMsg(t testing.TB, ch string, seq int64, from string, subscribers []string) record {
+	m := map[string]any{"message_id": 1_000_000 + seq, "client_msg_no": ch + "-" + itoa(seq), "message_seq": seq,
+		"from_uid": from, "channel_id": ch, "channel_type": 2, "timestamp": 1_700_000_000 + seq,
+		"header": map[string]int{"red_dot": 1}, "payload": "aGk="}
+	if subscribers != nil {
+		m["subscribers"] = subscribers
+	}
+	return msgRecord(t, m)
+}
+
+// personMsg is a red-dot message seq of the person channel between from and to.
+func personMsg(t testing.TB, from, to string, seq int64) record {
+	return msgRecord(t, map[string]any{"message_id": 2_000_000 + seq, "client_msg_no": from + ">" + to + "-" + itoa(seq),
+		"message_seq": seq, "from_uid": from, "channel_id": to, "channel_type": 1, "timestamp": 1_700_000_000 + seq,
+		"header": map[string]int{"red_dot": 1}})
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// produce writes records to topic, synchronously, each record's key choosing its partition.
+func produce(t testing.TB, brokers []string, topic string, recs ...record) {
+	t.Helper()
+	if err := produceErr(brokers, topic, recs...); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+// produceErr is produce for goroutines other than the test's.
+func produceErr(brokers []string, topic string, recs ...record) error {
+	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, Balancer: &kafkago.Hash{},
+		RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 1000}
+	defer w.Close()
+	msgs := make([]kafkago.Message, len(recs))
+	for i, r := range recs {
+		msgs[i] = kafkago.Message{Key: []byte(r.key), Value: r.value}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return w.WriteMessages(ctx, msgs...)
+}
+
+// endOffsets returns the offset after the last record of each partition of topic.
+func endOffsets(t testing.TB, brokers []string, topic string, partitions int) map[int]int64 {
+	t.Helper()
+	c := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 10 * time.Second}
+	reqs := make([]kafkago.OffsetRequest, partitions)
+	for i := range partitions {
+		reqs[i] = kafkago.LastOffsetOf(i)
+	}
+	res, err := c.ListOffsets(context.Background(), &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
+	if err != nil {
+		t.Fatalf("list offsets: %v", err)
+	}
+	out := map[int]int64{}
+	for _, p := range res.Topics[topic] {
+		if p.Error != nil {
+			t.Fatalf("list offsets of partition %d: %v", p.Partition, p.Error)
+		}
+		out[p.Partition] = p.LastOffset
+	}
+	return out
+}
+
+// committed returns the group's committed offset of each partition of topic (-1: none).
+func committed(t testing.TB, brokers []string, group, topic string, partitions int) map[int]int64 {
+	t.Helper()
+	c := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 10 * time.Second}
+	ps := make([]int, partitions)
+	for i := range ps {
+		ps[i] = i
+	}
+	res, err := c.OffsetFetch(context.Background(), &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+	if err != nil {
+		t.Fatalf("fetch committed offsets: %v", err)
+	}
+	if res.Error != nil {
+		t.Fatalf("fetch committed offsets: %v", res.Error)
+	}
+	out := map[int]int64{}
+	for _, p := range res.Topics[topic] {
+		out[p.Partition] = p.CommittedOffset
+	}
+	return out
+}
+
+// waitCommittedToEnd waits until the group committed every partition of topic up to its end.
+func waitCommittedToEnd(t testing.TB, brokers []string, group, topic string, partitions int, timeout time.Duration) {
+	t.Helper()
+	end := endOffsets(t, brokers, topic, partitions)
+	eventually(t, timeout, "group "+group+" committed to the end of every partition", func() bool {
+		got := committed(t, brokers, group, topic, partitions)
+		for p, e := range end {
+			if e > 0 && got[p] != e {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// eventually polls cond every 20ms until it holds or timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting until %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// metricValue sums the samples of metric name whose labels include the given name=value pairs.
+func metricValue(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
+	t.Helper()
+	families, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					if l.GetName() == labels[i] && l.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue metrics
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				sum += m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+// readAll reads n records of partition 0 of topic from its start.
+func readAll(t testing.TB, brokers []string, topic string, n int) []kafkago.Message {
+	t.Helper()
+	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out := make([]kafkago.Message, 0, n)
+	for len(out) < n {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("read %s: got %d of %d records: %v", topic, len(out), n, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// convRow is what the tests compare of a conversation row (versions differ between runs by design).
+type convRow struct {
+	UID             string `db:"uid"`
+	ChannelID       string `db:"channel_id"`
+	ChannelType     uint8  `db:"channel_type"`
+	Unread          int64  `db:"unread"`
+	ReadedToMsgSeq  int64  `db:"readed_to_msg_seq"`
+	LastMsgSeq      int64  `db:"last_msg_seq"`
+	LastClientMsgNo string `db:"last_client_msg_no"`
+	IsDeleted       int    `db:"is_deleted"`
+}
+
+// rows returns every conversation row of the store, in primary-key order.
+func rows(t testing.TB, s *mysql.Store) []convRow {
+	t.Helper()
+	var out []convRow
+	if err := s.DB().Select(&out, `SELECT uid, channel_id, channel_type, unread, readed_to_msg_seq, last_msg_seq,
+		last_client_msg_no, is_deleted FROM conversations ORDER BY uid, channel_id, channel_type`); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// rowMap indexes rows by "uid/channel_id/channel_type".
+func rowMap(rs []convRow) map[string]convRow {
+	m := make(map[string]convRow, len(rs))
+	for _, r := range rs {
+		m[r.UID+"/"+r.ChannelID+"/"+itoa(int64(r.ChannelType))] = r
+	}
+	return m
+}
+
+// fakeStore is a Store whose ApplyBatch runs a hook; it records the size of each successful batch.
+type fakeStore struct {
+	mu      sync.Mutex
+	apply   func(ctx context.Context, call int, events []conversation.Event) error
+	calls   int
+	batches []int
+	events  int
+	ping    error
+}
+
+func (f *fakeStore) ApplyBatch(ctx context.Context, events []conversation.Event, _ *conversation.SkipSet) (mysql.BatchResult, error) {
+	f.mu.Lock()
+	f.calls++
+	call := f.calls
+	f.mu.Unlock()
+	if f.apply != nil {
+		if err := f.apply(ctx, call, events); err != nil {
+			return mysql.BatchResult{}, err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.batches = append(f.batches, len(events))
+	f.events += len(events)
+	return mysql.BatchResult{Applied: len(events)}, nil
+}
+
+func (f *fakeStore) Ping(context.Context) error { return f.ping }
+
+func (f *fakeStore) applied() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.events
+}
+
+var errDown = fmt.Errorf("fake store: %w", conversation.ErrUnavailable)
+
+// integration returns the test broker and fresh topics (skipping, or failing under REQUIRE_INTEGRATION,
+// without a broker).
+func integration(t *testing.T, partitions int) (brokers []string, topic, dlq string) {
+	t.Helper()
+	brokers = testenv.KafkaBrokers(t)
+	topic, dlq = testenv.Topics(t, brokers, partitions)
+	waitTopic(t, brokers, topic, partitions)
+	waitTopic(t, brokers, dlq, 1)
+	return brokers, topic, dlq
+}
+
+// waitTopic waits until the broker serves metadata of every partition of a topic just created: until
+// then producing to it fails with Unknown Topic Or Partition.
+func waitTopic(t *testing.T, brokers []string, topic string, partitions int) {
+	t.Helper()
+	c := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 5 * time.Second}
+	eventually(t, 10*time.Second, "topic "+topic+" is served", func() bool {
+		res, err := c.Metadata(context.Background(), &kafkago.MetadataRequest{Topics: []string{topic}})
+		if err != nil || len(res.Topics) != 1 || res.Topics[0].Error != nil || len(res.Topics[0].Partitions) != partitions {
+			return false
+		}
+		for _, p := range res.Topics[0].Partitions {
+			if p.Error != nil || p.Leader.Host == "" {
+				return false
+			}
+		}
+		return true
+	})
+}

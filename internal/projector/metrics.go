@@ -1,0 +1,87 @@
+package projector
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/mysql"
+)
+
+// Metrics are the projector's Prometheus metrics, all named conv_projector_*. Counters of what a batch
+// did move only once its transaction committed, so a retried batch is counted once.
+type Metrics struct {
+	recordsConsumed prometheus.Counter
+	messagesApplied prometheus.Counter
+	duplicates      prometheus.Counter
+	belowWindow     prometheus.Counter
+	skipped         prometheus.Counter
+	memberships     prometheus.Counter
+	rowsWritten     prometheus.Counter
+	deadLettered    *prometheus.CounterVec
+	batchSize       prometheus.Histogram
+	applySeconds    prometheus.Histogram
+	applyFailures   prometheus.Counter
+	dlqFailures     prometheus.Counter
+	commitFailures  prometheus.Counter
+	consumerLag     *prometheus.GaugeVec
+	commits         prometheus.Counter
+	purged          prometheus.Counter
+	purgeFailures   prometheus.Counter
+}
+
+// NewMetrics creates the metrics and registers them with reg. It fails when reg already holds them: give
+// each Projector in a process its own registry.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "conv", Subsystem: "projector", Name: name, Help: help})
+	}
+	m := &Metrics{
+		recordsConsumed: counter("records_consumed_total", "Records fetched from the events topic (a redelivered record counts again)."),
+		messagesApplied: counter("messages_applied_total", "message.sent events applied for the first time."),
+		duplicates:      counter("duplicates_skipped_total", "Messages whose (storage key, message_seq) was already applied."),
+		belowWindow:     counter("below_window_total", "Messages older than their channel's kept window, treated as already applied."),
+		skipped:         counter("skipped_total", "Messages with no effect by rule: no_persist, sync_once or a skipped channel type."),
+		memberships:     counter("memberships_applied_total", "channel.subscribers.* events applied."),
+		rowsWritten:     counter("rows_written_total", "Conversation rows inserted or updated."),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "conv", Subsystem: "projector",
+			Name: "dead_lettered_total", Help: "Bad records sent to the dead-letter topic, by reason."}, []string{"reason"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
+			Name: "batch_size", Help: "Records per batch.", Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500}}),
+		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
+			Name: "apply_seconds", Help: "Duration of a successful store transaction applying one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		applyFailures:  counter("apply_failures_total", "Failed attempts to apply a batch (each is retried)."),
+		dlqFailures:    counter("dead_letter_failures_total", "Failed attempts to write a batch's dead letters (each is retried)."),
+		commitFailures: counter("commit_failures_total", "Failed attempts to commit a batch's offsets (each is retried)."),
+		consumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "conv", Subsystem: "projector",
+			Name: "consumer_lag", Help: "Records behind the partition's end after the last committed batch."}, []string{"partition"}),
+		commits:       counter("commits_total", "Batches whose offsets were committed."),
+		purged:        counter("purged_total", "Tombstones purged for age."),
+		purgeFailures: counter("purge_failures_total", "Failed tombstone purge rounds."),
+	}
+	for _, r := range []string{conversation.ReasonTooLarge, conversation.ReasonInvalidJSON, conversation.ReasonUnknownType,
+		conversation.ReasonMissingField, conversation.ReasonWrongType, conversation.ReasonInvalidValue} {
+		m.deadLettered.WithLabelValues(r) // every reason shows from the start, at 0, so rate() works at once
+	}
+	var errs []error
+	for _, c := range []prometheus.Collector{m.recordsConsumed, m.messagesApplied, m.duplicates, m.belowWindow,
+		m.skipped, m.memberships, m.rowsWritten, m.deadLettered, m.batchSize, m.applySeconds, m.applyFailures,
+		m.dlqFailures, m.commitFailures, m.consumerLag, m.commits, m.purged, m.purgeFailures} {
+		errs = append(errs, reg.Register(c))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Metrics) observe(res mysql.BatchResult) {
+	m.messagesApplied.Add(float64(res.Applied))
+	m.duplicates.Add(float64(res.Duplicates))
+	m.belowWindow.Add(float64(res.BelowWindow))
+	m.skipped.Add(float64(res.Skipped))
+	m.memberships.Add(float64(res.Memberships))
+	m.rowsWritten.Add(float64(res.RowsWritten))
+}

@@ -1,0 +1,416 @@
+// Package projector consumes the events topic into the read model (contract §1 and §3). It is the only
+// code that knows the delivery semantics: fetch a batch of records, dead-letter the ones that can never
+// be applied, apply the others in one store transaction, and only then commit the batch's offsets.
+//
+// Ack rules, i.e. when a record's offset is committed:
+//   - Only once the record reached one of its two ends: its event was applied by a store transaction that
+//     committed, or the record itself was written to the dead-letter topic with acks from all in-sync
+//     replicas. Nothing else acknowledges a record: no timeout, no error, no shutdown.
+//   - A batch's offsets are committed together, after every record of the batch reached its end.
+//   - A failure never skips a record. A store error of any kind (unreachable, lock conflict, other), a
+//     failed dead-letter write and a failed commit are all retried, the same batch again, with exponential
+//     backoff and jitter, until they succeed or the context ends; readiness is false meanwhile.
+//   - A batch that is never committed (a crash, or a shutdown that outlasted its grace) is delivered
+//     again. That is safe: the store applies each (storage key, message_seq) once, so replayed events
+//     change nothing. A replayed bad record is dead-lettered again: the dead-letter topic is at least
+//     once, the read model is exactly once.
+//
+// Several Projectors in one consumer group share the topic's partitions; a rebalance may hand a
+// partition over with uncommitted records, which the new owner replays, harmlessly.
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"regexp"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/mysql"
+)
+
+// Store is what the projector needs of the read model. ApplyBatch must apply a batch in one transaction
+// and exactly once per (storage key, message_seq): after it returns nil every event's effect is
+// committed, after an error nothing of the batch is (internal/mysql.Store is one).
+type Store interface {
+	ApplyBatch(ctx context.Context, events []conversation.Event, skip *conversation.SkipSet) (mysql.BatchResult, error)
+	Ping(ctx context.Context) error
+}
+
+// Config says where the projector reads and writes and how it batches. The zero value of each tunable
+// picks the default named on it; Brokers, Topic, DLQTopic and GroupID are required.
+type Config struct {
+	Brokers []string
+	// Topic is the events topic (contract §1).
+	Topic string
+	// DLQTopic receives the records that can never be applied (contract §1.3).
+	DLQTopic string
+	// GroupID is the consumer group; projectors sharing it share the partitions.
+	GroupID string
+	// BatchMaxRecords bounds a batch's number of records (default 500).
+	BatchMaxRecords int
+	// BatchMaxWait bounds how long a batch waits for more records after its first one (default 50ms).
+	BatchMaxWait time.Duration
+	// MaxEventBytes: a record value over this size is dead-lettered as too_large (default 1 MiB).
+	MaxEventBytes int
+	// Skip lists the channel types whose messages are stored for nobody (contract §3.2).
+	Skip conversation.SkipSet
+	// ShutdownTimeout is how long the in-flight batch may still take to apply and commit once the
+	// context is done (default 10s). After that it is abandoned uncommitted.
+	ShutdownTimeout time.Duration
+	// RetryMinBackoff and RetryMaxBackoff bound the wait between two attempts at a failing step
+	// (defaults 100ms and 5s).
+	RetryMinBackoff, RetryMaxBackoff time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.BatchMaxRecords <= 0 {
+		c.BatchMaxRecords = 500
+	}
+	if c.BatchMaxWait <= 0 {
+		c.BatchMaxWait = 50 * time.Millisecond
+	}
+	if c.MaxEventBytes <= 0 {
+		c.MaxEventBytes = 1 << 20
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.RetryMinBackoff <= 0 {
+		c.RetryMinBackoff = 100 * time.Millisecond
+	}
+	if c.RetryMaxBackoff < c.RetryMinBackoff {
+		c.RetryMaxBackoff = max(5*time.Second, c.RetryMinBackoff)
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("no Kafka brokers"))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("no events topic"))
+	}
+	if c.DLQTopic == "" {
+		errs = append(errs, errors.New("no dead-letter topic"))
+	}
+	if c.DLQTopic != "" && c.DLQTopic == c.Topic {
+		errs = append(errs, errors.New("the dead-letter topic must differ from the events topic"))
+	}
+	if c.GroupID == "" {
+		errs = append(errs, errors.New("no consumer group id"))
+	}
+	return errors.Join(errs...)
+}
+
+// fetcher hands out the records of the group's partitions, in offset order per partition.
+type fetcher interface {
+	FetchMessage(ctx context.Context) (kafkago.Message, error)
+}
+
+// reader is what the loop uses of *kafkago.Reader.
+type reader interface {
+	fetcher
+	CommitMessages(ctx context.Context, msgs ...kafkago.Message) error
+	Close() error
+}
+
+// writer is what the loop uses of *kafkago.Writer.
+type writer interface {
+	WriteMessages(ctx context.Context, msgs ...kafkago.Message) error
+	Close() error
+}
+
+// Projector runs the consume-apply-commit loop of one consumer group member. Run it once.
+type Projector struct {
+	cfg          Config
+	store        Store
+	readerConfig kafkago.ReaderConfig
+	reader       reader // set by Run: a kafka-go group reader joins its group as soon as it exists
+	dlq          writer
+	probe        *kafkago.Client
+	metrics      *Metrics
+	log          *slog.Logger
+
+	// failing names the step being retried ("" when none), for readiness.
+	failing atomic.Pointer[string]
+}
+
+// New returns a Projector reading cfg.Topic in group cfg.GroupID. It connects nothing yet: Run joins the
+// group. It returns an error when cfg is incomplete or invalid.
+func New(cfg Config, store Store, metrics *Metrics, log *slog.Logger) (*Projector, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("projector config: %w", err)
+	}
+	rc := kafkago.ReaderConfig{
+		Brokers: cfg.Brokers,
+		GroupID: cfg.GroupID,
+		Topic:   cfg.Topic,
+		// A new group starts at the beginning: no event is skipped because the projector started late.
+		StartOffset: kafkago.FirstOffset,
+		// 0 makes CommitMessages synchronous: it returns once the group coordinator stored the offsets,
+		// which is what lets the loop say a batch is done.
+		CommitInterval: 0,
+		QueueCapacity:  cfg.BatchMaxRecords,
+		MinBytes:       1,
+		// A record over MaxEventBytes must still arrive, to be dead-lettered rather than stall its partition.
+		MaxBytes: max(4<<20, 2*cfg.MaxEventBytes),
+		MaxWait:  500 * time.Millisecond,
+		// Another instance joining or leaving the group is noticed within a second, not three.
+		HeartbeatInterval: time.Second,
+		ErrorLogger: kafkago.LoggerFunc(func(format string, args ...any) {
+			log.Warn("kafka consumer", "detail", fmt.Sprintf(format, args...))
+		}),
+	}
+	if err := rc.Validate(); err != nil { // kafkago.NewReader panics on an invalid config
+		return nil, fmt.Errorf("kafka reader config: %w", err)
+	}
+	dlq := &kafkago.Writer{
+		Addr:  kafkago.TCP(cfg.Brokers...),
+		Topic: cfg.DLQTopic,
+		// One key's dead letters stay in one partition, in order.
+		Balancer:     &kafkago.Hash{},
+		RequiredAcks: kafkago.RequireAll,
+		// Writes are synchronous; without this a lone dead letter would wait a second for company.
+		BatchTimeout: 5 * time.Millisecond,
+		BatchSize:    cfg.BatchMaxRecords,
+		// Dead letters carry their original value whatever its size; the broker has the last word.
+		BatchBytes: int64(max(16<<20, 2*cfg.MaxEventBytes)),
+		// The loop retries the whole write itself, with its own backoff and readiness.
+		MaxAttempts: 3,
+	}
+	return &Projector{
+		cfg:          cfg,
+		store:        store,
+		readerConfig: rc,
+		dlq:          dlq,
+		probe:        &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: checkTimeout, Transport: &kafkago.Transport{}},
+		metrics:      metrics,
+		log:          log,
+	}, nil
+}
+
+// ErrAbandoned is returned by Run when the batch in flight at shutdown could not be applied and committed
+// within Config.ShutdownTimeout. Its records were not committed and will be delivered again.
+var ErrAbandoned = errors.New("in-flight batch abandoned at shutdown, uncommitted")
+
+// Run consumes until ctx is done, then lets the batch in flight finish within Config.ShutdownTimeout,
+// leaves the group and closes its Kafka clients. It returns nil after a clean stop, an error wrapping
+// ErrAbandoned when the last batch had to be abandoned, or an error closing the clients. Errors while
+// running are retried, never returned (see the package's ack rules).
+func (p *Projector) Run(ctx context.Context) (err error) {
+	p.reader = kafkago.NewReader(p.readerConfig)
+	defer func() {
+		// Closing the reader leaves the group, so the partitions move to another member at once.
+		err = errors.Join(err, p.reader.Close(), p.dlq.Close())
+		if t, ok := p.probe.Transport.(*kafkago.Transport); ok {
+			t.CloseIdleConnections()
+		}
+	}()
+	fetchFailures := 0
+	for {
+		msgs, fetchErr := fetchBatch(ctx, p.reader, p.cfg.BatchMaxRecords, p.cfg.BatchMaxWait)
+		if len(msgs) > 0 {
+			if err := p.process(ctx, msgs); err != nil {
+				return err
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if fetchErr == nil {
+			fetchFailures = 0
+			continue
+		}
+		// The reader keeps trying to rejoin the group by itself; this only paces the loop.
+		fetchFailures++
+		wait := backoff(p.cfg.RetryMinBackoff, p.cfg.RetryMaxBackoff, fetchFailures)
+		p.log.Warn("fetch failed", "attempt", fetchFailures, "retry_in", wait.String(), "error", fetchErr.Error())
+		if !sleep(ctx, wait) {
+			return nil
+		}
+	}
+}
+
+// fetchBatch returns the next batch: at least one record (it waits for the first as long as ctx lasts),
+// at most maxRecords, and no more than maxWait after the first one arrived. When ctx ends or the reader
+// fails it returns what it has so far along with the error; an empty batch has no effect.
+func fetchBatch(ctx context.Context, r fetcher, maxRecords int, maxWait time.Duration) ([]kafkago.Message, error) {
+	first, err := r.FetchMessage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	batch := make([]kafkago.Message, 1, maxRecords)
+	batch[0] = first
+	wctx, cancel := context.WithTimeout(ctx, maxWait)
+	defer cancel()
+	for len(batch) < maxRecords {
+		m, err := r.FetchMessage(wctx)
+		if err != nil {
+			if ctx.Err() == nil && wctx.Err() != nil {
+				break // the time bound, not a failure
+			}
+			return batch, err
+		}
+		batch = append(batch, m)
+	}
+	return batch, nil
+}
+
+// process takes one batch to its end: dead letters written, events applied, offsets committed. It
+// returns an error only when ctx ended and the grace period ran out first; then nothing is committed.
+func (p *Projector) process(ctx context.Context, msgs []kafkago.Message) error {
+	p.metrics.recordsConsumed.Add(float64(len(msgs)))
+	p.metrics.batchSize.Observe(float64(len(msgs)))
+	bctx, cancel := graceContext(ctx, p.cfg.ShutdownTimeout)
+	defer cancel()
+
+	events, dead := p.decode(msgs)
+	pending := dead
+	if err := p.retry(bctx, "dead_letter", p.metrics.dlqFailures, func(ctx context.Context) error {
+		var err error
+		pending, err = writePending(ctx, p.dlq, pending)
+		return err
+	}); err != nil {
+		return p.abandoned(msgs, "dead_letter", err)
+	}
+	for _, d := range dead {
+		p.metrics.deadLettered.WithLabelValues(reasonOf(d)).Inc()
+	}
+	if len(events) > 0 {
+		if err := p.retry(bctx, "apply", p.metrics.applyFailures, func(ctx context.Context) error {
+			start := time.Now()
+			res, err := p.store.ApplyBatch(ctx, events, &p.cfg.Skip)
+			if err != nil {
+				return err
+			}
+			p.metrics.applySeconds.Observe(time.Since(start).Seconds())
+			p.metrics.observe(res)
+			return nil
+		}); err != nil {
+			return p.abandoned(msgs, "apply", err)
+		}
+	}
+	last := lastPerPartition(msgs)
+	if err := p.retry(bctx, "commit", p.metrics.commitFailures, func(ctx context.Context) error {
+		return p.reader.CommitMessages(ctx, last...)
+	}); err != nil {
+		return p.abandoned(msgs, "commit", err)
+	}
+	p.metrics.commits.Inc()
+	for _, m := range last {
+		p.metrics.consumerLag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
+	}
+	return nil
+}
+
+func (p *Projector) abandoned(msgs []kafkago.Message, step string, err error) error {
+	return fmt.Errorf("%w: %d records, at step %s: %w", ErrAbandoned, len(msgs), step, err)
+}
+
+// lastPerPartition returns the last record of each partition in msgs: committing it commits the
+// partition's records before it, since a batch holds each partition's records in offset order.
+func lastPerPartition(msgs []kafkago.Message) []kafkago.Message {
+	idx := map[int]int{}
+	var last []kafkago.Message
+	for _, m := range msgs {
+		if i, ok := idx[m.Partition]; ok {
+			last[i] = m
+			continue
+		}
+		idx[m.Partition] = len(last)
+		last = append(last, m)
+	}
+	return last
+}
+
+// retry runs op until it succeeds or ctx ends, waiting an exponential, jittered backoff between attempts.
+// Each failure is counted and logged once; readiness says which step is failing until it succeeds.
+func (p *Projector) retry(ctx context.Context, step string, failures interface{ Inc() }, op func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		err := op(ctx)
+		if err == nil {
+			if attempt > 1 {
+				p.failing.Store(nil)
+				p.log.Info("recovered", "step", step, "attempts", attempt)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		failures.Inc()
+		p.failing.Store(&step)
+		wait := backoff(p.cfg.RetryMinBackoff, p.cfg.RetryMaxBackoff, attempt)
+		p.log.Warn("step failed, retrying the batch", "step", step, "attempt", attempt, "retry_in", wait.String(),
+			"kind", errorKind(err), "error", redact(err))
+		if !sleep(ctx, wait) {
+			return ctx.Err()
+		}
+	}
+}
+
+// backoff is the wait before retry number attempt (1-based): min doubled per attempt up to max, of
+// which a random half is jitter, so instances that failed together do not retry in lockstep.
+func backoff(lo, hi time.Duration, attempt int) time.Duration {
+	d := lo
+	for i := 1; i < attempt && d < hi; i++ {
+		d *= 2
+	}
+	d = min(d, hi)
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// graceContext returns a context that outlives ctx by grace: the batch in flight when a shutdown begins
+// may still finish, but not forever.
+func graceContext(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	gctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(grace, cancel)
+		context.AfterFunc(gctx, func() { t.Stop() })
+	})
+	return gctx, func() {
+		stop()
+		cancel()
+	}
+}
+
+// errorKind classifies a failure for the log: unavailable (the store cannot be reached), conflict (lost
+// lock conflicts), or other.
+func errorKind(err error) string {
+	switch {
+	case errors.Is(err, conversation.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, conversation.ErrConflict):
+		return "conflict"
+	default:
+		return "other"
+	}
+}
+
+// quoted matches what a database error may quote from a statement's values (a duplicate key's entry).
+var quoted = regexp.MustCompile(`'[^']*'`)
+
+// redact is an error's text without quoted values, safe to log.
+func redact(err error) string { return quoted.ReplaceAllString(err.Error(), "'…'") }

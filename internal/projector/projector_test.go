@@ -1,0 +1,216 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/convsync/conversations/internal/conversation"
+)
+
+// chanFetcher hands out what is sent on its channel, like a reader whose records trickle in.
+type chanFetcher chan kafkago.Message
+
+func (c chanFetcher) FetchMessage(ctx context.Context) (kafkago.Message, error) {
+	select {
+	case <-ctx.Done():
+		return kafkago.Message{}, ctx.Err()
+	case m := <-c:
+		return m, nil
+	}
+}
+
+func TestFetchBatch(t *testing.T) {
+	t.Run("stops at max records though more are waiting", func(t *testing.T) {
+		c := make(chanFetcher, 20)
+		for i := range 20 {
+			c <- kafkago.Message{Offset: int64(i)}
+		}
+		batch, err := fetchBatch(t.Context(), c, 8, time.Hour)
+		if err != nil || len(batch) != 8 || batch[7].Offset != 7 {
+			t.Fatalf("got %d records (err %v), want the first 8", len(batch), err)
+		}
+		batch, _ = fetchBatch(t.Context(), c, 8, time.Hour)
+		if len(batch) != 8 || batch[0].Offset != 8 {
+			t.Fatalf("second batch starts at %d with %d records, want 8 records from offset 8", batch[0].Offset, len(batch))
+		}
+	})
+	t.Run("stops max wait after the first record, not after the call", func(t *testing.T) {
+		c := make(chanFetcher)
+		go func() {
+			time.Sleep(150 * time.Millisecond) // an idle topic: the wait must not count this
+			c <- kafkago.Message{Offset: 0}
+			time.Sleep(20 * time.Millisecond)
+			c <- kafkago.Message{Offset: 1}
+		}()
+		start := time.Now()
+		batch, err := fetchBatch(t.Context(), c, 500, 100*time.Millisecond)
+		took := time.Since(start)
+		if err != nil || len(batch) != 2 {
+			t.Fatalf("got %d records (err %v), want 2", len(batch), err)
+		}
+		if took < 240*time.Millisecond || took > 600*time.Millisecond {
+			t.Fatalf("batch closed after %s, want about 150ms idle + 100ms max wait", took)
+		}
+	})
+	t.Run("shutdown returns the partial batch with the context error", func(t *testing.T) {
+		c := make(chanFetcher, 1)
+		c <- kafkago.Message{Offset: 0}
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		batch, err := fetchBatch(ctx, c, 500, time.Hour)
+		if len(batch) != 1 || !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %d records and %v, want the 1 record and context.Canceled", len(batch), err)
+		}
+	})
+	t.Run("shutdown before any record returns nothing", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		batch, err := fetchBatch(ctx, make(chanFetcher), 500, time.Hour)
+		if len(batch) != 0 || !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %d records and %v, want none and context.Canceled", len(batch), err)
+		}
+	})
+}
+
+func TestDecodeDeadLettersEachKindOfBadRecord(t *testing.T) {
+	good := `{"message_id":1,"message_seq":1,"channel_id":"g1","channel_type":2}`
+	tests := []struct {
+		name, value, reason string
+	}{
+		{"not JSON", `hello`, conversation.ReasonInvalidJSON},
+		{"empty value", ``, conversation.ReasonInvalidJSON},
+		{"JSON array", `[` + good + `]`, conversation.ReasonInvalidJSON},
+		{"missing message_seq", `{"message_id":1,"channel_id":"g1","channel_type":2}`, conversation.ReasonMissingField},
+		{"message_seq of the wrong type", `{"message_id":1,"message_seq":"1","channel_id":"g1","channel_type":2}`, conversation.ReasonWrongType},
+		{"unknown type", `{"type":"message.edited","message_id":1,"message_seq":1,"channel_id":"g1","channel_type":2}`, conversation.ReasonUnknownType},
+		{"too large", `{"message_id":1,"message_seq":1,"channel_id":"g1","channel_type":2,"client_msg_no":"` + strings.Repeat("x", 300) + `"}`, conversation.ReasonTooLarge},
+		{"payload not base64", `{"message_id":1,"message_seq":1,"channel_id":"g1","channel_type":2,"payload":"!!"}`, conversation.ReasonInvalidValue},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, _ := newProjector(t, Config{Brokers: []string{"127.0.0.1:1"}, Topic: "events", DLQTopic: "dlq", GroupID: "g", MaxEventBytes: 256}, &fakeStore{})
+			in := []kafkago.Message{
+				{Topic: "events", Partition: 3, Offset: 41, Key: []byte("g1"), Value: []byte(good)},
+				{Topic: "events", Partition: 3, Offset: 42, Key: []byte("the-key"), Value: []byte(tt.value),
+					Headers: []kafkago.Header{{Key: "traceparent", Value: []byte("00-abc")}}},
+			}
+			events, dead := p.decode(in)
+			if len(events) != 1 || events[0].Message == nil || events[0].Message.MessageSeq != 1 {
+				t.Fatalf("events = %+v, want the one good record", events)
+			}
+			if len(dead) != 1 {
+				t.Fatalf("got %d dead letters, want 1", len(dead))
+			}
+			d := dead[0]
+			if string(d.Key) != "the-key" || string(d.Value) != tt.value {
+				t.Errorf("dead letter key/value = %q/%q, want the original's", d.Key, d.Value)
+			}
+			want := map[string]string{"traceparent": "00-abc", HeaderReason: tt.reason, HeaderSourceTopic: "events",
+				HeaderSourcePartition: "3", HeaderSourceOffset: "42"}
+			got := map[string]string{}
+			for _, h := range d.Headers {
+				got[h.Key] = string(h.Value)
+			}
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("header %s = %q, want %q", k, got[k], v)
+				}
+			}
+			if !strings.HasPrefix(got[HeaderError], tt.reason+":") {
+				t.Errorf("header %s = %q, want the decoding error", HeaderError, got[HeaderError])
+			}
+			if r := reasonOf(d); r != tt.reason {
+				t.Errorf("reasonOf = %q, want %q", r, tt.reason)
+			}
+		})
+	}
+}
+
+// flakyWriter fails the records whose value is in failOnce the first time it sees them.
+type flakyWriter struct {
+	failOnce map[string]bool
+	written  []string
+}
+
+func (w *flakyWriter) WriteMessages(_ context.Context, msgs ...kafkago.Message) error {
+	errs := make(kafkago.WriteErrors, len(msgs))
+	failed := false
+	for i, m := range msgs {
+		if w.failOnce[string(m.Value)] {
+			delete(w.failOnce, string(m.Value))
+			errs[i], failed = errors.New("not enough replicas"), true
+			continue
+		}
+		w.written = append(w.written, string(m.Value))
+	}
+	if failed {
+		return errs
+	}
+	return nil
+}
+
+func (w *flakyWriter) Close() error { return nil }
+
+func TestWritePendingRetriesOnlyTheFailedRecords(t *testing.T) {
+	w := &flakyWriter{failOnce: map[string]bool{"b": true}}
+	pending := []kafkago.Message{{Value: []byte("a")}, {Value: []byte("b")}, {Value: []byte("c")}}
+	pending, err := writePending(t.Context(), w, pending)
+	if err == nil || len(pending) != 1 || string(pending[0].Value) != "b" {
+		t.Fatalf("after a partial failure: pending %d, err %v; want only b pending and an error", len(pending), err)
+	}
+	pending, err = writePending(t.Context(), w, pending)
+	if err != nil || len(pending) != 0 {
+		t.Fatalf("retry: pending %d, err %v; want all written", len(pending), err)
+	}
+	if got := strings.Join(w.written, ","); got != "a,c,b" {
+		t.Fatalf("written %s, want each record once: a,c,b", got)
+	}
+}
+
+func TestBackoffGrowsWithJitterAndStaysBounded(t *testing.T) {
+	lo, hi := 100*time.Millisecond, 2*time.Second
+	for attempt, want := range map[int]time.Duration{1: lo, 2: 2 * lo, 3: 4 * lo, 5: 16 * lo, 6: hi, 50: hi} {
+		for range 100 {
+			if d := backoff(lo, hi, attempt); d < want/2 || d > want {
+				t.Fatalf("attempt %d waited %s, want within [%s, %s]", attempt, d, want/2, want)
+			}
+		}
+	}
+}
+
+func TestGraceContextOutlivesItsParentByTheGrace(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	g, stop := graceContext(ctx, 100*time.Millisecond)
+	defer stop()
+	cancel()
+	start := time.Now()
+	select {
+	case <-g.Done():
+		t.Fatal("grace context ended with its parent")
+	case <-time.After(50 * time.Millisecond):
+	}
+	<-g.Done()
+	if took := time.Since(start); took < 100*time.Millisecond || took > time.Second {
+		t.Fatalf("grace context ended %s after its parent, want about 100ms", took)
+	}
+}
+
+func TestRedactHidesQuotedValues(t *testing.T) {
+	err := errors.New("write conversations: Error 1062 (23000): Duplicate entry 'alice-g1-2' for key 'PRIMARY'")
+	if got := redact(err); strings.Contains(got, "alice") || !strings.Contains(got, "Error 1062") {
+		t.Fatalf("redact = %q, want the error number without the entry", got)
+	}
+}
+
+func TestLastPerPartition(t *testing.T) {
+	msgs := []kafkago.Message{{Partition: 1, Offset: 5}, {Partition: 0, Offset: 9}, {Partition: 1, Offset: 6}, {Partition: 0, Offset: 10}}
+	got := lastPerPartition(msgs)
+	if len(got) != 2 || got[0].Partition != 1 || got[0].Offset != 6 || got[1].Partition != 0 || got[1].Offset != 10 {
+		t.Fatalf("got %+v, want partition 1 at 6 and partition 0 at 10", got)
+	}
+}
