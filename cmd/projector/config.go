@@ -1,0 +1,164 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	gomysql "github.com/go-sql-driver/mysql"
+)
+
+// config is the projector's configuration, read from the environment. Each field's default is the
+// envDefault beside it.
+type config struct {
+	// MySQLDSN is the read model's database, go-sql-driver format. Default
+	// conv:conv@tcp(127.0.0.1:3306)/conversations. Its password is never logged.
+	MySQLDSN string `env:"MYSQL_DSN" envDefault:"conv:conv@tcp(127.0.0.1:3306)/conversations"`
+	// KafkaBrokers is a comma-separated list of bootstrap brokers. Default 127.0.0.1:9092.
+	KafkaBrokers []string `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:9092" envSeparator:","`
+	// KafkaTopic is the events topic (contract §1). Default im.messages.
+	KafkaTopic string `env:"KAFKA_TOPIC" envDefault:"im.messages"`
+	// KafkaDLQTopic receives the records that can never be applied. Default im.messages.dlq.
+	KafkaDLQTopic string `env:"KAFKA_DLQ_TOPIC" envDefault:"im.messages.dlq"`
+	// KafkaGroupID is the consumer group; instances sharing it share the partitions. Default
+	// conversation-projector.
+	KafkaGroupID string `env:"KAFKA_GROUP_ID" envDefault:"conversation-projector"`
+	// HTTPAddr serves /healthz, /readyz and /metrics. Default 127.0.0.1:8081.
+	HTTPAddr string `env:"PROJECTOR_HTTP_ADDR" envDefault:"127.0.0.1:8081"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel slog.Level `env:"LOG_LEVEL" envDefault:"info"`
+	// BatchMaxRecords bounds the records applied in one transaction. Default 500.
+	BatchMaxRecords int `env:"BATCH_MAX_RECORDS" envDefault:"500"`
+	// BatchMaxWait bounds how long a batch waits for more records after its first. Default 50ms.
+	BatchMaxWait time.Duration `env:"BATCH_MAX_WAIT" envDefault:"50ms"`
+	// RecentsWindow is how many of a channel's newest messages are kept for recents. Default 200.
+	RecentsWindow int64 `env:"RECENTS_WINDOW" envDefault:"200"`
+	// SkipChannelTypes lists channel types whose messages update no conversation (contract §3.2).
+	// Default 6,7,8,9; empty skips none.
+	SkipChannelTypes []int `env:"SKIP_CHANNEL_TYPES" envDefault:"6,7,8,9" envSeparator:","`
+	// MaxEventBytes: a larger record is dead-lettered as too_large. Default 1048576 (1 MiB).
+	MaxEventBytes int `env:"MAX_EVENT_BYTES" envDefault:"1048576"`
+	// TombstoneMaxAge purges deleted conversations older than this, every minute. Default 0: keep
+	// them forever. Example: 720h.
+	TombstoneMaxAge time.Duration `env:"TOMBSTONE_MAX_AGE" envDefault:"0"`
+	// ShutdownTimeout is how long the in-flight batch may take to finish after SIGTERM. Default 10s.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+}
+
+// loadConfig reads the configuration from environ and reports every invalid value at once.
+func loadConfig(environ map[string]string) (config, error) {
+	var c config
+	if err := env.ParseWithOptions(&c, env.Options{Environment: environ}); err != nil {
+		return c, fmt.Errorf("config: %w", byVariable(err))
+	}
+	if err := c.validate(); err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+func (c config) validate() error {
+	var errs []error
+	if _, err := gomysql.ParseDSN(c.MySQLDSN); err != nil {
+		errs = append(errs, fmt.Errorf("MYSQL_DSN: %w", err)) // the driver's message never quotes the DSN
+	}
+	if len(c.KafkaBrokers) == 0 {
+		errs = append(errs, errors.New("KAFKA_BROKERS: at least one broker is required"))
+	}
+	for _, b := range c.KafkaBrokers {
+		if b == "" {
+			errs = append(errs, errors.New("KAFKA_BROKERS: empty broker address"))
+		}
+	}
+	if c.KafkaTopic == "" {
+		errs = append(errs, errors.New("KAFKA_TOPIC: required"))
+	}
+	if c.KafkaDLQTopic == "" || c.KafkaDLQTopic == c.KafkaTopic {
+		errs = append(errs, errors.New("KAFKA_DLQ_TOPIC: required, and different from KAFKA_TOPIC"))
+	}
+	if c.KafkaGroupID == "" {
+		errs = append(errs, errors.New("KAFKA_GROUP_ID: required"))
+	}
+	if c.HTTPAddr == "" {
+		errs = append(errs, errors.New("PROJECTOR_HTTP_ADDR: required"))
+	}
+	if c.BatchMaxRecords < 1 || c.BatchMaxRecords > 10_000 {
+		errs = append(errs, fmt.Errorf("BATCH_MAX_RECORDS: %d is outside 1..10000", c.BatchMaxRecords))
+	}
+	if c.BatchMaxWait <= 0 {
+		errs = append(errs, fmt.Errorf("BATCH_MAX_WAIT: %s, want > 0", c.BatchMaxWait))
+	}
+	if c.RecentsWindow < 1 {
+		errs = append(errs, fmt.Errorf("RECENTS_WINDOW: %d, want > 0", c.RecentsWindow))
+	}
+	for _, t := range c.SkipChannelTypes {
+		if t < 1 || t > 255 {
+			errs = append(errs, fmt.Errorf("SKIP_CHANNEL_TYPES: %d is outside 1..255", t))
+		}
+	}
+	if c.MaxEventBytes < 1 {
+		errs = append(errs, fmt.Errorf("MAX_EVENT_BYTES: %d, want > 0", c.MaxEventBytes))
+	}
+	if c.TombstoneMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("TOMBSTONE_MAX_AGE: %s, want >= 0 (0 keeps tombstones)", c.TombstoneMaxAge))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("SHUTDOWN_TIMEOUT: %s, want > 0", c.ShutdownTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// byVariable rewrites env's parse errors, which name struct fields, to name the environment variables.
+func byVariable(err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	errs := make([]error, 0, len(agg.Errors))
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if f, ok := reflect.TypeFor[config]().FieldByName(pe.Name); ok {
+				errs = append(errs, fmt.Errorf("%s: %w", f.Tag.Get("env"), pe.Err))
+				continue
+			}
+		}
+		errs = append(errs, e)
+	}
+	return errors.Join(errs...)
+}
+
+// LogValue is the configuration as logged: the DSN without its password.
+func (c config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("mysql_dsn", redactDSN(c.MySQLDSN)),
+		slog.Any("kafka_brokers", c.KafkaBrokers),
+		slog.String("kafka_topic", c.KafkaTopic),
+		slog.String("kafka_dlq_topic", c.KafkaDLQTopic),
+		slog.String("kafka_group_id", c.KafkaGroupID),
+		slog.String("http_addr", c.HTTPAddr),
+		slog.String("log_level", c.LogLevel.String()),
+		slog.Int("batch_max_records", c.BatchMaxRecords),
+		slog.String("batch_max_wait", c.BatchMaxWait.String()),
+		slog.Int64("recents_window", c.RecentsWindow),
+		slog.Any("skip_channel_types", c.SkipChannelTypes),
+		slog.Int("max_event_bytes", c.MaxEventBytes),
+		slog.String("tombstone_max_age", c.TombstoneMaxAge.String()),
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+	)
+}
+
+// redactDSN returns dsn with its password replaced, or a placeholder when it does not parse.
+func redactDSN(dsn string) string {
+	cfg, err := gomysql.ParseDSN(dsn)
+	if err != nil {
+		return "(unparsable)"
+	}
+	if cfg.Passwd != "" {
+		cfg.Passwd = "REDACTED"
+	}
+	return cfg.FormatDSN()
+}

@@ -1,0 +1,146 @@
+// Command projector consumes the events topic into the read model (contract §1 and §3) and serves
+// /healthz, /readyz and /metrics. Configuration comes from the environment (see config). It stops
+// gracefully on SIGTERM or SIGINT: the batch in flight gets SHUTDOWN_TIMEOUT to finish, then the process
+// leaves its consumer group.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/projector"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, env.ToMap(os.Environ()), os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "projector:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// purgeInterval is how often old tombstones are purged when TOMBSTONE_MAX_AGE is set.
+const purgeInterval = time.Minute
+
+// run wires the projector from environ and runs it until ctx is done, logging JSON to stdout. It returns
+// an error when the configuration is invalid, the HTTP address cannot be bound, the HTTP server fails,
+// or the last batch had to be abandoned at shutdown (projector.ErrAbandoned).
+func run(ctx context.Context, environ map[string]string, stdout io.Writer) error {
+	cfg, err := loadConfig(environ)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	// The driver's own logger is process-global and writes plain text to stderr: route it to ours.
+	_ = gomysql.SetLogger(driverLog{log}) // fails only for a nil logger
+	log.Info("starting projector", "config", cfg)
+
+	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: 4})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	reg := prometheus.NewRegistry()
+	if err := errors.Join(
+		reg.Register(collectors.NewGoCollector()),
+		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
+	); err != nil {
+		return fmt.Errorf("register runtime metrics: %w", err)
+	}
+	metrics, err := projector.NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("register projector metrics: %w", err)
+	}
+	skip := make([]uint8, len(cfg.SkipChannelTypes))
+	for i, t := range cfg.SkipChannelTypes {
+		skip[i] = uint8(t) // validated 1..255
+	}
+	p, err := projector.New(projector.Config{
+		Brokers:         cfg.KafkaBrokers,
+		Topic:           cfg.KafkaTopic,
+		DLQTopic:        cfg.KafkaDLQTopic,
+		GroupID:         cfg.KafkaGroupID,
+		BatchMaxRecords: cfg.BatchMaxRecords,
+		BatchMaxWait:    cfg.BatchMaxWait,
+		MaxEventBytes:   cfg.MaxEventBytes,
+		Skip:            conversation.NewSkipSet(skip...),
+		ShutdownTimeout: cfg.ShutdownTimeout,
+	}, store, metrics, log)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on PROJECTOR_HTTP_ADDR: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           projector.Handler(p, reg),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	// The projector stops when the process is told to or when the HTTP server dies: an instance without
+	// its probes would be restarted blind.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	serveDone := make(chan struct{})
+	go func() {
+		defer close(serveDone)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			cancel(fmt.Errorf("http server: %w", err))
+		}
+	}()
+	log.Info("http listening", "addr", ln.Addr().String())
+
+	purgeDone := make(chan struct{})
+	go func() {
+		defer close(purgeDone)
+		if cfg.TombstoneMaxAge > 0 {
+			projector.NewPurger(store, cfg.TombstoneMaxAge, purgeInterval, metrics, log).Run(ctx)
+		}
+	}()
+
+	runErr := p.Run(ctx)
+	log.Info("consumer stopped")
+	<-purgeDone
+	// Probes keep answering while the last batch finishes; only now does the server go.
+	shutdownCtx, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer done()
+	shutdownErr := srv.Shutdown(shutdownCtx)
+	<-serveDone
+	err = errors.Join(runErr, shutdownErr)
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		err = errors.Join(cause, err)
+	}
+	if err == nil {
+		log.Info("projector stopped")
+	}
+	return err
+}
+
+// driverLog prints go-sql-driver's messages (a dropped connection, say) through slog.
+type driverLog struct{ log *slog.Logger }
+
+func (d driverLog) Print(v ...any) { d.log.Warn("mysql driver", "detail", fmt.Sprint(v...)) }

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/testenv"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := loadConfig(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MySQLDSN != "conv:conv@tcp(127.0.0.1:3306)/conversations" || len(c.KafkaBrokers) != 1 ||
+		c.KafkaBrokers[0] != "127.0.0.1:9092" || c.KafkaTopic != "im.messages" || c.KafkaDLQTopic != "im.messages.dlq" ||
+		c.KafkaGroupID != "conversation-projector" || c.HTTPAddr != "127.0.0.1:8081" || c.LogLevel != slog.LevelInfo ||
+		c.BatchMaxRecords != 500 || c.BatchMaxWait != 50*time.Millisecond || c.RecentsWindow != 200 ||
+		fmt.Sprint(c.SkipChannelTypes) != "[6 7 8 9]" || c.MaxEventBytes != 1<<20 || c.TombstoneMaxAge != 0 ||
+		c.ShutdownTimeout != 10*time.Second {
+		t.Fatalf("defaults = %+v", c)
+	}
+}
+
+func TestConfigReportsEveryInvalidValueAtOnce(t *testing.T) {
+	_, err := loadConfig(map[string]string{
+		"MYSQL_DSN":          "no-slash",
+		"KAFKA_DLQ_TOPIC":    "im.messages",
+		"BATCH_MAX_RECORDS":  "0",
+		"SKIP_CHANNEL_TYPES": "6,300",
+		"TOMBSTONE_MAX_AGE":  "-1h",
+		"SHUTDOWN_TIMEOUT":   "0s",
+	})
+	if err == nil {
+		t.Fatal("loadConfig accepted invalid values")
+	}
+	for _, want := range []string{"MYSQL_DSN", "KAFKA_DLQ_TOPIC", "BATCH_MAX_RECORDS", "SKIP_CHANNEL_TYPES: 300",
+		"TOMBSTONE_MAX_AGE", "SHUTDOWN_TIMEOUT"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+}
+
+func TestConfigUnparsableValueNamesTheVariable(t *testing.T) {
+	_, err := loadConfig(map[string]string{"BATCH_MAX_WAIT": "soon", "LOG_LEVEL": "loud"})
+	if err == nil || !strings.Contains(err.Error(), "BATCH_MAX_WAIT") || !strings.Contains(err.Error(), "LOG_LEVEL") {
+		t.Fatalf("err = %v, want both variables named", err)
+	}
+}
+
+func TestConfigLogNeverShowsThePassword(t *testing.T) {
+	c, err := loadConfig(map[string]string{"MYSQL_DSN": "conv:s3cret-pw@tcp(db:3306)/conversations"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("starting", "config", c)
+	if strings.Contains(buf.String(), "s3cret-pw") || !strings.Contains(buf.String(), "db:3306") {
+		t.Fatalf("logged config %s: want the DSN without its password", buf.String())
+	}
+}
+
+// run against the real services: ready, projects a record, stops cleanly on cancel.
+func TestRunProjectsAndStopsCleanly(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic, dlq := testenv.Topics(t, brokers, 2)
+	store, dsn := testenv.Store(t, mysql.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, map[string]string{"MYSQL_DSN": dsn, "KAFKA_BROKERS": strings.Join(brokers, ","),
+			"KAFKA_TOPIC": topic, "KAFKA_DLQ_TOPIC": dlq, "KAFKA_GROUP_ID": testenv.Name("group."),
+			"PROJECTOR_HTTP_ADDR": addr, "TOMBSTONE_MAX_AGE": "720h"}, &out)
+	}()
+
+	waitFor(t, 20*time.Second, "/readyz answers 200", func() bool {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	})
+	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond}
+	defer w.Close()
+	value := `{"message_id":1,"message_seq":1,"from_uid":"alice","channel_id":"g1","channel_type":2,"header":{"red_dot":1},"subscribers":["bob"]}`
+	waitFor(t, 10*time.Second, "the record is produced", func() bool {
+		return w.WriteMessages(ctx, kafkago.Message{Key: []byte("g1"), Value: []byte(value)}) == nil
+	})
+	waitFor(t, 20*time.Second, "bob's conversation exists", func() bool {
+		var unread int64
+		return store.DB().Get(&unread, `SELECT unread FROM conversations WHERE uid = 'bob'`) == nil && unread == 1
+	})
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var metrics bytes.Buffer
+	_, _ = metrics.ReadFrom(res.Body)
+	res.Body.Close()
+	for _, want := range []string{"conv_projector_messages_applied_total 1", "process_cpu_seconds_total", "go_goroutines"} {
+		if !strings.Contains(metrics.String(), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run = %v, want nil after a signal", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var entry map[string]any
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			t.Fatalf("log line is not JSON: %s", line)
+		}
+	}
+	if strings.Contains(out.String(), "convtest:convtest@") || !strings.Contains(out.String(), `"msg":"projector stopped"`) {
+		t.Fatalf("log shows the DSN password or lacks the clean stop:\n%s", out.String())
+	}
+}
+
+func TestRunFailsFastOnBadConfig(t *testing.T) {
+	err := run(t.Context(), map[string]string{"BATCH_MAX_RECORDS": "-1"}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "BATCH_MAX_RECORDS") {
+		t.Fatalf("run = %v, want a config error", err)
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting until %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
