@@ -39,8 +39,16 @@ func Produce(ctx context.Context, cfg ProducerConfig, records iter.Seq[Record], 
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = 2 * time.Second
 	}
+	// A transport of its own: kafka-go's shared default caches cluster metadata for seconds, long enough
+	// to miss a topic created a moment ago (tests create one per run).
+	transport := &kafkago.Transport{MetadataTopics: []string{cfg.Topic}}
+	defer transport.CloseIdleConnections()
+	if err := waitForTopic(ctx, cfg, transport); err != nil {
+		return 0, err
+	}
 	w := &kafkago.Writer{
 		Addr:         kafkago.TCP(cfg.Brokers...),
+		Transport:    transport,
 		Topic:        cfg.Topic,
 		Balancer:     &kafkago.Hash{},
 		RequiredAcks: kafkago.RequireAll,
@@ -84,6 +92,32 @@ func Produce(ctx context.Context, cfg ProducerConfig, records iter.Seq[Record], 
 		err = fmt.Errorf("close writer: %w", cerr)
 	}
 	return sent, err
+}
+
+// waitForTopic waits a few seconds for the topic to show up with leaders for all partitions: a topic
+// just created is not known to every broker at once. It fails when the topic does not exist.
+func waitForTopic(ctx context.Context, cfg ProducerConfig, transport *kafkago.Transport) error {
+	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: transport, Timeout: 10 * time.Second}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		md, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{cfg.Topic}})
+		if err == nil && len(md.Topics) == 1 && md.Topics[0].Error == nil && len(md.Topics[0].Partitions) > 0 {
+			ready := true
+			for _, p := range md.Topics[0].Partitions {
+				ready = ready && p.Error == nil && p.Leader.Host != ""
+			}
+			if ready {
+				return nil
+			}
+		}
+		if err == nil && len(md.Topics) == 1 && md.Topics[0].Error != nil {
+			err = md.Topics[0].Error
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("topic %s is not available (it must exist: auto-creation is off): %w", cfg.Topic, errors.Join(err, ctx.Err()))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func reportProgress(out io.Writer, sent, total int, elapsed time.Duration) {
