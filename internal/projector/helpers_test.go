@@ -29,7 +29,7 @@ func testLog() *slog.Logger {
 }
 
 // newProjector returns a Projector on fresh metrics, with test-speed backoffs unless cfg sets them.
-func newProjector(t *testing.T, cfg Config, store Store) (*Projector, *prometheus.Registry) {
+func newProjector(t testing.TB, cfg Config, store Store) (*Projector, *prometheus.Registry) {
 	t.Helper()
 	if cfg.RetryMinBackoff == 0 {
 		cfg.RetryMinBackoff, cfg.RetryMaxBackoff = 20*time.Millisecond, 200*time.Millisecond
@@ -53,7 +53,7 @@ type running struct {
 }
 
 // start runs p until stop or the end of the test.
-func start(t *testing.T, p *Projector) *running {
+func start(t testing.TB, p *Projector) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1)}
@@ -63,7 +63,7 @@ func start(t *testing.T, p *Projector) *running {
 }
 
 // stop cancels the run and returns Run's error; a second call returns nil.
-func (r *running) stop(t *testing.T) error {
+func (r *running) stop(t testing.TB) error {
 	t.Helper()
 	r.cancel()
 	select {
@@ -339,7 +339,7 @@ var errDown = fmt.Errorf("fake store: %w", conversation.ErrUnavailable)
 
 // integration returns the test broker and fresh topics (skipping, or failing under REQUIRE_INTEGRATION,
 // without a broker).
-func integration(t *testing.T, partitions int) (brokers []string, topic, dlq string) {
+func integration(t testing.TB, partitions int) (brokers []string, topic, dlq string) {
 	t.Helper()
 	brokers = testenv.KafkaBrokers(t)
 	topic, dlq = testenv.Topics(t, brokers, partitions)
@@ -350,7 +350,7 @@ func integration(t *testing.T, partitions int) (brokers []string, topic, dlq str
 
 // waitTopic waits until the broker serves metadata of every partition of a topic just created: until
 // then producing to it fails with Unknown Topic Or Partition.
-func waitTopic(t *testing.T, brokers []string, topic string, partitions int) {
+func waitTopic(t testing.TB, brokers []string, topic string, partitions int) {
 	t.Helper()
 	c := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 5 * time.Second}
 	eventually(t, 10*time.Second, "topic "+topic+" is served", func() bool {
