@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/kafka"
 	"github.com/convsync/conversations/internal/testenv"
 )
 
@@ -165,4 +166,45 @@ func TestShutdown(t *testing.T) {
 			t.Fatalf("committed offset = %d, want none (-1)", got)
 		}
 	})
+}
+
+// The dead-letter topic does not exist yet, so writing a bad record there fails: nothing of the batch
+// may be committed (not even its good records), until the topic appears.
+func TestDeadLetterFailureBlocksTheCommit(t *testing.T) {
+	t.Parallel()
+	brokers, topic, _ := integration(t, 1)
+	dlq := topic + ".late-dlq"
+	produce(t, brokers, topic, groupMsg(t, "g1", 1, "alice", []string{"bob"}), record{key: "x", value: []byte("not json")},
+		groupMsg(t, "g1", 2, "alice", []string{"bob"}))
+	store := &fakeStore{}
+	group := testenv.Name("group.")
+	p, reg := newProjector(t, Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group}, store)
+	start(t, p)
+
+	eventually(t, 20*time.Second, "readiness reports the dead-letter step failing", func() bool {
+		return p.Readiness(t.Context()).Loop == "retrying dead_letter"
+	})
+	if got := committed(t, brokers, group, topic, 1)[0]; got != -1 {
+		t.Fatalf("while dead letters fail, committed offset = %d, want none (-1)", got)
+	}
+	if n := store.applied(); n != 0 {
+		t.Fatalf("applied %d events while dead letters fail, want 0: the batch waits whole", n)
+	}
+	if err := kafka.EnsureTopics(t.Context(), brokers, kafka.Topic{Name: dlq, Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitCommittedToEnd(t, brokers, group, topic, 1, 30*time.Second)
+	if n := store.applied(); n != 2 {
+		t.Fatalf("applied %d events, want the 2 good ones", n)
+	}
+	letters := readAll(t, brokers, dlq, 1)
+	if string(letters[0].Value) != "not json" || reasonOf(letters[0]) != conversation.ReasonInvalidJSON {
+		t.Fatalf("dead letter %q reason %q, want the bad record as invalid_json", letters[0].Value, reasonOf(letters[0]))
+	}
+	if n := metricValue(t, reg, "conv_projector_dead_letter_failures_total"); n == 0 {
+		t.Fatal("dead_letter_failures_total = 0, want the failed writes counted")
+	}
+	if n := metricValue(t, reg, "conv_projector_dead_lettered_total", "reason", conversation.ReasonInvalidJSON); n != 1 {
+		t.Fatalf("dead_lettered_total{invalid_json} = %v, want 1 (counted once, when written)", n)
+	}
 }

@@ -1,8 +1,10 @@
 package projector
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +96,8 @@ func TestDecodeDeadLettersEachKindOfBadRecord(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, _ := newProjector(t, Config{Brokers: []string{"127.0.0.1:1"}, Topic: "events", DLQTopic: "dlq", GroupID: "g", MaxEventBytes: 256}, &fakeStore{})
+			var logged bytes.Buffer
+			p.log = slog.New(slog.NewJSONHandler(&logged, nil))
 			in := []kafkago.Message{
 				{Topic: "events", Partition: 3, Offset: 41, Key: []byte("g1"), Value: []byte(good)},
 				{Topic: "events", Partition: 3, Offset: 42, Key: []byte("the-key"), Value: []byte(tt.value),
@@ -126,6 +130,13 @@ func TestDecodeDeadLettersEachKindOfBadRecord(t *testing.T) {
 			}
 			if r := reasonOf(d); r != tt.reason {
 				t.Errorf("reasonOf = %q, want %q", r, tt.reason)
+			}
+			lines := strings.Split(strings.TrimSpace(logged.String()), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], `"topic":"events","partition":3,"offset":42,"reason":"`+tt.reason+`"`) {
+				t.Errorf("logged %q, want one line locating the record with its reason", lines)
+			}
+			if tt.value != "" && strings.Contains(logged.String(), tt.value) {
+				t.Errorf("the log shows the record's value: %s", logged.String())
 			}
 		})
 	}
