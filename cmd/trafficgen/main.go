@@ -37,9 +37,6 @@ func main() {
 	}
 }
 
-// demoEpoch is where the demo's automatic seq base counts from (see -seq-base).
-var demoEpoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-
 // config is what the command line says.
 type config struct {
 	brokers  []string
@@ -63,8 +60,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	fs.IntVar(&c.users, "users", 50, "users u1..uN (demo only)")
 	fs.IntVar(&c.groups, "groups", 8, "groups g1..gN (demo only)")
 	fs.Uint64Var(&c.seed, "seed", 1, "random seed (peer has a fixed seed unless set)")
-	fs.Int64Var(&c.seqBase, "seq-base", -1, "added to every message_seq and message_id; -1: for demo the seconds since 2025-01-01, "+
-		"so a later demo run continues each channel's sequence instead of repeating it (repeats are duplicates, ignored); 0 otherwise")
+	fs.Int64Var(&c.seqBase, "seq-base", -1, "added to every message_seq (and scales message_id); -1: for demo the number of records "+
+		"already in the topic, so a later demo run continues each channel's sequence instead of repeating it "+
+		"(repeats would be duplicates, ignored); 0 otherwise")
 	if err := fs.Parse(args); err != nil {
 		return c, nil, err
 	}
@@ -101,8 +99,9 @@ func envOr(getenv func(string) string, key, def string) string {
 	return def
 }
 
-// generatorConfig turns the command line into a generator config.
-func (c config) generatorConfig(set map[string]bool, now time.Time) (trafficgen.Config, error) {
+// generatorConfig turns the command line into a generator config. topicRecords is how many records the
+// topic already holds (the demo's automatic seq base).
+func (c config) generatorConfig(set map[string]bool, now time.Time, topicRecords int64) (trafficgen.Config, error) {
 	var cfg trafficgen.Config
 	if c.workload == "demo" {
 		cfg = trafficgen.Demo(c.users, c.groups, c.events, c.seed)
@@ -110,7 +109,7 @@ func (c config) generatorConfig(set map[string]bool, now time.Time) (trafficgen.
 		cfg.StartUnix = now.Unix() - int64(c.events)/10
 		cfg.MessagesPerSecond = 10
 		if c.seqBase < 0 {
-			c.seqBase = int64(now.Sub(demoEpoch).Seconds())
+			c.seqBase = topicRecords
 		}
 	} else {
 		var err error
@@ -133,7 +132,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	cfg, err := c.generatorConfig(set, time.Now())
+	var topicRecords int64
+	if c.workload == "demo" && c.seqBase < 0 {
+		if topicRecords, err = trafficgen.TopicRecords(ctx, c.brokers, c.topic); err != nil {
+			return err
+		}
+	}
+	cfg, err := c.generatorConfig(set, time.Now(), topicRecords)
 	if err != nil {
 		return err
 	}

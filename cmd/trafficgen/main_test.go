@@ -27,8 +27,8 @@ func TestFlags(t *testing.T) {
 		seed     uint64
 		seqBase  int64
 	}{
-		{"demo defaults", nil, 400, 50, 1, int64(365 * 24 * 3600)},
-		{"demo as make run calls it", []string{"-events", "400", "-users", "20", "-groups", "5", "-seed", "42"}, 400, 20, 42, int64(365 * 24 * 3600)},
+		{"demo defaults", nil, 400, 50, 1, 1234},
+		{"demo as make run calls it", []string{"-events", "400", "-users", "20", "-groups", "5", "-seed", "42"}, 400, 20, 42, 1234},
 		{"peer keeps its size and seed", []string{"-workload", "peer"}, 30_000, 2_000, 20_000, 0},
 		{"w1 with a size", []string{"-workload", "w1", "-events", "1000", "-seed", "5", "-seq-base", "7"}, 1000, 10_000, 5, 7},
 	}
@@ -38,7 +38,7 @@ func TestFlags(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg, err := c.generatorConfig(set, now)
+			cfg, err := c.generatorConfig(set, now, 1234)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,7 +58,9 @@ func TestFlags(t *testing.T) {
 	}
 }
 
-// TestRunProducesTheDemo runs the command against the real broker and reads the topic back.
+// TestRunProducesTheDemo runs the command twice against the real broker and reads the topic back: every
+// record is valid and keyed by storage key, and the second run continued each channel's sequence rather
+// than repeating it.
 func TestRunProducesTheDemo(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
 	topic, _ := testenv.Topics(t, brokers, 3)
@@ -66,12 +68,19 @@ func TestRunProducesTheDemo(t *testing.T) {
 	defer cancel()
 	var logs bytes.Buffer
 	args := []string{"-brokers", strings.Join(brokers, ","), "-topic", topic, "-events", "120", "-users", "10", "-groups", "3"}
-	if err := run(ctx, args, noEnv, io.Discard, slog.New(slog.NewJSONHandler(&logs, nil))); err != nil {
-		t.Fatal(err)
+	for range 2 {
+		if err := run(ctx, args, noEnv, io.Discard, slog.New(slog.NewJSONHandler(&logs, nil))); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if !strings.Contains(logs.String(), `"msg":"done"`) {
 		t.Errorf("no summary in the logs: %s", logs.String())
 	}
+	type seqKey struct {
+		ch  conversation.ChannelKey
+		seq int64
+	}
+	seqs := map[seqKey]int{}
 	var n int
 	for p := range 3 {
 		r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
@@ -96,11 +105,19 @@ func TestRunProducesTheDemo(t *testing.T) {
 			if string(m.Key) != ev.Key().Key {
 				t.Errorf("key %q, want storage key %q", m.Key, ev.Key().Key)
 			}
+			if msg := ev.Message; msg != nil && msg.Header.NoPersist == 0 && msg.Header.SyncOnce == 0 {
+				seqs[seqKey{ev.Key(), msg.MessageSeq}]++
+			}
 			n++
 		}
 		r.Close()
 	}
-	if n < 120 {
-		t.Errorf("read %d records back, want at least the 120 messages", n)
+	if n < 240 {
+		t.Errorf("read %d records back, want at least the 2 x 120 messages", n)
+	}
+	for k, c := range seqs {
+		if c > 1 {
+			t.Errorf("channel %v seq %d was sent %d times: the second run repeated the first's sequence", k.ch, k.seq, c)
+		}
 	}
 }

@@ -128,3 +128,49 @@ func reportProgress(out io.Writer, sent, total int, elapsed time.Duration) {
 	}
 	fmt.Fprintf(out, "trafficgen: sent %d records, %.0f records/s\n", sent, rate)
 }
+
+// TopicRecords returns how many records were ever written to the topic: the sum of its partitions' end
+// offsets. A stream whose SeqBase is at least this number continues the sequences of every stream
+// written to the topic before (each used fewer seqs per channel than it wrote records). It fails when the
+// topic does not exist or the brokers cannot be reached.
+func TopicRecords(ctx context.Context, brokers []string, topic string) (int64, error) {
+	transport := &kafkago.Transport{MetadataTopics: []string{topic}}
+	defer transport.CloseIdleConnections()
+	cfg := ProducerConfig{Brokers: brokers, Topic: topic}
+	if err := waitForTopic(ctx, cfg, transport); err != nil {
+		return 0, err
+	}
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...), Transport: transport, Timeout: 10 * time.Second}
+	md, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return 0, fmt.Errorf("metadata of %s: %w", topic, err)
+	}
+	var reqs []kafkago.OffsetRequest
+	for _, p := range md.Topics[0].Partitions {
+		reqs = append(reqs, kafkago.LastOffsetOf(p.ID))
+	}
+	// A partition created a moment ago may answer "not leader" for a little while.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := endOffsetsSum(ctx, client, topic, reqs)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return n, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func endOffsetsSum(ctx context.Context, client *kafkago.Client, topic string, reqs []kafkago.OffsetRequest) (int64, error) {
+	res, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return 0, fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	var n int64
+	for _, p := range res.Topics[topic] {
+		if p.Error != nil {
+			return 0, fmt.Errorf("end offset of %s/%d: %w", topic, p.Partition, p.Error)
+		}
+		n += p.LastOffset
+	}
+	return n, nil
+}
