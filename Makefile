@@ -13,7 +13,7 @@ KAFKA_BROKERS       ?= 127.0.0.1:9092
 KAFKA_TOPIC         ?= im.messages
 KAFKA_DLQ_TOPIC     ?= im.messages.dlq
 KAFKA_PARTITIONS    ?= 6
-KAFKA_GROUP_ID      ?= conversations-projector
+KAFKA_GROUP_ID      ?= conversation-projector
 PROJECTOR_HTTP_ADDR ?= 127.0.0.1:8081
 API_HTTP_ADDR       ?= 127.0.0.1:8080
 export MYSQL_DSN KAFKA_BROKERS KAFKA_TOPIC KAFKA_DLQ_TOPIC KAFKA_PARTITIONS KAFKA_GROUP_ID \

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 )
@@ -18,8 +20,9 @@ type Topic struct {
 }
 
 // EnsureTopics creates the topics that do not exist yet, with replication factor min(3, brokers in the
-// cluster); existing topics are left as they are (their partition count is not changed). It returns an
-// error when the cluster cannot be reached or refuses a topic.
+// cluster), and returns once the cluster serves every partition of each (a topic just created refuses
+// produce requests for a moment). Existing topics are left as they are: their partition count is not
+// changed. It returns an error when the cluster cannot be reached, refuses a topic, or ctx ends first.
 func EnsureTopics(ctx context.Context, brokers []string, topics ...Topic) error {
 	if len(brokers) == 0 {
 		return errors.New("no Kafka brokers configured")
@@ -52,5 +55,27 @@ func EnsureTopics(ctx context.Context, brokers []string, topics ...Topic) error 
 	if err := cc.CreateTopics(configs...); err != nil && !errors.Is(err, kafkago.TopicAlreadyExists) {
 		return fmt.Errorf("create topics: %w", err)
 	}
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 5 * time.Second}
+	for _, t := range topics {
+		if err := waitServed(ctx, client, t.Name); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// waitServed polls the topic's metadata until every partition has a leader.
+func waitServed(ctx context.Context, c *kafkago.Client, topic string) error {
+	for {
+		res, err := c.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
+		if err == nil && len(res.Topics) == 1 && res.Topics[0].Error == nil && len(res.Topics[0].Partitions) > 0 &&
+			!slices.ContainsFunc(res.Topics[0].Partitions, func(p kafkago.Partition) bool { return p.Error != nil || p.Leader.Host == "" }) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topic %s not served yet: %w", topic, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -343,26 +343,6 @@ func integration(t testing.TB, partitions int) (brokers []string, topic, dlq str
 	t.Helper()
 	brokers = testenv.KafkaBrokers(t)
 	topic, dlq = testenv.Topics(t, brokers, partitions)
-	waitTopic(t, brokers, topic, partitions)
-	waitTopic(t, brokers, dlq, 1)
 	return brokers, topic, dlq
 }
 
-// waitTopic waits until the broker serves metadata of every partition of a topic just created: until
-// then producing to it fails with Unknown Topic Or Partition.
-func waitTopic(t testing.TB, brokers []string, topic string, partitions int) {
-	t.Helper()
-	c := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 5 * time.Second}
-	eventually(t, 10*time.Second, "topic "+topic+" is served", func() bool {
-		res, err := c.Metadata(context.Background(), &kafkago.MetadataRequest{Topics: []string{topic}})
-		if err != nil || len(res.Topics) != 1 || res.Topics[0].Error != nil || len(res.Topics[0].Partitions) != partitions {
-			return false
-		}
-		for _, p := range res.Topics[0].Partitions {
-			if p.Error != nil || p.Leader.Host == "" {
-				return false
-			}
-		}
-		return true
-	})
-}
