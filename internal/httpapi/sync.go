@@ -1,0 +1,224 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/mysql"
+)
+
+// syncRequest is the body of POST /conversation/sync (contract §2.1). Absent and null fields are zero,
+// which is WuKongIM's behaviour for each of them.
+type syncRequest struct {
+	UID                 string  `json:"uid"`
+	Version             int64   `json:"version"`
+	LastMsgSeqs         string  `json:"last_msg_seqs"`
+	MsgCount            int64   `json:"msg_count"`
+	OnlyUnread          int64   `json:"only_unread"`
+	ExcludeChannelTypes []int64 `json:"exclude_channel_types"`
+	IncludeDeleted      int64   `json:"include_deleted"`
+	Limit               int64   `json:"limit"`
+}
+
+// syncQuery is a validated sync request.
+type syncQuery struct {
+	query    conversation.Query
+	lastSeqs map[conversation.Channel]int64
+	msgCount int
+}
+
+func (a *api) parseSync(r *http.Request) (syncQuery, error) {
+	var req syncRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return syncQuery{}, err
+	}
+	if err := checkUID(req.UID); err != nil {
+		return syncQuery{}, err
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"only_unread", req.OnlyUnread}, {"include_deleted", req.IncludeDeleted}} {
+		if f.v != 0 && f.v != 1 {
+			return syncQuery{}, badRequest("%s must be 0 or 1", f.name)
+		}
+	}
+	if req.Limit < 0 {
+		return syncQuery{}, badRequest("limit must be >= 0")
+	}
+	q := syncQuery{query: conversation.Query{
+		UID:            req.UID,
+		Version:        req.Version,
+		Limit:          int(min(req.Limit, math.MaxInt32)),
+		MaxFull:        a.opts.MaxConversations,
+		OnlyUnread:     req.OnlyUnread == 1,
+		IncludeDeleted: req.IncludeDeleted == 1,
+	}}
+	for _, t := range req.ExcludeChannelTypes {
+		if t < 1 || t > 255 {
+			return syncQuery{}, badRequest("exclude_channel_types: %d is outside 1..255", t)
+		}
+		q.query.ExcludeTypes = append(q.query.ExcludeTypes, uint8(t))
+	}
+	entries, err := parseLastMsgSeqs(req.LastMsgSeqs)
+	if err != nil {
+		return syncQuery{}, err
+	}
+	if len(entries) > 0 {
+		q.lastSeqs = make(map[conversation.Channel]int64, len(entries))
+		for _, e := range entries {
+			q.lastSeqs[e.Channel] = e.Seq // a channel named twice: the later entry wins
+		}
+	}
+	q.msgCount = int(max(0, min(req.MsgCount, int64(a.opts.MaxMsgCount))))
+	return q, nil
+}
+
+// sync answers POST /conversation/sync: one store read for the rows, one Recents call for all their
+// recents, whatever the number of conversations.
+func (a *api) sync(c *gin.Context) error {
+	q, err := a.parseSync(c.Request)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), a.opts.RequestTimeout)
+	defer cancel()
+	rows, err := a.rows.Conversations(ctx, q.query)
+	if err != nil {
+		return err
+	}
+	var recents map[conversation.ChannelKey][]conversation.Message
+	if q.msgCount > 0 && len(rows) > 0 {
+		ranges := make([]mysql.SeqRange, len(rows))
+		for i := range rows {
+			ranges[i] = q.seqRange(&rows[i])
+		}
+		if recents, err = a.recents.Recents(ctx, ranges); err != nil {
+			return err
+		}
+	}
+	items := make([]syncItem, len(rows))
+	for i := range rows {
+		row := &rows[i]
+		items[i] = newSyncItem(row, recents[conversation.ChannelKeyOf(row.UID, channelOf(row))])
+	}
+	return writeSync(c, items)
+}
+
+// seqRange is the part of a conversation's channel window its recents come from (contract §2.1): above
+// the user's delete point and the client's own last seq, up to the row's last_msg_seq, so a user never
+// sees what was deleted or what never reached them.
+func (q *syncQuery) seqRange(row *conversation.Row) mysql.SeqRange {
+	ch := channelOf(row)
+	after := max(row.DeletedAtSeq, q.lastSeqs[ch])
+	return mysql.SeqRange{Channel: conversation.ChannelKeyOf(row.UID, ch), After: after, UpTo: row.LastMsgSeq, Count: q.msgCount}
+}
+
+// channelOf names a row's channel as its user (and last_msg_seqs) names it.
+func channelOf(row *conversation.Row) conversation.Channel {
+	return conversation.Channel{ID: row.ChannelID, Type: row.ChannelType}
+}
+
+// syncItem is one conversation as WuKongIM sends it, plus readed_to_msg_seq (WuKongIM v2) and, for
+// tombstones, is_deleted.
+type syncItem struct {
+	ChannelID       string      `json:"channel_id"`
+	ChannelType     uint8       `json:"channel_type"`
+	Unread          int64       `json:"unread"`
+	Timestamp       int64       `json:"timestamp"`
+	LastMsgSeq      int64       `json:"last_msg_seq"`
+	LastClientMsgNo string      `json:"last_client_msg_no"`
+	OffsetMsgSeq    int64       `json:"offset_msg_seq"`
+	ReadedToMsgSeq  int64       `json:"readed_to_msg_seq"`
+	Version         int64       `json:"version"`
+	Recents         []recentMsg `json:"recents"`
+	IsDeleted       int         `json:"is_deleted,omitempty"`
+}
+
+// recentMsg is one message of a conversation's recents, in WuKongIM's message JSON.
+type recentMsg struct {
+	Header       msgHeader `json:"header"`
+	Setting      uint8     `json:"setting"`
+	MessageID    int64     `json:"message_id"`
+	MessageIDStr string    `json:"message_idstr"`
+	ClientMsgNo  string    `json:"client_msg_no"`
+	MessageSeq   int64     `json:"message_seq"`
+	FromUID      string    `json:"from_uid"`
+	ChannelID    string    `json:"channel_id"`
+	ChannelType  uint8     `json:"channel_type"`
+	Expire       uint32    `json:"expire"`
+	Timestamp    int64     `json:"timestamp"`
+	Payload      string    `json:"payload"`
+}
+
+// msgHeader: stored messages are never no_persist or sync_once (contract §3.2), so only red_dot varies.
+type msgHeader struct {
+	NoPersist uint8 `json:"no_persist"`
+	RedDot    uint8 `json:"red_dot"`
+	SyncOnce  uint8 `json:"sync_once"`
+}
+
+func newSyncItem(row *conversation.Row, msgs []conversation.Message) syncItem {
+	it := syncItem{
+		ChannelID:       row.ChannelID,
+		ChannelType:     row.ChannelType,
+		Unread:          row.Unread,
+		Timestamp:       row.Timestamp,
+		LastMsgSeq:      row.LastMsgSeq,
+		LastClientMsgNo: row.LastClientMsgNo,
+		ReadedToMsgSeq:  row.ReadedToMsgSeq,
+		Version:         row.Version,
+		Recents:         make([]recentMsg, len(msgs)),
+	}
+	if row.Deleted {
+		it.IsDeleted = 1
+	}
+	for i := range msgs {
+		m := &msgs[i]
+		it.Recents[i] = recentMsg{
+			Header:       msgHeader{RedDot: m.Header.RedDot},
+			Setting:      m.Setting,
+			MessageID:    m.MessageID,
+			MessageIDStr: strconv.FormatInt(m.MessageID, 10),
+			ClientMsgNo:  m.ClientMsgNo,
+			MessageSeq:   m.MessageSeq,
+			FromUID:      m.FromUID,
+			ChannelID:    m.ChannelID,
+			ChannelType:  m.ChannelType,
+			Expire:       m.Expire,
+			Timestamp:    m.Timestamp,
+			Payload:      base64.StdEncoding.EncodeToString(m.Payload),
+		}
+	}
+	return it
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// writeSync writes the bare array; items is never nil, so an empty answer is [], never null.
+func writeSync(c *gin.Context, items []syncItem) error {
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 1<<20 { // do not let one huge answer pin its buffer
+			buf.Reset()
+			bufPool.Put(buf)
+		}
+	}()
+	buf.Reset()
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(items); err != nil {
+		return err
+	}
+	c.Data(http.StatusOK, contentTypeJSON, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+	return nil
+}
