@@ -1,0 +1,88 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	mysqldriver "github.com/go-sql-driver/mysql"
+)
+
+// config is the API's whole configuration, read from the environment. Defaults are on the fields.
+type config struct {
+	// MySQLDSN is the read model's database (go-sql-driver/mysql DSN). It holds a password: only its
+	// address and database name are ever logged.
+	MySQLDSN string `env:"MYSQL_DSN" envDefault:"conv:conv@tcp(127.0.0.1:3306)/conversations"`
+	// HTTPAddr is where the API listens (default 127.0.0.1:8080).
+	HTTPAddr string `env:"API_HTTP_ADDR" envDefault:"127.0.0.1:8080"`
+	// Token, when set, is the bearer token every API call must present; health and metrics need none.
+	// It is never logged.
+	Token string `env:"API_TOKEN"`
+	// LogLevel is debug, info, warn or error (default info).
+	LogLevel slog.Level `env:"LOG_LEVEL" envDefault:"info"`
+	// SyncMaxMsgCount caps a sync's msg_count (default 100).
+	SyncMaxMsgCount int `env:"SYNC_MAX_MSG_COUNT" envDefault:"100"`
+	// SyncMaxConversations caps the conversations of a full sync (default 1000, as WuKongIM).
+	SyncMaxConversations int `env:"SYNC_MAX_CONVERSATIONS" envDefault:"1000"`
+	// MySQLMaxOpenConns bounds the connection pool (default 32; fewer costs throughput).
+	MySQLMaxOpenConns int `env:"MYSQL_MAX_OPEN_CONNS" envDefault:"32"`
+	// ShutdownTimeout is how long in-flight requests may take to finish on SIGTERM (default 10s).
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+}
+
+// loadConfig reads the configuration from environ, or from the process environment when environ is
+// nil, and reports every invalid value at once.
+func loadConfig(environ map[string]string) (config, error) {
+	cfg, err := env.ParseAsWithOptions[config](env.Options{Environment: environ})
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	var errs []error
+	if _, err := mysqldriver.ParseDSN(cfg.MySQLDSN); err != nil {
+		errs = append(errs, fmt.Errorf("MYSQL_DSN: %w", err))
+	}
+	if cfg.HTTPAddr == "" {
+		errs = append(errs, errors.New("API_HTTP_ADDR must not be empty"))
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"SYNC_MAX_MSG_COUNT", cfg.SyncMaxMsgCount},
+		{"SYNC_MAX_CONVERSATIONS", cfg.SyncMaxConversations},
+		{"MYSQL_MAX_OPEN_CONNS", cfg.MySQLMaxOpenConns},
+	} {
+		if f.v < 1 {
+			errs = append(errs, fmt.Errorf("%s must be at least 1, got %d", f.name, f.v))
+		}
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("SHUTDOWN_TIMEOUT must be positive, got %s", cfg.ShutdownTimeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+// LogValue is what logs show of the configuration: no token, no database password.
+func (c config) LogValue() slog.Value {
+	attrs := []slog.Attr{
+		slog.String("http_addr", c.HTTPAddr),
+		slog.Bool("api_token_set", c.Token != ""),
+		slog.String("log_level", c.LogLevel.String()),
+		slog.Int("sync_max_msg_count", c.SyncMaxMsgCount),
+		slog.Int("sync_max_conversations", c.SyncMaxConversations),
+		slog.Int("mysql_max_open_conns", c.MySQLMaxOpenConns),
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+	}
+	if dsn, err := mysqldriver.ParseDSN(c.MySQLDSN); err == nil {
+		attrs = append(attrs, slog.String("mysql_addr", dsn.Addr), slog.String("mysql_db", dsn.DBName))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// String keeps fmt from printing the secrets that LogValue leaves out.
+func (c config) String() string { return c.LogValue().String() }

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/convsync/conversations/internal/testenv"
+)
+
+func TestLoadConfigDefaults(t *testing.T) {
+	cfg, err := loadConfig(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config{
+		MySQLDSN:             "conv:conv@tcp(127.0.0.1:3306)/conversations",
+		HTTPAddr:             "127.0.0.1:8080",
+		LogLevel:             slog.LevelInfo,
+		SyncMaxMsgCount:      100,
+		SyncMaxConversations: 1000,
+		MySQLMaxOpenConns:    32,
+		ShutdownTimeout:      10 * time.Second,
+	}
+	if cfg != want {
+		t.Fatalf("defaults %+v, want %+v", cfg, want)
+	}
+}
+
+func TestLoadConfigFromEnvironment(t *testing.T) {
+	cfg, err := loadConfig(map[string]string{
+		"MYSQL_DSN": "u:p@tcp(db:3306)/x", "API_HTTP_ADDR": ":9000", "API_TOKEN": "tok", "LOG_LEVEL": "debug",
+		"SYNC_MAX_MSG_COUNT": "7", "SYNC_MAX_CONVERSATIONS": "8", "MYSQL_MAX_OPEN_CONNS": "9", "SHUTDOWN_TIMEOUT": "3s",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config{MySQLDSN: "u:p@tcp(db:3306)/x", HTTPAddr: ":9000", Token: "tok", LogLevel: slog.LevelDebug,
+		SyncMaxMsgCount: 7, SyncMaxConversations: 8, MySQLMaxOpenConns: 9, ShutdownTimeout: 3 * time.Second}
+	if cfg != want {
+		t.Fatalf("config %+v, want %+v", cfg, want)
+	}
+}
+
+// TestLoadConfigInvalid: every invalid value is reported, all at once.
+func TestLoadConfigInvalid(t *testing.T) {
+	_, err := loadConfig(map[string]string{
+		"MYSQL_DSN": "not a dsn", "SYNC_MAX_MSG_COUNT": "0", "SYNC_MAX_CONVERSATIONS": "-1",
+		"MYSQL_MAX_OPEN_CONNS": "0", "SHUTDOWN_TIMEOUT": "0s",
+	})
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, want := range []string{"MYSQL_DSN", "SYNC_MAX_MSG_COUNT", "SYNC_MAX_CONVERSATIONS", "MYSQL_MAX_OPEN_CONNS", "SHUTDOWN_TIMEOUT"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	for _, env := range []map[string]string{{"LOG_LEVEL": "loud"}, {"SYNC_MAX_MSG_COUNT": "many"}, {"SHUTDOWN_TIMEOUT": "10"}} {
+		if _, err := loadConfig(env); err == nil {
+			t.Errorf("%v accepted", env)
+		}
+	}
+}
+
+// TestConfigNeverShowsSecrets: logs and fmt show neither the token nor the database password.
+func TestConfigNeverShowsSecrets(t *testing.T) {
+	cfg, err := loadConfig(map[string]string{"API_TOKEN": "tok-s3cret", "MYSQL_DSN": "conv:pw-s3cret@tcp(db:3306)/conversations"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	slog.New(slog.NewJSONHandler(&logs, nil)).Info("starting", "config", cfg)
+	for _, out := range []string{logs.String(), fmt.Sprint(cfg), fmt.Sprintf("%v %+v %s", cfg, cfg, cfg)} {
+		if strings.Contains(out, "s3cret") {
+			t.Fatalf("secret shown: %s", out)
+		}
+	}
+	if !strings.Contains(logs.String(), `"api_token_set":true`) || !strings.Contains(logs.String(), `"mysql_addr":"db:3306"`) {
+		t.Fatalf("config log lacks what operators need: %s", logs.String())
+	}
+}
+
+// TestRun starts the real binary's run on a free port and a fresh database, serves a few requests
+// over TCP, then stops it by cancelling its context (what SIGTERM does) and expects a clean return.
+// Its log lines are JSON on stdout and never hold the token or the database password.
+func TestRun(t *testing.T) {
+	dsn := testenv.MySQLDSN(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	const token = "run-t0ken"
+	t.Setenv("MYSQL_DSN", dsn)
+	t.Setenv("API_HTTP_ADDR", addr)
+	t.Setenv("API_TOKEN", token)
+	t.Setenv("LOG_LEVEL", "debug")
+	t.Setenv("SHUTDOWN_TIMEOUT", "5s")
+
+	stdout := os.Stdout
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Stdout = w
+	t.Cleanup(func() { os.Stdout = stdout })
+	logs := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(r)
+		logs <- string(b)
+	}()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+
+	base := "http://" + addr
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, tc := range []struct {
+		auth   string
+		status int
+		body   string
+	}{
+		{"Bearer " + token, 200, "[]"},
+		{"", 401, `{"msg":"missing or invalid bearer token","status":401}`},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, base+"/conversation/sync", strings.NewReader(`{"uid":"u1","msg_count":5}`))
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || string(body) != tc.body || resp.Header.Get("Content-Type") != "application/json; charset=utf-8" {
+			t.Fatalf("sync with %q: %d %s %s", tc.auth, resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run returned %v after a graceful stop", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Fatal("still serving after stop")
+	}
+	w.Close()
+	out := <-logs
+	if strings.Contains(out, token) || strings.Contains(out, "convtest:convtest") {
+		t.Fatalf("a secret reached the log:\n%s", out)
+	}
+	var sawListening, sawStopped, sawAccess bool
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "{") {
+			t.Fatalf("log line is not JSON: %s", line)
+		}
+		sawListening = sawListening || strings.Contains(line, `"msg":"api listening"`)
+		sawStopped = sawStopped || strings.Contains(line, `"msg":"api stopped"`)
+		sawAccess = sawAccess || strings.Contains(line, `"route":"/conversation/sync","status":401`)
+	}
+	if !sawListening || !sawStopped || !sawAccess {
+		t.Fatalf("missing log lines (listening %v, stopped %v, access %v):\n%s", sawListening, sawStopped, sawAccess, out)
+	}
+}
+
+// TestRunFailsOnBadConfig: run reports a bad environment instead of starting.
+func TestRunFailsOnBadConfig(t *testing.T) {
+	t.Setenv("SYNC_MAX_MSG_COUNT", "0")
+	err := run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "SYNC_MAX_MSG_COUNT") {
+		t.Fatalf("run = %v, want a config error", err)
+	}
+}
