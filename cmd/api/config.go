@@ -28,6 +28,16 @@ type config struct {
 	SyncMaxConversations int `env:"SYNC_MAX_CONVERSATIONS" envDefault:"1000"`
 	// MySQLMaxOpenConns bounds the connection pool (default 32; fewer costs throughput).
 	MySQLMaxOpenConns int `env:"MYSQL_MAX_OPEN_CONNS" envDefault:"32"`
+	// SyncCacheUsers is how many users' conversation lists the API keeps in memory (default 100000; 0
+	// turns the cache off). A cached list is served only while the user's version is unchanged, so it is
+	// never stale; it saves reading the rows on every sync.
+	SyncCacheUsers int `env:"SYNC_CACHE_USERS" envDefault:"100000"`
+	// RecentsCacheBytes bounds the memory for channels' newest messages (default 67108864 = 64 MiB; 0
+	// turns the cache off).
+	RecentsCacheBytes int `env:"RECENTS_CACHE_BYTES" envDefault:"67108864"`
+	// RecentsCacheTTL bounds how long a message that arrived out of seq order can be missing from
+	// recents served by the cache (default 10s).
+	RecentsCacheTTL time.Duration `env:"RECENTS_CACHE_TTL" envDefault:"10s"`
 	// ShutdownTimeout is how long in-flight requests may take to finish on SIGTERM (default 10s).
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 }
@@ -61,6 +71,12 @@ func loadConfig(environ map[string]string) (config, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("SHUTDOWN_TIMEOUT must be positive, got %s", cfg.ShutdownTimeout))
 	}
+	if cfg.SyncCacheUsers < 0 || cfg.RecentsCacheBytes < 0 {
+		errs = append(errs, fmt.Errorf("SYNC_CACHE_USERS and RECENTS_CACHE_BYTES must be >= 0, got %d and %d", cfg.SyncCacheUsers, cfg.RecentsCacheBytes))
+	}
+	if cfg.RecentsCacheTTL <= 0 {
+		errs = append(errs, fmt.Errorf("RECENTS_CACHE_TTL must be positive, got %s", cfg.RecentsCacheTTL))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return cfg, fmt.Errorf("config: %w", err)
 	}
@@ -77,6 +93,9 @@ func (c config) LogValue() slog.Value {
 		slog.Int("sync_max_conversations", c.SyncMaxConversations),
 		slog.Int("mysql_max_open_conns", c.MySQLMaxOpenConns),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+		slog.Int("sync_cache_users", c.SyncCacheUsers),
+		slog.Int("recents_cache_bytes", c.RecentsCacheBytes),
+		slog.String("recents_cache_ttl", c.RecentsCacheTTL.String()),
 	}
 	if dsn, err := mysqldriver.ParseDSN(c.MySQLDSN); err == nil {
 		attrs = append(attrs, slog.String("mysql_addr", dsn.Addr), slog.String("mysql_db", dsn.DBName))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/convsync/conversations/internal/httpapi"
 	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/readcache"
 )
 
 func main() {
@@ -44,6 +45,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	mysql.RouteDriverLog(log)
 
 	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{MaxOpenConns: cfg.MySQLMaxOpenConns})
 	if err != nil {
@@ -57,7 +59,17 @@ func run(ctx context.Context) error {
 	}
 	cancel()
 
-	handler, err := httpapi.New(store, store, store, httpapi.Options{
+	// Sync reads through the caches: conversation lists checked against the user's version, and
+	// channels' newest messages, which never change. Size 0 turns a cache off.
+	var rows httpapi.Rows = store
+	if cfg.SyncCacheUsers > 0 {
+		rows = readcache.NewRows(store, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers})
+	}
+	var recents httpapi.Recents = store
+	if cfg.RecentsCacheBytes > 0 {
+		recents = readcache.NewRecents(store, readcache.RecentsOptions{MaxBytes: cfg.RecentsCacheBytes, TTL: cfg.RecentsCacheTTL})
+	}
+	handler, err := httpapi.New(store, rows, recents, httpapi.Options{
 		Token:            cfg.Token,
 		MaxMsgCount:      cfg.SyncMaxMsgCount,
 		MaxConversations: cfg.SyncMaxConversations,

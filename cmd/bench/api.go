@@ -128,7 +128,7 @@ func directLoad(ctx context.Context, dsn string, dbPID int, users []syncUser, ms
 	}
 	return closedLoop(ctx, concurrency, d, pids, func(ctx context.Context, rnd *rand.Rand) error {
 		u := users[rnd.IntN(len(users))]
-		q := mysqlstore.Query{UID: u.uid, MaxFull: 1000}
+		q := conversation.Query{UID: u.uid, MaxFull: 1000}
 		if incremental {
 			q.Version = u.version
 		}

@@ -51,7 +51,10 @@ func (r *report) vs(name string, value float64, unit string, baseline float64, t
 
 func (r *report) emit(f figure) {
 	r.figures = append(r.figures, f)
-	b, _ := json.Marshal(f)
+	b, err := json.Marshal(f)
+	if err != nil { // a NaN or Inf: say so rather than print an empty line
+		b = []byte(fmt.Sprintf(`{"name":%q,"error":%q}`, f.Name, err.Error()))
+	}
 	fmt.Printf("BENCH %s\n", b)
 }
 

@@ -30,8 +30,11 @@ type config struct {
 	HTTPAddr string `env:"PROJECTOR_HTTP_ADDR" envDefault:"127.0.0.1:8081"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel slog.Level `env:"LOG_LEVEL" envDefault:"info"`
-	// BatchMaxRecords bounds the records applied in one transaction. Default 500.
-	BatchMaxRecords int `env:"BATCH_MAX_RECORDS" envDefault:"500"`
+	// BatchMaxRecords bounds the records applied in one transaction. Default 5000: under a backlog a
+	// larger batch coalesces more effects per row; under light load BATCH_MAX_WAIT closes batches first.
+	BatchMaxRecords int `env:"BATCH_MAX_RECORDS" envDefault:"5000"`
+	// BatchMaxBytes bounds the record bytes of one batch. Default 16777216 (16 MiB).
+	BatchMaxBytes int `env:"BATCH_MAX_BYTES" envDefault:"16777216"`
 	// BatchMaxWait bounds how long a batch waits for more records after its first. Default 50ms.
 	BatchMaxWait time.Duration `env:"BATCH_MAX_WAIT" envDefault:"50ms"`
 	// RecentsWindow is how many of a channel's newest messages are kept for recents. Default 200.
@@ -85,8 +88,11 @@ func (c config) validate() error {
 	if c.HTTPAddr == "" {
 		errs = append(errs, errors.New("PROJECTOR_HTTP_ADDR: required"))
 	}
-	if c.BatchMaxRecords < 1 || c.BatchMaxRecords > 10_000 {
-		errs = append(errs, fmt.Errorf("BATCH_MAX_RECORDS: %d is outside 1..10000", c.BatchMaxRecords))
+	if c.BatchMaxRecords < 1 || c.BatchMaxRecords > 50_000 {
+		errs = append(errs, fmt.Errorf("BATCH_MAX_RECORDS: %d is outside 1..50000", c.BatchMaxRecords))
+	}
+	if c.BatchMaxBytes < 1<<10 {
+		errs = append(errs, fmt.Errorf("BATCH_MAX_BYTES: %d, want at least 1024", c.BatchMaxBytes))
 	}
 	if c.BatchMaxWait <= 0 {
 		errs = append(errs, fmt.Errorf("BATCH_MAX_WAIT: %s, want > 0", c.BatchMaxWait))
@@ -142,6 +148,7 @@ func (c config) LogValue() slog.Value {
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.Int("batch_max_records", c.BatchMaxRecords),
+		slog.Int("batch_max_bytes", c.BatchMaxBytes),
 		slog.String("batch_max_wait", c.BatchMaxWait.String()),
 		slog.Int64("recents_window", c.RecentsWindow),
 		slog.Any("skip_channel_types", c.SkipChannelTypes),

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
-	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -49,8 +48,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	// The driver's own logger is process-global and writes plain text to stderr: route it to ours.
-	_ = gomysql.SetLogger(driverLog{log}) // fails only for a nil logger
+	mysql.RouteDriverLog(log)
 	log.Info("starting projector", "config", cfg)
 
 	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: 4})
@@ -80,6 +78,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		DLQTopic:        cfg.KafkaDLQTopic,
 		GroupID:         cfg.KafkaGroupID,
 		BatchMaxRecords: cfg.BatchMaxRecords,
+		BatchMaxBytes:   cfg.BatchMaxBytes,
 		BatchMaxWait:    cfg.BatchMaxWait,
 		MaxEventBytes:   cfg.MaxEventBytes,
 		Skip:            conversation.NewSkipSet(skip...),
@@ -139,8 +138,3 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 	return err
 }
-
-// driverLog prints go-sql-driver's messages (a dropped connection, say) through slog.
-type driverLog struct{ log *slog.Logger }
-
-func (d driverLog) Print(v ...any) { d.log.Warn("mysql driver", "detail", fmt.Sprint(v...)) }

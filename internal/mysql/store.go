@@ -84,6 +84,16 @@ func Open(dsn string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// RouteDriverLog sends go-sql-driver's own messages (a dropped connection, say) through log instead of
+// plain text on stderr. The driver's logger is process-wide: only a main calls this, once.
+func RouteDriverLog(log *slog.Logger) {
+	_ = mysql.SetLogger(driverLog{log}) // fails only for a nil logger
+}
+
+type driverLog struct{ log *slog.Logger }
+
+func (d driverLog) Print(v ...any) { d.log.Warn("mysql driver", "detail", fmt.Sprint(v...)) }
+
 // Close closes the connection pool.
 func (s *Store) Close() error { return s.db.Close() }
 

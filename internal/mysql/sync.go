@@ -12,11 +12,6 @@ import (
 	"github.com/convsync/conversations/internal/conversation"
 )
 
-// Query is the domain's sync query.
-//
-// Deprecated: use conversation.Query; kept until the API handler moves over.
-type Query = conversation.Query
-
 // Conversations returns the rows of q.UID that q selects (conversation.Select), in one query. Errors
 // wrap conversation.ErrUnavailable when the database cannot be reached.
 func (s *Store) Conversations(ctx context.Context, q conversation.Query) ([]conversation.Row, error) {

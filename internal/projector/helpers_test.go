@@ -345,4 +345,3 @@ func integration(t testing.TB, partitions int) (brokers []string, topic, dlq str
 	topic, dlq = testenv.Topics(t, brokers, partitions)
 	return brokers, topic, dlq
 }
-

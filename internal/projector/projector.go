@@ -54,8 +54,13 @@ type Config struct {
 	DLQTopic string
 	// GroupID is the consumer group; projectors sharing it share the partitions.
 	GroupID string
-	// BatchMaxRecords bounds a batch's number of records (default 500).
+	// BatchMaxRecords bounds a batch's number of records (default 5000). Under a backlog, larger batches
+	// coalesce more effects per row: a busy group's members get one write per batch, not one per message.
+	// Under light load BatchMaxWait closes batches long before this.
 	BatchMaxRecords int
+	// BatchMaxBytes bounds a batch's record keys and values, in bytes (default 16 MiB); a record larger
+	// than this is a batch of its own.
+	BatchMaxBytes int
 	// BatchMaxWait bounds how long a batch waits for more records after its first one (default 50ms).
 	BatchMaxWait time.Duration
 	// MaxEventBytes: a record value over this size is dead-lettered as too_large (default 1 MiB).
@@ -72,7 +77,10 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.BatchMaxRecords <= 0 {
-		c.BatchMaxRecords = 500
+		c.BatchMaxRecords = 5000
+	}
+	if c.BatchMaxBytes <= 0 {
+		c.BatchMaxBytes = 16 << 20
 	}
 	if c.BatchMaxWait <= 0 {
 		c.BatchMaxWait = 50 * time.Millisecond
@@ -219,7 +227,7 @@ func (p *Projector) Run(ctx context.Context) (err error) {
 	}()
 	fetchFailures := 0
 	for {
-		msgs, fetchErr := fetchBatch(ctx, p.reader, p.cfg.BatchMaxRecords, p.cfg.BatchMaxWait)
+		msgs, fetchErr := fetchBatch(ctx, p.reader, p.cfg.BatchMaxRecords, p.cfg.BatchMaxBytes, p.cfg.BatchMaxWait)
 		if len(msgs) > 0 {
 			if err := p.process(ctx, msgs); err != nil {
 				return err
@@ -245,16 +253,17 @@ func (p *Projector) Run(ctx context.Context) (err error) {
 // fetchBatch returns the next batch: at least one record (it waits for the first as long as ctx lasts),
 // at most maxRecords, and no more than maxWait after the first one arrived. When ctx ends or the reader
 // fails it returns what it has so far along with the error; an empty batch has no effect.
-func fetchBatch(ctx context.Context, r fetcher, maxRecords int, maxWait time.Duration) ([]kafkago.Message, error) {
+func fetchBatch(ctx context.Context, r fetcher, maxRecords, maxBytes int, maxWait time.Duration) ([]kafkago.Message, error) {
 	first, err := r.FetchMessage(ctx)
 	if err != nil {
 		return nil, err
 	}
-	batch := make([]kafkago.Message, 1, maxRecords)
+	batch := make([]kafkago.Message, 1, min(maxRecords, 1024))
 	batch[0] = first
+	size := len(first.Key) + len(first.Value)
 	wctx, cancel := context.WithTimeout(ctx, maxWait)
 	defer cancel()
-	for len(batch) < maxRecords {
+	for len(batch) < maxRecords && size < maxBytes {
 		m, err := r.FetchMessage(wctx)
 		if err != nil {
 			if ctx.Err() == nil && wctx.Err() != nil {
@@ -263,6 +272,7 @@ func fetchBatch(ctx context.Context, r fetcher, maxRecords int, maxWait time.Dur
 			return batch, err
 		}
 		batch = append(batch, m)
+		size += len(m.Key) + len(m.Value)
 	}
 	return batch, nil
 }

@@ -32,13 +32,23 @@ func TestFetchBatch(t *testing.T) {
 		for i := range 20 {
 			c <- kafkago.Message{Offset: int64(i)}
 		}
-		batch, err := fetchBatch(t.Context(), c, 8, time.Hour)
+		batch, err := fetchBatch(t.Context(), c, 8, 1<<20, time.Hour)
 		if err != nil || len(batch) != 8 || batch[7].Offset != 7 {
 			t.Fatalf("got %d records (err %v), want the first 8", len(batch), err)
 		}
-		batch, _ = fetchBatch(t.Context(), c, 8, time.Hour)
+		batch, _ = fetchBatch(t.Context(), c, 8, 1<<20, time.Hour)
 		if len(batch) != 8 || batch[0].Offset != 8 {
 			t.Fatalf("second batch starts at %d with %d records, want 8 records from offset 8", batch[0].Offset, len(batch))
+		}
+	})
+	t.Run("stops at max bytes, the record that crosses it included", func(t *testing.T) {
+		c := make(chanFetcher, 10)
+		for i := range 10 {
+			c <- kafkago.Message{Offset: int64(i), Key: []byte("k"), Value: make([]byte, 99)}
+		}
+		batch, err := fetchBatch(t.Context(), c, 500, 250, time.Hour)
+		if err != nil || len(batch) != 3 {
+			t.Fatalf("got %d records (err %v), want 3 (300 bytes crosses 250)", len(batch), err)
 		}
 	})
 	t.Run("stops max wait after the first record, not after the call", func(t *testing.T) {
@@ -50,7 +60,7 @@ func TestFetchBatch(t *testing.T) {
 			c <- kafkago.Message{Offset: 1}
 		}()
 		start := time.Now()
-		batch, err := fetchBatch(t.Context(), c, 500, 100*time.Millisecond)
+		batch, err := fetchBatch(t.Context(), c, 500, 1<<20, 100*time.Millisecond)
 		took := time.Since(start)
 		if err != nil || len(batch) != 2 {
 			t.Fatalf("got %d records (err %v), want 2", len(batch), err)
@@ -64,7 +74,7 @@ func TestFetchBatch(t *testing.T) {
 		c <- kafkago.Message{Offset: 0}
 		ctx, cancel := context.WithCancel(t.Context())
 		time.AfterFunc(50*time.Millisecond, cancel)
-		batch, err := fetchBatch(ctx, c, 500, time.Hour)
+		batch, err := fetchBatch(ctx, c, 500, 1<<20, time.Hour)
 		if len(batch) != 1 || !errors.Is(err, context.Canceled) {
 			t.Fatalf("got %d records and %v, want the 1 record and context.Canceled", len(batch), err)
 		}
@@ -72,7 +82,7 @@ func TestFetchBatch(t *testing.T) {
 	t.Run("shutdown before any record returns nothing", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
-		batch, err := fetchBatch(ctx, make(chanFetcher), 500, time.Hour)
+		batch, err := fetchBatch(ctx, make(chanFetcher), 500, 1<<20, time.Hour)
 		if len(batch) != 0 || !errors.Is(err, context.Canceled) {
 			t.Fatalf("got %d records and %v, want none and context.Canceled", len(batch), err)
 		}
