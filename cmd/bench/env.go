@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/convsync/conversations/internal/kafka"
 	mysqlstore "github.com/convsync/conversations/internal/mysql"
@@ -98,6 +99,10 @@ func (e *env) freshDB(ctx context.Context) (string, error) {
 // freshTopic creates an events topic and its dead-letter topic.
 func (e *env) freshTopic(ctx context.Context, partitions int) (string, error) {
 	name := testenv.Name("bench.events.")
+	e.cleanup = append(e.cleanup, func() {
+		c := &kafkago.Client{Addr: kafkago.TCP(e.brokers...), Timeout: 10 * time.Second}
+		_, _ = c.DeleteTopics(context.Background(), &kafkago.DeleteTopicsRequest{Topics: []string{name, name + ".dlq"}})
+	})
 	return name, kafka.EnsureTopics(ctx, e.brokers, kafka.Topic{Name: name, Partitions: partitions}, kafka.Topic{Name: name + ".dlq", Partitions: 1})
 }
 

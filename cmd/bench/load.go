@@ -18,8 +18,9 @@ type loadResult struct {
 	errors   int
 	seconds  float64
 	p50, p99 time.Duration
-	// cpu is the CPU seconds the measured server processes spent during the run.
-	cpu float64
+	// cpu is the CPU seconds the measured server processes spent during the run, in total and each.
+	cpu    float64
+	cpuPer []float64
 }
 
 func (r loadResult) rate() float64 { return float64(r.requests) / r.seconds }
@@ -29,9 +30,9 @@ func (r loadResult) rate() float64 { return float64(r.requests) / r.seconds }
 func closedLoop(ctx context.Context, concurrency int, d time.Duration, pids []int, do func(ctx context.Context, rnd *rand.Rand) error) loadResult {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	cpu0 := 0.0
-	for _, pid := range pids {
-		cpu0 += cpuSeconds(pid)
+	cpu0 := make([]float64, len(pids))
+	for i, pid := range pids {
+		cpu0[i] = cpuSeconds(pid)
 	}
 	var mu sync.Mutex
 	var all []time.Duration
@@ -63,10 +64,10 @@ func closedLoop(ctx context.Context, concurrency int, d time.Duration, pids []in
 	}
 	wg.Wait()
 	res := loadResult{requests: len(all), errors: errs, seconds: time.Since(start).Seconds()}
-	for _, pid := range pids {
-		res.cpu += cpuSeconds(pid)
+	for i, pid := range pids {
+		res.cpuPer = append(res.cpuPer, cpuSeconds(pid)-cpu0[i])
+		res.cpu += res.cpuPer[i]
 	}
-	res.cpu -= cpu0
 	slices.Sort(all)
 	if len(all) > 0 {
 		res.p50, res.p99 = all[len(all)/2], all[len(all)*99/100]

@@ -208,6 +208,10 @@ func run(ctx context.Context) error {
 				rep.add(name+".p50", ms(r.p50), "ms")
 				rep.add(name+".p99", ms(r.p99), "ms")
 				rep.vs(name+".req_per_cpu_s", float64(r.requests)/r.cpu, "req/CPU-s", peer, "≥ 2 (vs WuKongIM)")
+				if len(r.cpuPer) == 2 {
+					rep.add(name+".api_cpu_us_per_req", 1e6*r.cpuPer[0]/float64(r.requests), "µs")
+					rep.add(name+".db_cpu_us_per_req", 1e6*r.cpuPer[1]/float64(r.requests), "µs")
+				}
 			}
 		}
 		if sections["freshness"] {

@@ -26,6 +26,9 @@ type config struct {
 	// KafkaGroupID is the consumer group; instances sharing it share the partitions. Default
 	// conversation-projector.
 	KafkaGroupID string `env:"KAFKA_GROUP_ID" envDefault:"conversation-projector"`
+	// KafkaSessionTimeout is how long the group waits for a crashed instance before its partitions move
+	// to the others. Default 10s (the broker accepts 6s..30m by default).
+	KafkaSessionTimeout time.Duration `env:"KAFKA_SESSION_TIMEOUT" envDefault:"10s"`
 	// HTTPAddr serves /healthz, /readyz and /metrics. Default 127.0.0.1:8081.
 	HTTPAddr string `env:"PROJECTOR_HTTP_ADDR" envDefault:"127.0.0.1:8081"`
 	// LogLevel is debug, info, warn or error. Default info.
@@ -81,6 +84,9 @@ func (c config) validate() error {
 	}
 	if c.KafkaDLQTopic == "" || c.KafkaDLQTopic == c.KafkaTopic {
 		errs = append(errs, errors.New("KAFKA_DLQ_TOPIC: required, and different from KAFKA_TOPIC"))
+	}
+	if c.KafkaSessionTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("KAFKA_SESSION_TIMEOUT: %s, want at least 1s", c.KafkaSessionTimeout))
 	}
 	if c.KafkaGroupID == "" {
 		errs = append(errs, errors.New("KAFKA_GROUP_ID: required"))
@@ -145,6 +151,7 @@ func (c config) LogValue() slog.Value {
 		slog.String("kafka_topic", c.KafkaTopic),
 		slog.String("kafka_dlq_topic", c.KafkaDLQTopic),
 		slog.String("kafka_group_id", c.KafkaGroupID),
+		slog.String("kafka_session_timeout", c.KafkaSessionTimeout.String()),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.Int("batch_max_records", c.BatchMaxRecords),

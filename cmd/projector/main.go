@@ -77,6 +77,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		Topic:           cfg.KafkaTopic,
 		DLQTopic:        cfg.KafkaDLQTopic,
 		GroupID:         cfg.KafkaGroupID,
+		SessionTimeout:  cfg.KafkaSessionTimeout,
 		BatchMaxRecords: cfg.BatchMaxRecords,
 		BatchMaxBytes:   cfg.BatchMaxBytes,
 		BatchMaxWait:    cfg.BatchMaxWait,

@@ -54,6 +54,9 @@ type Config struct {
 	DLQTopic string
 	// GroupID is the consumer group; projectors sharing it share the partitions.
 	GroupID string
+	// SessionTimeout is how long the group waits for a silent member (one that crashed) before giving
+	// its partitions to the others (default 10s; the broker bounds it, 6s..30min by default).
+	SessionTimeout time.Duration
 	// BatchMaxRecords bounds a batch's number of records (default 5000). Under a backlog, larger batches
 	// coalesce more effects per row: a busy group's members get one write per batch, not one per message.
 	// Under light load BatchMaxWait closes batches long before this.
@@ -78,6 +81,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.BatchMaxRecords <= 0 {
 		c.BatchMaxRecords = 5000
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = 10 * time.Second
 	}
 	if c.BatchMaxBytes <= 0 {
 		c.BatchMaxBytes = 16 << 20
@@ -176,6 +182,7 @@ func New(cfg Config, store Store, metrics *Metrics, log *slog.Logger) (*Projecto
 		MaxWait:  500 * time.Millisecond,
 		// Another instance joining or leaving the group is noticed within a second, not three.
 		HeartbeatInterval: time.Second,
+		SessionTimeout:    cfg.SessionTimeout,
 		ErrorLogger: kafkago.LoggerFunc(func(format string, args ...any) {
 			log.Warn("kafka consumer", "detail", fmt.Sprintf(format, args...))
 		}),

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/convsync/conversations/internal/kafka"
 	mysqlstore "github.com/convsync/conversations/internal/mysql"
@@ -102,8 +103,8 @@ func KafkaBrokers(t testing.TB) []string {
 	return strings.Split(need(t, "TEST_KAFKA_BROKERS", "a Kafka broker"), ",")
 }
 
-// Topics creates fresh topics named after prefix (the events topic with the given partitions and a
-// one-partition dead-letter topic) and returns their names.
+// Topics creates fresh topics (the events topic with the given partitions and a one-partition
+// dead-letter topic), deleted when the test ends (kept if it failed), and returns their names.
 func Topics(t testing.TB, brokers []string, partitions int) (events, dlq string) {
 	t.Helper()
 	events = Name("test.events.")
@@ -113,5 +114,13 @@ func Topics(t testing.TB, brokers []string, partitions int) (events, dlq string)
 	if err := kafka.EnsureTopics(ctx, brokers, kafka.Topic{Name: events, Partitions: partitions}, kafka.Topic{Name: dlq, Partitions: 1}); err != nil {
 		t.Fatalf("create test topics: %v", err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kept topics %s and %s of the failed test", events, dlq)
+			return
+		}
+		c := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 10 * time.Second}
+		_, _ = c.DeleteTopics(context.Background(), &kafkago.DeleteTopicsRequest{Topics: []string{events, dlq}})
+	})
 	return events, dlq
 }
