@@ -32,6 +32,16 @@ type config struct {
 	// turns the cache off). A cached list is served only while the user's version is unchanged, so it is
 	// never stale; it saves reading the rows on every sync.
 	SyncCacheUsers int `env:"SYNC_CACHE_USERS" envDefault:"100000"`
+	// KafkaBrokers, when set, turns the change feed on: the API follows KafkaChangesTopic to learn which
+	// users' lists changed, serves cached lists without reading the database for up to SyncCacheMaxAge,
+	// and announces its own mutations there for the other replicas. Empty (the default): every sync checks
+	// the user's version in the database.
+	KafkaBrokers []string `env:"KAFKA_BROKERS" envSeparator:","`
+	// KafkaChangesTopic is the change feed (default im.conversations.changes).
+	KafkaChangesTopic string `env:"KAFKA_CHANGES_TOPIC" envDefault:"im.conversations.changes"`
+	// SyncCacheMaxAge bounds, with the change feed on, how long a cached list is served without checking
+	// the database: how stale a list can get if a change announcement is lost (default 5s).
+	SyncCacheMaxAge time.Duration `env:"SYNC_CACHE_MAX_AGE" envDefault:"5s"`
 	// RecentsCacheBytes bounds the memory for channels' newest messages (default 67108864 = 64 MiB; 0
 	// turns the cache off).
 	RecentsCacheBytes int `env:"RECENTS_CACHE_BYTES" envDefault:"67108864"`
@@ -74,6 +84,12 @@ func loadConfig(environ map[string]string) (config, error) {
 	if cfg.SyncCacheUsers < 0 || cfg.RecentsCacheBytes < 0 {
 		errs = append(errs, fmt.Errorf("SYNC_CACHE_USERS and RECENTS_CACHE_BYTES must be >= 0, got %d and %d", cfg.SyncCacheUsers, cfg.RecentsCacheBytes))
 	}
+	if cfg.SyncCacheMaxAge <= 0 {
+		errs = append(errs, fmt.Errorf("SYNC_CACHE_MAX_AGE must be positive, got %s", cfg.SyncCacheMaxAge))
+	}
+	if len(cfg.KafkaBrokers) > 0 && cfg.KafkaChangesTopic == "" {
+		errs = append(errs, errors.New("KAFKA_CHANGES_TOPIC must not be empty when KAFKA_BROKERS is set"))
+	}
 	if cfg.RecentsCacheTTL <= 0 {
 		errs = append(errs, fmt.Errorf("RECENTS_CACHE_TTL must be positive, got %s", cfg.RecentsCacheTTL))
 	}
@@ -94,6 +110,9 @@ func (c config) LogValue() slog.Value {
 		slog.Int("mysql_max_open_conns", c.MySQLMaxOpenConns),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.Int("sync_cache_users", c.SyncCacheUsers),
+		slog.Any("kafka_brokers", c.KafkaBrokers),
+		slog.String("kafka_changes_topic", c.KafkaChangesTopic),
+		slog.String("sync_cache_max_age", c.SyncCacheMaxAge.String()),
 		slog.Int("recents_cache_bytes", c.RecentsCacheBytes),
 		slog.String("recents_cache_ttl", c.RecentsCacheTTL.String()),
 	}

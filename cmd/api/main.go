@@ -15,7 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/convsync/conversations/internal/httpapi"
+	"github.com/convsync/conversations/internal/kafka"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/readcache"
 )
@@ -47,7 +51,46 @@ func run(ctx context.Context) error {
 	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	mysql.RouteDriverLog(log)
 
-	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{MaxOpenConns: cfg.MySQLMaxOpenConns})
+	reg := prometheus.NewRegistry()
+	if err := errors.Join(
+		reg.Register(collectors.NewGoCollector()),
+		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
+	); err != nil {
+		return fmt.Errorf("register runtime metrics: %w", err)
+	}
+
+	// The change feed (optional): follow it to keep cached lists current without reading the database,
+	// and announce this replica's own mutations on it. A committed mutation also updates this replica's
+	// cache at once (rows is set before the server starts, so before any commit).
+	var rows *readcache.Rows
+	var follower *kafka.ChangeFollower
+	var publish func(context.Context, map[string]int64)
+	maxAge := time.Duration(0) // without the feed, every sync checks the user's version
+	if len(cfg.KafkaBrokers) > 0 && cfg.SyncCacheUsers > 0 {
+		follower, err = kafka.NewChangeFollower(ctx, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log)
+		if err != nil {
+			log.Warn("change feed unavailable: every sync checks the database", "error", err.Error())
+		} else {
+			maxAge = cfg.SyncCacheMaxAge
+		}
+		changes, err := kafka.NewChangePublisher(cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
+		if err != nil {
+			return fmt.Errorf("change feed: %w", err)
+		}
+		defer changes.Close()
+		publish = changes.AfterCommit
+	}
+	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{MaxOpenConns: cfg.MySQLMaxOpenConns,
+		OnCommit: func(ctx context.Context, versions map[string]int64) {
+			if rows != nil {
+				for uid, v := range versions {
+					rows.Notify(uid, v)
+				}
+			}
+			if publish != nil {
+				publish(ctx, versions)
+			}
+		}})
 	if err != nil {
 		return err
 	}
@@ -59,17 +102,22 @@ func run(ctx context.Context) error {
 	}
 	cancel()
 
-	// Sync reads through the caches: conversation lists checked against the user's version, and
-	// channels' newest messages, which never change. Size 0 turns a cache off.
-	var rows httpapi.Rows = store
+	// Sync reads through the caches: conversation lists and channels' newest messages (which never
+	// change). Size 0 turns a cache off.
+	var rowsSource httpapi.Rows = store
 	if cfg.SyncCacheUsers > 0 {
-		rows = readcache.NewRows(store, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers})
+		rows = readcache.NewRows(store, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers, MaxAge: maxAge})
+		rowsSource = rows
+		if follower != nil {
+			go follower.Run(ctx, rows.Notify)
+		}
 	}
 	var recents httpapi.Recents = store
 	if cfg.RecentsCacheBytes > 0 {
 		recents = readcache.NewRecents(store, readcache.RecentsOptions{MaxBytes: cfg.RecentsCacheBytes, TTL: cfg.RecentsCacheTTL})
 	}
-	handler, err := httpapi.New(store, rows, recents, httpapi.Options{
+	handler, err := httpapi.New(store, rowsSource, recents, httpapi.Options{
+		Registry:         reg,
 		Token:            cfg.Token,
 		MaxMsgCount:      cfg.SyncMaxMsgCount,
 		MaxConversations: cfg.SyncMaxConversations,

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -31,9 +32,11 @@ func TestLoadConfigDefaults(t *testing.T) {
 		SyncCacheUsers:       100_000,
 		RecentsCacheBytes:    64 << 20,
 		RecentsCacheTTL:      10 * time.Second,
+		KafkaChangesTopic:    "im.conversations.changes",
+		SyncCacheMaxAge:      5 * time.Second,
 		ShutdownTimeout:      10 * time.Second,
 	}
-	if cfg != want {
+	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("defaults %+v, want %+v", cfg, want)
 	}
 }
@@ -43,14 +46,16 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		"MYSQL_DSN": "u:p@tcp(db:3306)/x", "API_HTTP_ADDR": ":9000", "API_TOKEN": "tok", "LOG_LEVEL": "debug",
 		"SYNC_MAX_MSG_COUNT": "7", "SYNC_MAX_CONVERSATIONS": "8", "MYSQL_MAX_OPEN_CONNS": "9", "SHUTDOWN_TIMEOUT": "3s",
 		"SYNC_CACHE_USERS": "0", "RECENTS_CACHE_BYTES": "1024", "RECENTS_CACHE_TTL": "2s",
+		"KAFKA_BROKERS": "k1:9092,k2:9092", "KAFKA_CHANGES_TOPIC": "feed", "SYNC_CACHE_MAX_AGE": "1s",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := config{MySQLDSN: "u:p@tcp(db:3306)/x", HTTPAddr: ":9000", Token: "tok", LogLevel: slog.LevelDebug,
 		SyncMaxMsgCount: 7, SyncMaxConversations: 8, MySQLMaxOpenConns: 9, ShutdownTimeout: 3 * time.Second,
-		RecentsCacheBytes: 1024, RecentsCacheTTL: 2 * time.Second}
-	if cfg != want {
+		RecentsCacheBytes: 1024, RecentsCacheTTL: 2 * time.Second,
+		KafkaBrokers: []string{"k1:9092", "k2:9092"}, KafkaChangesTopic: "feed", SyncCacheMaxAge: time.Second}
+	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("config %+v, want %+v", cfg, want)
 	}
 }

@@ -148,11 +148,13 @@ func directLoad(ctx context.Context, dsn string, dbPID int, users []syncUser, ms
 	}), nil
 }
 
-// freshness produces a steady stream at rate events/s for d, with a probe message to user "probe"
-// every 100 ms, and measures from each probe's produce call until a sync of "probe" shows it.
+// freshness produces a steady peer-workload stream at rate events/s for d (the same users, groups and
+// pairs, new messages), with a probe message to user "probe" every 100 ms, and measures from each probe's
+// produce call until a sync of "probe" shows it.
 func (e *env) freshness(ctx context.Context, topic string, api *proc, rate float64, d time.Duration) (p50, p99 time.Duration, n int, err error) {
-	cfg := trafficgen.W1(int(rate*d.Seconds())+1, 99)
-	cfg.SeqBase = 1 << 40 // continues no channel of the earlier runs
+	cfg := trafficgen.Peer()
+	cfg.Messages = int(rate*d.Seconds()) + 1
+	cfg.SeqBase = 1_000_000 // above every seq of the ingest run: new messages in the same channels
 	records, _, err := trafficgen.Generate(cfg)
 	if err != nil {
 		return 0, 0, 0, err

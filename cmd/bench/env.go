@@ -96,14 +96,15 @@ func (e *env) freshDB(ctx context.Context) (string, error) {
 	return dsn, s.Migrate(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
-// freshTopic creates an events topic and its dead-letter topic.
+// freshTopic creates an events topic, its dead-letter topic and its change feed (name + ".changes").
 func (e *env) freshTopic(ctx context.Context, partitions int) (string, error) {
 	name := testenv.Name("bench.events.")
 	e.cleanup = append(e.cleanup, func() {
 		c := &kafkago.Client{Addr: kafkago.TCP(e.brokers...), Timeout: 10 * time.Second}
-		_, _ = c.DeleteTopics(context.Background(), &kafkago.DeleteTopicsRequest{Topics: []string{name, name + ".dlq"}})
+		_, _ = c.DeleteTopics(context.Background(), &kafkago.DeleteTopicsRequest{Topics: []string{name, name + ".dlq", name + ".changes"}})
 	})
-	return name, kafka.EnsureTopics(ctx, e.brokers, kafka.Topic{Name: name, Partitions: partitions}, kafka.Topic{Name: name + ".dlq", Partitions: 1})
+	return name, kafka.EnsureTopics(ctx, e.brokers, kafka.Topic{Name: name, Partitions: partitions},
+		kafka.Topic{Name: name + ".dlq", Partitions: 1}, kafka.Topic{Name: name + ".changes", Partitions: 1})
 }
 
 // proc is a started binary of the service.
@@ -112,6 +113,11 @@ type proc struct {
 	cmd  *exec.Cmd
 	addr string
 	done chan error
+}
+
+// apiEnv is the API's environment on dsn, following the change feed of topic as deployed.
+func (e *env) apiEnv(dsn, topic string) map[string]string {
+	return map[string]string{"MYSQL_DSN": dsn, "KAFKA_BROKERS": strings.Join(e.brokers, ","), "KAFKA_CHANGES_TOPIC": topic + ".changes"}
 }
 
 // start runs one of the built binaries with env vars on top of the bench's own environment and waits

@@ -84,6 +84,7 @@ func run(ctx context.Context) error {
 	only := flag.String("only", "projector,api,peer,freshness", "sections to run, comma-separated")
 	duration := flag.Duration("duration", 20*time.Second, "length of each API load run")
 	scale := flag.Float64("scale", 1, "multiplies the size of the projector workloads")
+	freshRate := flag.Float64("freshness-rate", 0, "events/s of the freshness run (0: half the measured maximum)")
 	flag.Parse()
 	sections := map[string]bool{}
 	for _, s := range strings.Split(*only, ",") {
@@ -98,7 +99,6 @@ func run(ctx context.Context) error {
 	var maxRSS struct{ projector, api float64 }
 	n := func(v int) int { return max(1, int(float64(v)**scale)) }
 
-	w1Rate := 0.0
 	if sections["projector"] {
 		for _, wl := range []struct {
 			name string
@@ -128,9 +128,6 @@ func run(ctx context.Context) error {
 				target = ""
 			}
 			rep.vs("projector."+wl.name+".row_updates_per_s", rows, "rows/s", base, target)
-			if wl.name == "w1" {
-				w1Rate = res.events
-			}
 			if wl.name == "w3" {
 				perEvent, err := e.runProjector(ctx, w, map[string]string{"BATCH_MAX_RECORDS": "1"})
 				if err != nil {
@@ -152,7 +149,11 @@ func run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		api, err := e.start(ctx, "api", map[string]string{"MYSQL_DSN": dsn})
+		feed, err := e.freshTopic(ctx, 1)
+		if err != nil {
+			return err
+		}
+		api, err := e.start(ctx, "api", e.apiEnv(dsn, feed))
 		if err != nil {
 			return err
 		}
@@ -189,7 +190,7 @@ func run(ctx context.Context) error {
 		defer projector.stop()
 		maxRSS.projector = max(maxRSS.projector, res.peakRSS)
 		rep.vs("peer.ingest.events_per_s", res.events, "events/s", peerIngestPerSec, "≥ 10 (vs WuKongIM)")
-		api, err := e.start(ctx, "api", map[string]string{"MYSQL_DSN": dsn})
+		api, err := e.start(ctx, "api", e.apiEnv(dsn, topic))
 		if err != nil {
 			return err
 		}
@@ -215,9 +216,9 @@ func run(ctx context.Context) error {
 			}
 		}
 		if sections["freshness"] {
-			rate := w1Rate
-			if rate == 0 {
-				rate = res.events
+			rate := res.events // half the measured maximum of the same workload
+			if *freshRate > 0 {
+				rate = 2 * *freshRate
 			}
 			progress("freshness: %.0f events/s for 10s", rate/2)
 			p50, p99, n, err := e.freshness(ctx, topic, api, rate/2, 10*time.Second)

@@ -87,7 +87,7 @@ func (e *env) ingestInto(ctx context.Context, w *workload, topic, dsn string, va
 		return ingest{}, nil, err
 	}
 	env := map[string]string{"MYSQL_DSN": dsn, "KAFKA_BROKERS": strings.Join(e.brokers, ","), "KAFKA_TOPIC": topic,
-		"KAFKA_DLQ_TOPIC": topic + ".dlq", "KAFKA_GROUP_ID": testenv.Name(topic + ".group.")}
+		"KAFKA_DLQ_TOPIC": topic + ".dlq", "KAFKA_CHANGES_TOPIC": topic + ".changes", "KAFKA_GROUP_ID": testenv.Name(topic + ".group.")}
 	for k, v := range vars {
 		env[k] = v
 	}

@@ -29,6 +29,9 @@ type config struct {
 	KafkaTopic string `env:"KAFKA_TOPIC" envDefault:"im.messages"`
 	// KafkaDLQTopic is the dead-letter topic, created with KafkaPartitions partitions.
 	KafkaDLQTopic string `env:"KAFKA_DLQ_TOPIC" envDefault:"im.messages.dlq"`
+	// KafkaChangesTopic is the change feed from projectors and API replicas to API replicas; it has one
+	// partition (its records are small and few: one per 500 changed users of a batch). Empty: not created.
+	KafkaChangesTopic string `env:"KAFKA_CHANGES_TOPIC" envDefault:"im.conversations.changes"`
 	// KafkaPartitions bounds how many projector replicas can share the work.
 	KafkaPartitions int `env:"KAFKA_PARTITIONS" envDefault:"6"`
 	// Wait is how long to keep retrying while MySQL or Kafka do not answer yet (they may be starting).
@@ -69,11 +72,15 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return nil
 	}
 	topics := []kafka.Topic{{Name: cfg.KafkaTopic, Partitions: cfg.KafkaPartitions}, {Name: cfg.KafkaDLQTopic, Partitions: cfg.KafkaPartitions}}
+	if cfg.KafkaChangesTopic != "" {
+		topics = append(topics, kafka.Topic{Name: cfg.KafkaChangesTopic, Partitions: 1})
+	}
 	err = retry(ctx, log, "kafka", func() error { return kafka.EnsureTopics(ctx, cfg.KafkaBrokers, topics...) })
 	if err != nil {
 		return err
 	}
-	log.Info("topics ready", "topic", cfg.KafkaTopic, "dlq_topic", cfg.KafkaDLQTopic, "partitions", cfg.KafkaPartitions)
+	log.Info("topics ready", "topic", cfg.KafkaTopic, "dlq_topic", cfg.KafkaDLQTopic, "changes_topic", cfg.KafkaChangesTopic,
+		"partitions", cfg.KafkaPartitions)
 	return nil
 }
 

@@ -23,6 +23,10 @@ type config struct {
 	KafkaTopic string `env:"KAFKA_TOPIC" envDefault:"im.messages"`
 	// KafkaDLQTopic receives the records that can never be applied. Default im.messages.dlq.
 	KafkaDLQTopic string `env:"KAFKA_DLQ_TOPIC" envDefault:"im.messages.dlq"`
+	// KafkaChangesTopic is the change feed: after each batch commits, the users whose conversation
+	// lists changed, with their new versions, so API replicas can serve lists from memory. Default
+	// im.conversations.changes; empty turns the feed off.
+	KafkaChangesTopic string `env:"KAFKA_CHANGES_TOPIC" envDefault:"im.conversations.changes"`
 	// KafkaGroupID is the consumer group; instances sharing it share the partitions. Default
 	// conversation-projector.
 	KafkaGroupID string `env:"KAFKA_GROUP_ID" envDefault:"conversation-projector"`
@@ -150,6 +154,7 @@ func (c config) LogValue() slog.Value {
 		slog.Any("kafka_brokers", c.KafkaBrokers),
 		slog.String("kafka_topic", c.KafkaTopic),
 		slog.String("kafka_dlq_topic", c.KafkaDLQTopic),
+		slog.String("kafka_changes_topic", c.KafkaChangesTopic),
 		slog.String("kafka_group_id", c.KafkaGroupID),
 		slog.String("kafka_session_timeout", c.KafkaSessionTimeout.String()),
 		slog.String("http_addr", c.HTTPAddr),

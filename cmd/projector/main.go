@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/kafka"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/projector"
 )
@@ -51,12 +52,6 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	mysql.RouteDriverLog(log)
 	log.Info("starting projector", "config", cfg)
 
-	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: 4})
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-
 	reg := prometheus.NewRegistry()
 	if err := errors.Join(
 		reg.Register(collectors.NewGoCollector()),
@@ -64,6 +59,20 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	); err != nil {
 		return fmt.Errorf("register runtime metrics: %w", err)
 	}
+	storeOpts := mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: 4}
+	if cfg.KafkaChangesTopic != "" {
+		changes, err := kafka.NewChangePublisher(cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
+		if err != nil {
+			return fmt.Errorf("change feed: %w", err)
+		}
+		defer changes.Close()
+		storeOpts.OnCommit = changes.AfterCommit
+	}
+	store, err := mysql.Open(cfg.MySQLDSN, storeOpts)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
 	metrics, err := projector.NewMetrics(reg)
 	if err != nil {
 		return fmt.Errorf("register projector metrics: %w", err)

@@ -76,7 +76,8 @@ func TestConfigLogNeverShowsThePassword(t *testing.T) {
 // run against the real services: ready, projects a record, stops cleanly on cancel.
 func TestRunProjectsAndStopsCleanly(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
-	topic, dlq := testenv.Topics(t, brokers, 2)
+	topics := testenv.Topics(t, brokers, 2)
+	topic, dlq := topics.Events, topics.DLQ
 	store, dsn := testenv.Store(t, mysql.Options{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -91,7 +92,7 @@ func TestRunProjectsAndStopsCleanly(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, map[string]string{"MYSQL_DSN": dsn, "KAFKA_BROKERS": strings.Join(brokers, ","),
-			"KAFKA_TOPIC": topic, "KAFKA_DLQ_TOPIC": dlq, "KAFKA_GROUP_ID": testenv.Name("group."),
+			"KAFKA_TOPIC": topic, "KAFKA_DLQ_TOPIC": dlq, "KAFKA_CHANGES_TOPIC": topics.Changes, "KAFKA_GROUP_ID": testenv.Name("group."),
 			"PROJECTOR_HTTP_ADDR": addr, "TOMBSTONE_MAX_AGE": "720h"}, &out)
 	}()
 

@@ -63,7 +63,7 @@ func TestFlags(t *testing.T) {
 // than repeating it.
 func TestRunProducesTheDemo(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
-	topic, _ := testenv.Topics(t, brokers, 3)
+	topic := testenv.Topics(t, brokers, 3).Events
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var logs bytes.Buffer

@@ -268,6 +268,7 @@ type stack struct {
 	brokers []string
 	topic   string
 	dlq     string
+	changes string
 	window  int
 	kafka   *kafkago.Client
 }
@@ -276,7 +277,8 @@ func newStack(t *testing.T, partitions, window int) *stack {
 	t.Helper()
 	need(t, "projector")
 	s := &stack{t: t, dsn: testenv.MySQLDSN(t), brokers: testenv.KafkaBrokers(t), window: window}
-	s.topic, s.dlq = testenv.Topics(t, s.brokers, partitions)
+	ts := testenv.Topics(t, s.brokers, partitions)
+	s.topic, s.dlq, s.changes = ts.Events, ts.DLQ, ts.Changes
 	s.open()
 	return s
 }
@@ -301,7 +303,7 @@ func (s *stack) projector(name, group string, extra ...string) *proc {
 	addr := freeAddr(s.t)
 	env := map[string]string{
 		"MYSQL_DSN": s.dsn, "KAFKA_BROKERS": strings.Join(s.brokers, ","), "KAFKA_TOPIC": s.topic,
-		"KAFKA_DLQ_TOPIC": s.dlq, "KAFKA_GROUP_ID": group, "PROJECTOR_HTTP_ADDR": addr,
+		"KAFKA_DLQ_TOPIC": s.dlq, "KAFKA_CHANGES_TOPIC": s.changes, "KAFKA_GROUP_ID": group, "PROJECTOR_HTTP_ADDR": addr,
 		"BATCH_MAX_RECORDS": "200", "BATCH_MAX_WAIT": "20ms", "RECENTS_WINDOW": strconv.Itoa(s.window),
 	}
 	for i := 0; i+1 < len(extra); i += 2 {

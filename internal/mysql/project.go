@@ -44,12 +44,17 @@ type BatchResult struct {
 // conversation.ErrConflict when lock conflicts outlasted the retries.
 func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event, skip *conversation.SkipSet) (BatchResult, error) {
 	var res BatchResult
+	var versions map[string]int64
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		b := &batch{store: s, tx: tx, skip: skip}
 		var err error
 		res, err = b.apply(ctx, events)
+		versions = b.versions
 		return err
 	})
+	if err == nil {
+		s.committed(ctx, versions)
+	}
 	return res, err
 }
 
@@ -64,6 +69,7 @@ type batch struct {
 	applied  map[msgKey]bool
 	rows     map[conversation.ConvKey]*rowState
 	newMsgs  []*conversation.Message
+	versions map[string]int64 // the new version of each user whose rows changed
 }
 
 type msgKey struct {
@@ -359,6 +365,7 @@ func (b *batch) writeRows(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	b.versions = versions
 	slices.SortFunc(changed, func(x, y *rowState) int { return x.row.ConvKey.Compare(y.row.ConvKey) })
 	for _, rs := range changed {
 		rs.row.Version = versions[rs.row.UID]

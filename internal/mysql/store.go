@@ -37,14 +37,19 @@ type Options struct {
 	ConflictRetries int
 	// Now is the clock versions are taken from (default time.Now).
 	Now func() time.Time
+	// OnCommit, when set, is called after every transaction that changed conversation rows has
+	// committed, with each changed user's new version: readers that cache lists learn of changes from it
+	// (the change feed). It runs on the committing goroutine; it cannot undo or fail the commit.
+	OnCommit func(ctx context.Context, versions map[string]int64)
 }
 
 // Store is the read model. It is safe for concurrent use.
 type Store struct {
-	db      *sqlx.DB
-	window  int64
-	retries int
-	now     func() time.Time
+	db       *sqlx.DB
+	window   int64
+	retries  int
+	now      func() time.Time
+	onCommit func(ctx context.Context, versions map[string]int64)
 }
 
 // Open connects to the database named by dsn (go-sql-driver/mysql format). It does not wait for the
@@ -71,7 +76,7 @@ func Open(dsn string, opts Options) (*Store, error) {
 	db.SetMaxOpenConns(opts.MaxOpenConns)
 	db.SetMaxIdleConns(opts.MaxOpenConns)
 	db.SetConnMaxLifetime(30 * time.Minute)
-	s := &Store{db: db, window: opts.RecentsWindow, retries: opts.ConflictRetries, now: opts.Now}
+	s := &Store{db: db, window: opts.RecentsWindow, retries: opts.ConflictRetries, now: opts.Now, onCommit: opts.OnCommit}
 	if s.window <= 0 {
 		s.window = 200
 	}
@@ -133,6 +138,13 @@ func (s *Store) Migrate(ctx context.Context, log *slog.Logger) error {
 	}
 	log.Info("schema up to date", "version", v)
 	return nil
+}
+
+// committed reports a committed transaction's version changes to the OnCommit hook.
+func (s *Store) committed(ctx context.Context, versions map[string]int64) {
+	if s.onCommit != nil && len(versions) > 0 {
+		s.onCommit(ctx, versions)
+	}
 }
 
 // nowMS is the store clock in unix milliseconds.

@@ -335,3 +335,32 @@ func TestUserRowsAndVersionAgreeAfterPurge(t *testing.T) {
 		t.Errorf("UserVersion of an unknown user = %d (%v), want 0", uv, err)
 	}
 }
+
+func TestOnCommitReportsEachCommittedVersionChange(t *testing.T) {
+	var reported []map[string]int64
+	s, _ := testenv.Store(t, mysql.Options{OnCommit: func(_ context.Context, v map[string]int64) { reported = append(reported, v) }})
+	ctx := context.Background()
+	apply(t, s, groupMsg("g1", 1, "alice", "alice", "bob"))
+	bob := rowsOf(t, s, "bob")["g1"]
+	alice := rowsOf(t, s, "alice")["g1"]
+	if len(reported) != 1 || reported[0]["bob"] != bob.Version || reported[0]["alice"] != alice.Version || len(reported[0]) != 2 {
+		t.Fatalf("after a batch: %v, want bob %d and alice %d", reported, bob.Version, alice.Version)
+	}
+	apply(t, s, groupMsg("g1", 1, "alice", "alice", "bob")) // a duplicate changes nothing
+	if len(reported) != 1 {
+		t.Errorf("a batch that changed nothing was reported: %v", reported[1:])
+	}
+	row, err := s.Update(ctx, bob.ConvKey, func(r conversation.Row, _ int64) (conversation.Row, bool) { return conversation.SetUnread(r, 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reported) != 2 || len(reported[1]) != 1 || reported[1]["bob"] != row.Version {
+		t.Errorf("after setUnread: %v, want bob %d", reported, row.Version)
+	}
+	if _, err := s.Update(ctx, bob.ConvKey, func(r conversation.Row, _ int64) (conversation.Row, bool) { return conversation.SetUnread(r, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(reported) != 2 {
+		t.Errorf("a no-op update was reported: %v", reported[2:])
+	}
+}

@@ -143,10 +143,11 @@ func (s *Store) Recents(ctx context.Context, ranges []SeqRange) (map[conversatio
 // Update applies change, given the row and the store clock in unix ms, to the user's conversation key in a transaction and, when change reports that
 // a field changed, gives the row the user's next version (contract §3.6) in the same commit. It locks the
 // row and then the user's version row, the same order the projector takes them, and retries deadlocks.
-// It returns the row as stored afterwards, or an error wrapping conversation.ErrNotFound when there is
+// A committed change is reported to Options.OnCommit. It returns the row as stored afterwards, or an error wrapping conversation.ErrNotFound when there is
 // no such conversation, or conversation.ErrUnavailable when the database cannot be reached.
 func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change func(row conversation.Row, nowMS int64) (conversation.Row, bool)) (conversation.Row, error) {
 	var out conversation.Row
+	var before int64
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		row, err := scanRow(tx.QueryRowxContext(ctx, selectRow+
 			` WHERE uid = ? AND channel_id = ? AND channel_type = ? FOR UPDATE`, key.UID, key.ChannelID, key.ChannelType))
@@ -156,6 +157,7 @@ func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change fun
 		if err != nil {
 			return err
 		}
+		before = row.Version
 		next, changed := change(row, s.nowMS())
 		if !changed {
 			out = row
@@ -172,6 +174,9 @@ func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change fun
 		out = next
 		return nil
 	})
+	if err == nil && out.Version != before {
+		s.committed(ctx, map[string]int64{key.UID: out.Version})
+	}
 	return out, err
 }
 

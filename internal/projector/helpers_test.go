@@ -342,6 +342,7 @@ var errDown = fmt.Errorf("fake store: %w", conversation.ErrUnavailable)
 func integration(t testing.TB, partitions int) (brokers []string, topic, dlq string) {
 	t.Helper()
 	brokers = testenv.KafkaBrokers(t)
-	topic, dlq = testenv.Topics(t, brokers, partitions)
+	ts := testenv.Topics(t, brokers, partitions)
+	topic, dlq = ts.Events, ts.DLQ
 	return brokers, topic, dlq
 }

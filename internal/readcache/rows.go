@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"sync"
+	"time"
 
 	"github.com/convsync/conversations/internal/conversation"
 )
@@ -23,13 +24,21 @@ type RowsOptions struct {
 	MaxUsers int
 	// MaxRowsPerUser: a longer list is not cached (default 2,000).
 	MaxRowsPerUser int
+	// MaxAge > 0 lets a list be served with no database read at all for MaxAge after it was last
+	// checked, as long as no newer version of the user was announced through Notify (the change feed).
+	// It bounds how stale a list can be when an announcement is lost. 0 checks the version on every
+	// request: never stale, one primary-key read per sync.
+	MaxAge time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
 
 // Rows serves sync's conversation lists. A user's version changes in the same commit as any of the
 // user's rows (contract §3.6), so a cached list whose version equals the user's current version is
-// exactly what the database holds: each request costs one primary-key read instead of reading the rows,
-// and no request is ever answered from a stale list, whichever replica or projector changed it. Rows is
-// safe for concurrent use.
+// exactly what the database holds. With MaxAge 0 each request checks that (one primary-key read instead
+// of reading the rows) and no request is ever answered from a stale list. With MaxAge > 0 and the change
+// feed calling Notify, a list is served from memory alone until a newer version is announced or MaxAge
+// passes. Rows is safe for concurrent use.
 type Rows struct {
 	src  RowsSource
 	opts RowsOptions
@@ -37,11 +46,17 @@ type Rows struct {
 	mu    sync.Mutex
 	lru   *list.List // of *userRows, most recently used first
 	index map[string]*list.Element
+	// announced holds the highest version Notify reported per user, cached or not, so a list loaded just
+	// before a change committed is not trusted after the announcement. Past 2*MaxUsers entries it is
+	// cleared and every list is checked again once (checkedBefore).
+	announced     map[string]int64
+	checkedBefore time.Time
 }
 
 type userRows struct {
 	uid     string
 	version int64
+	checked time.Time // when the version was last known current
 	rows    []conversation.Row
 }
 
@@ -53,12 +68,36 @@ func NewRows(src RowsSource, opts RowsOptions) *Rows {
 	if opts.MaxRowsPerUser <= 0 {
 		opts.MaxRowsPerUser = 2_000
 	}
-	return &Rows{src: src, opts: opts, lru: list.New(), index: map[string]*list.Element{}}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Rows{src: src, opts: opts, lru: list.New(), index: map[string]*list.Element{}, announced: map[string]int64{}}
+}
+
+// Notify records that uid's conversation list changed to version (from the change feed, or a local
+// commit): a cached list older than that is not served again.
+func (c *Rows) Notify(uid string, version int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if version <= c.announced[uid] {
+		return
+	}
+	if len(c.announced) >= 2*c.opts.MaxUsers {
+		clear(c.announced)
+		c.checkedBefore = c.opts.Now()
+	}
+	c.announced[uid] = version
 }
 
 // Conversations returns the rows q selects (conversation.Select), as current as the user's version read
 // at the start of the call. Errors are the source's.
 func (c *Rows) Conversations(ctx context.Context, q conversation.Query) ([]conversation.Row, error) {
+	start := c.opts.Now()
+	if c.opts.MaxAge > 0 {
+		if rows, ok := c.fresh(q.UID, start); ok {
+			return conversation.Select(rows, q), nil
+		}
+	}
 	version, err := c.src.UserVersion(ctx, q.UID)
 	if err != nil {
 		return nil, err
@@ -66,6 +105,7 @@ func (c *Rows) Conversations(ctx context.Context, q conversation.Query) ([]conve
 	c.mu.Lock()
 	if el, ok := c.index[q.UID]; ok {
 		if e := el.Value.(*userRows); e.version == version {
+			e.checked = start
 			c.lru.MoveToFront(el)
 			rows := e.rows
 			c.mu.Unlock()
@@ -79,9 +119,25 @@ func (c *Rows) Conversations(ctx context.Context, q conversation.Query) ([]conve
 		return nil, err
 	}
 	if len(rows) <= c.opts.MaxRowsPerUser {
-		c.put(&userRows{uid: q.UID, version: version, rows: rows})
+		c.put(&userRows{uid: q.UID, version: version, checked: start, rows: rows})
 	}
 	return conversation.Select(rows, q), nil
+}
+
+// fresh returns the cached list of uid when it may be served without asking the database.
+func (c *Rows) fresh(uid string, now time.Time) ([]conversation.Row, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.index[uid]
+	if !ok {
+		return nil, false
+	}
+	e := el.Value.(*userRows)
+	if e.version < c.announced[uid] || !e.checked.After(c.checkedBefore) || now.Sub(e.checked) >= c.opts.MaxAge {
+		return nil, false
+	}
+	c.lru.MoveToFront(el)
+	return e.rows, true
 }
 
 // put stores e unless a newer list of the user is already there, and evicts over MaxUsers.

@@ -103,24 +103,30 @@ func KafkaBrokers(t testing.TB) []string {
 	return strings.Split(need(t, "TEST_KAFKA_BROKERS", "a Kafka broker"), ",")
 }
 
-// Topics creates fresh topics (the events topic with the given partitions and a one-partition
-// dead-letter topic), deleted when the test ends (kept if it failed), and returns their names.
-func Topics(t testing.TB, brokers []string, partitions int) (events, dlq string) {
+// TopicSet names a test's fresh topics.
+type TopicSet struct {
+	// Events has the partitions the test asked for; DLQ and Changes (the change feed) have one.
+	Events, DLQ, Changes string
+}
+
+// Topics creates fresh topics, deleted when the test ends (kept if it failed), and returns their names.
+func Topics(t testing.TB, brokers []string, partitions int) TopicSet {
 	t.Helper()
-	events = Name("test.events.")
-	dlq = events + ".dlq"
+	events := Name("test.events.")
+	ts := TopicSet{Events: events, DLQ: events + ".dlq", Changes: events + ".changes"}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := kafka.EnsureTopics(ctx, brokers, kafka.Topic{Name: events, Partitions: partitions}, kafka.Topic{Name: dlq, Partitions: 1}); err != nil {
+	if err := kafka.EnsureTopics(ctx, brokers, kafka.Topic{Name: ts.Events, Partitions: partitions},
+		kafka.Topic{Name: ts.DLQ, Partitions: 1}, kafka.Topic{Name: ts.Changes, Partitions: 1}); err != nil {
 		t.Fatalf("create test topics: %v", err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("kept topics %s and %s of the failed test", events, dlq)
+			t.Logf("kept topics %+v of the failed test", ts)
 			return
 		}
 		c := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 10 * time.Second}
-		_, _ = c.DeleteTopics(context.Background(), &kafkago.DeleteTopicsRequest{Topics: []string{events, dlq}})
+		_, _ = c.DeleteTopics(context.Background(), &kafkago.DeleteTopicsRequest{Topics: []string{ts.Events, ts.DLQ, ts.Changes}})
 	})
-	return events, dlq
+	return ts
 }

@@ -1,0 +1,73 @@
+package readcache
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/convsync/conversations/internal/conversation"
+)
+
+// fakeRows is a user's rows and version as the database has them, counting the reads.
+type fakeRows struct {
+	version             int64
+	versionReads, loads int
+}
+
+func (f *fakeRows) UserRows(context.Context, string) ([]conversation.Row, int64, error) {
+	f.loads++
+	return []conversation.Row{{ConvKey: conversation.ConvKey{UID: "u", ChannelID: "g", ChannelType: 2}, Version: f.version}}, f.version, nil
+}
+
+func (f *fakeRows) UserVersion(context.Context, string) (int64, error) {
+	f.versionReads++
+	return f.version, nil
+}
+
+func TestRowsWithChangeFeed(t *testing.T) {
+	now := time.Unix(1000, 0)
+	src := &fakeRows{version: 1}
+	c := NewRows(src, RowsOptions{MaxAge: 5 * time.Second, Now: func() time.Time { return now }})
+	ctx := context.Background()
+	version := func() int64 {
+		t.Helper()
+		rows, err := c.Conversations(ctx, conversation.Query{UID: "u"})
+		if err != nil || len(rows) != 1 {
+			t.Fatalf("Conversations = %v, %v", rows, err)
+		}
+		return rows[0].Version
+	}
+	steps := []struct {
+		name                    string
+		before                  func()
+		wantVersion             int64
+		wantVersionReads, loads int
+	}{
+		{"first request loads", nil, 1, 1, 1},
+		{"within MaxAge: no database read", func() { now = now.Add(time.Second) }, 1, 1, 1},
+		{"an unannounced change is not seen within MaxAge", func() { src.version = 2 }, 1, 1, 1},
+		{"announced change: reload", func() { c.Notify("u", 2) }, 2, 2, 2},
+		{"announcement older than the list: still served", func() { c.Notify("u", 1) }, 2, 2, 2},
+		{"MaxAge passed: version checked, unchanged, no reload", func() { now = now.Add(6 * time.Second) }, 2, 3, 2},
+		{"checked again counts as fresh", func() { now = now.Add(time.Second) }, 2, 3, 2},
+		{"announced before the load finished is not lost", func() { src.version = 3; c.Notify("u", 4); src.version = 4 }, 4, 4, 3},
+	}
+	for _, st := range steps {
+		if st.before != nil {
+			st.before()
+		}
+		if got := version(); got != st.wantVersion || src.versionReads != st.wantVersionReads || src.loads != st.loads {
+			t.Errorf("%s: version %d, %d version reads, %d loads; want %d, %d, %d", st.name, got,
+				src.versionReads, src.loads, st.wantVersion, st.wantVersionReads, st.loads)
+		}
+	}
+	t.Run("announcements are bounded in memory", func(t *testing.T) {
+		small := NewRows(src, RowsOptions{MaxUsers: 2, MaxAge: time.Minute, Now: func() time.Time { return now }})
+		for i := range 10 {
+			small.Notify(string(rune('a'+i)), 1)
+		}
+		if len(small.announced) > 4 {
+			t.Errorf("%d announcements kept, want at most 2*MaxUsers", len(small.announced))
+		}
+	})
+}
