@@ -75,8 +75,8 @@ $(STATICCHECK):
 	@echo "==> installing staticcheck $(STATICCHECK_VERSION) into $(@D)"
 	GOBIN=$(abspath $(@D)) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-bench: services ## run ./cmd/bench against the local services (args: BENCH_ARGS=...)
-	REQUIRE_INTEGRATION=1 go run ./cmd/bench $(BENCH_ARGS)
+bench: ## benchmarks with baselines (starts and stops the services it needs; args: BENCH_ARGS=...)
+	@$(LOCAL)/bench.sh $(BENCH_ARGS)
 
 clean: down ## stop everything and delete .run/ (data, logs, binaries); keeps .cache/
 	rm -rf .run

@@ -136,9 +136,9 @@ func directLoad(ctx context.Context, dsn string, dbPID int, users []syncUser, ms
 		if err != nil {
 			return err
 		}
-		ranges := make([]mysqlstore.SeqRange, 0, len(rows))
+		ranges := make([]conversation.SeqRange, 0, len(rows))
 		for _, r := range rows {
-			ranges = append(ranges, mysqlstore.SeqRange{
+			ranges = append(ranges, conversation.SeqRange{
 				Channel: conversation.ChannelKeyOf(u.uid, conversation.Channel{ID: r.ChannelID, Type: r.ChannelType}),
 				After:   r.DeletedAtSeq, UpTo: r.LastMsgSeq, Count: msgCount,
 			})

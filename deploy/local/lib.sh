@@ -89,3 +89,38 @@ base_url() {
   case "$a" in :*) a="127.0.0.1$a" ;; 0.0.0.0:*) a="127.0.0.1:${a#0.0.0.0:}" ;; esac
   echo "http://$a"
 }
+
+# Services for a command that needs them (make test, make bench): services_up starts MariaDB and Kafka
+# unless they are up, remembering which ones THIS script started; the EXIT trap that services_track
+# installs stops exactly those, so services that were already running stay running.
+T0=$SECONDS
+step() { echo "==> $* (+$((SECONDS - T0))s)"; }
+_STARTED=()
+_svc_label() { case "$1" in mysql) echo mariadb ;; *) echo "$1" ;; esac; }
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+_services_cleanup() {
+  local rc=$? i
+  for ((i = ${#_STARTED[@]} - 1; i >= 0; i--)); do
+    step "stopping $(_svc_label "${_STARTED[i]}") (started by this run)"
+    "$LOCAL_DIR/${_STARTED[i]}.sh" stop || true
+  done
+  echo "==> done in $((SECONDS - T0))s (exit $rc)"
+  exit "$rc"
+}
+services_up() {
+  trap _services_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  local name before
+  for name in mysql kafka; do
+    before=0
+    "$LOCAL_DIR/$name.sh" status >/dev/null 2>&1 || before=$?
+    if [ "$before" = 0 ] || [ "$before" = 3 ]; then
+      step "$(_svc_label "$name") already up, leaving it running: $("$LOCAL_DIR/$name.sh" status 2>/dev/null || true)"
+      continue
+    fi
+    step "starting $(_svc_label "$name")"
+    _STARTED+=("$name") # recorded before starting: a half-started service is stopped too
+    "$LOCAL_DIR/$name.sh" start
+  done
+}

@@ -24,9 +24,7 @@ DEMO_SEED="${DEMO_SEED:-42}"
 DEMO_UID=u1
 SYNC_TIMEOUT="${DEMO_SYNC_TIMEOUT:-60}"
 BIN="$RUN_DIR/bin"
-T0=$SECONDS
 
-step() { echo "==> $* (+$((SECONDS - T0))s)"; }
 
 step "starting mariadb";  "$LOCAL_DIR/mysql.sh" start
 step "starting kafka";    "$LOCAL_DIR/kafka.sh" start

@@ -166,3 +166,12 @@ func ChannelKeyOf(uid string, ch Channel) ChannelKey {
 	}
 	return ChannelKey{Key: ch.ID, Type: ch.Type}
 }
+
+// SeqRange asks for the window's messages of one channel with After < message_seq <= UpTo, at most Count
+// of them, newest first: a conversation's recents (contract §2.1).
+type SeqRange struct {
+	Channel ChannelKey
+	After   int64
+	UpTo    int64
+	Count   int
+}

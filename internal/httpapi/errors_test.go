@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/convsync/conversations/internal/conversation"
-	"github.com/convsync/conversations/internal/mysql"
 )
 
 func TestStatusOf(t *testing.T) {
@@ -99,7 +98,7 @@ func TestRecentsFault(t *testing.T) {
 
 type failingRecents struct{ err error }
 
-func (f *failingRecents) Recents(context.Context, []mysql.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
+func (f *failingRecents) Recents(context.Context, []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
 	return nil, f.err
 }
 

@@ -196,7 +196,7 @@ func (s *fakeStore) Conversations(context.Context, conversation.Query) ([]conver
 	return s.rows, nil
 }
 
-func (s *fakeStore) Recents(_ context.Context, ranges []mysql.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
+func (s *fakeStore) Recents(_ context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
 	if s.err != nil {
 		return nil, s.err
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/convsync/conversations/internal/conversation"
-	"github.com/convsync/conversations/internal/mysql"
 )
 
 // Store is what the mutations and the readiness probe need of the read model; *mysql.Store implements it.
@@ -39,7 +38,7 @@ type Rows interface {
 // <= UpTo, at most Count, newest first, keyed by channel. *mysql.Store implements it; so may a cache in
 // front of it. One call serves a whole sync, so an implementation can batch its reads.
 type Recents interface {
-	Recents(ctx context.Context, ranges []mysql.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error)
+	Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error)
 }
 
 // Options configure the handler. The zero value of each field picks the default named on it.

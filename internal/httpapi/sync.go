@@ -13,7 +13,6 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/convsync/conversations/internal/conversation"
-	"github.com/convsync/conversations/internal/mysql"
 )
 
 // syncRequest is the body of POST /conversation/sync (contract §2.1). Absent and null fields are zero,
@@ -98,7 +97,7 @@ func (a *api) sync(c *gin.Context) error {
 	}
 	var recents map[conversation.ChannelKey][]conversation.Message
 	if q.msgCount > 0 && len(rows) > 0 {
-		ranges := make([]mysql.SeqRange, len(rows))
+		ranges := make([]conversation.SeqRange, len(rows))
 		for i := range rows {
 			ranges[i] = q.seqRange(&rows[i])
 		}
@@ -117,10 +116,10 @@ func (a *api) sync(c *gin.Context) error {
 // seqRange is the part of a conversation's channel window its recents come from (contract §2.1): above
 // the user's delete point and the client's own last seq, up to the row's last_msg_seq, so a user never
 // sees what was deleted or what never reached them.
-func (q *syncQuery) seqRange(row *conversation.Row) mysql.SeqRange {
+func (q *syncQuery) seqRange(row *conversation.Row) conversation.SeqRange {
 	ch := channelOf(row)
 	after := max(row.DeletedAtSeq, q.lastSeqs[ch])
-	return mysql.SeqRange{Channel: conversation.ChannelKeyOf(row.UID, ch), After: after, UpTo: row.LastMsgSeq, Count: q.msgCount}
+	return conversation.SeqRange{Channel: conversation.ChannelKeyOf(row.UID, ch), After: after, UpTo: row.LastMsgSeq, Count: q.msgCount}
 }
 
 // channelOf names a row's channel as its user (and last_msg_seqs) names it.

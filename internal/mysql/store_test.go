@@ -281,7 +281,7 @@ func TestRecentsRanges(t *testing.T) {
 		apply(t, s, groupMsg("g1", seq, "alice", "bob"), personMsg("alice", "bob", seq))
 	}
 	pk := conversation.ChannelKey{Key: conversation.PersonKey("alice", "bob"), Type: 1}
-	got, err := s.Recents(context.Background(), []mysql.SeqRange{
+	got, err := s.Recents(context.Background(), []conversation.SeqRange{
 		{Channel: conversation.ChannelKey{Key: "g1", Type: 2}, After: 0, UpTo: 6, Count: 3},
 		{Channel: pk, After: 6, UpTo: 8, Count: 10},
 		{Channel: conversation.ChannelKey{Key: "none", Type: 2}, After: 0, UpTo: 5, Count: 0},

@@ -84,15 +84,6 @@ func (s *Store) UserVersion(ctx context.Context, uid string) (int64, error) {
 	return v, nil
 }
 
-// SeqRange asks for the messages of one channel with After < message_seq <= UpTo, at most Count of them,
-// newest first.
-type SeqRange struct {
-	Channel conversation.ChannelKey
-	After   int64
-	UpTo    int64
-	Count   int
-}
-
 // recentsPerStatement bounds the ranges one recents query carries.
 const recentsPerStatement = 250
 
@@ -100,9 +91,9 @@ const recentsPerStatement = 250
 // becomes a primary-key range read of at most Count seqs, and all ranges go in one statement per
 // recentsPerStatement of them, so a sync costs a bounded number of round trips. Seqs missing from the
 // window (pruned, or never stored) are simply absent.
-func (s *Store) Recents(ctx context.Context, ranges []SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
+func (s *Store) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
 	out := make(map[conversation.ChannelKey][]conversation.Message, len(ranges))
-	var todo []SeqRange
+	var todo []conversation.SeqRange
 	for _, r := range ranges {
 		if r.Count > 0 && r.UpTo > r.After {
 			todo = append(todo, r)

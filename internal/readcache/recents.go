@@ -7,12 +7,11 @@ import (
 	"time"
 
 	"github.com/convsync/conversations/internal/conversation"
-	"github.com/convsync/conversations/internal/mysql"
 )
 
 // RecentsSource loads recents; *mysql.Store is one.
 type RecentsSource interface {
-	Recents(ctx context.Context, ranges []mysql.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error)
+	Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error)
 }
 
 // RecentsOptions size the recents cache. Zero values pick the defaults named on the fields.
@@ -78,9 +77,9 @@ func NewRecents(src RecentsSource, opts RecentsOptions) *Recents {
 // Recents answers like Source.Recents: for each range, the window's messages with After < seq <= UpTo,
 // at most Count, newest first. Ranges the cache covers cost nothing; the others go to the source in
 // one call. Errors are the source's.
-func (c *Recents) Recents(ctx context.Context, ranges []mysql.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
+func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
 	out := make(map[conversation.ChannelKey][]conversation.Message, len(ranges))
-	var miss []mysql.SeqRange
+	var miss []conversation.SeqRange
 	now := c.opts.Now()
 	c.mu.Lock()
 	for _, r := range ranges {
@@ -107,10 +106,10 @@ func (c *Recents) Recents(ctx context.Context, ranges []mysql.SeqRange) (map[con
 
 	// Load at least Fill seqs below UpTo, whatever the request's After: other members ask for the same
 	// channel with other read points.
-	load := make([]mysql.SeqRange, len(miss))
+	load := make([]conversation.SeqRange, len(miss))
 	for i, r := range miss {
 		n := max(r.Count, c.opts.Fill)
-		load[i] = mysql.SeqRange{Channel: r.Channel, After: max(0, r.UpTo-int64(n)), UpTo: r.UpTo, Count: n}
+		load[i] = conversation.SeqRange{Channel: r.Channel, After: max(0, r.UpTo-int64(n)), UpTo: r.UpTo, Count: n}
 	}
 	loaded, err := c.src.Recents(ctx, load)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/convsync/conversations/internal/conversation"
-	"github.com/convsync/conversations/internal/mysql"
 )
 
 // window is an in-memory stand-in for the store: each channel's messages by seq.
@@ -25,7 +24,7 @@ func (w *window) add(ch conversation.ChannelKey, seqs ...int64) {
 	}
 }
 
-func (w *window) Recents(_ context.Context, ranges []mysql.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
+func (w *window) Recents(_ context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
 	w.calls++
 	out := map[conversation.ChannelKey][]conversation.Message{}
 	for _, r := range ranges {
@@ -57,24 +56,24 @@ func TestCacheAnswersLikeTheSource(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name      string
-		r         mysql.SeqRange
+		r         conversation.SeqRange
 		want      string
 		wantCalls int
 	}{
-		{"miss loads the fill", mysql.SeqRange{Channel: g1, After: 0, UpTo: 40, Count: 5}, "[40 39 38 37 36]", 1},
-		{"other member, other read point: hit", mysql.SeqRange{Channel: g1, After: 30, UpTo: 40, Count: 20}, "[40 39 38 37 36 35 34 33 32 31]", 1},
-		{"older last seq inside the stretch: hit", mysql.SeqRange{Channel: g1, After: 0, UpTo: 35, Count: 3}, "[35 34 33]", 1},
-		{"newer seq than cached: miss", mysql.SeqRange{Channel: g1, After: 0, UpTo: 45, Count: 2}, "[45 44]", 2},
-		{"more than cached: miss", mysql.SeqRange{Channel: g1, After: 0, UpTo: 45, Count: 30}, seqsDown(45, 16), 3},
-		{"count 0 asks nothing", mysql.SeqRange{Channel: g1, After: 0, UpTo: 45, Count: 0}, "[]", 3},
+		{"miss loads the fill", conversation.SeqRange{Channel: g1, After: 0, UpTo: 40, Count: 5}, "[40 39 38 37 36]", 1},
+		{"other member, other read point: hit", conversation.SeqRange{Channel: g1, After: 30, UpTo: 40, Count: 20}, "[40 39 38 37 36 35 34 33 32 31]", 1},
+		{"older last seq inside the stretch: hit", conversation.SeqRange{Channel: g1, After: 0, UpTo: 35, Count: 3}, "[35 34 33]", 1},
+		{"newer seq than cached: miss", conversation.SeqRange{Channel: g1, After: 0, UpTo: 45, Count: 2}, "[45 44]", 2},
+		{"more than cached: miss", conversation.SeqRange{Channel: g1, After: 0, UpTo: 45, Count: 30}, seqsDown(45, 16), 3},
+		{"count 0 asks nothing", conversation.SeqRange{Channel: g1, After: 0, UpTo: 45, Count: 0}, "[]", 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := c.Recents(ctx, []mysql.SeqRange{tt.r})
+			got, err := c.Recents(ctx, []conversation.SeqRange{tt.r})
 			if err != nil {
 				t.Fatal(err)
 			}
-			direct, _ := (&window{msgs: w.msgs}).Recents(ctx, []mysql.SeqRange{tt.r})
+			direct, _ := (&window{msgs: w.msgs}).Recents(ctx, []conversation.SeqRange{tt.r})
 			if seqs(got[g1]) != tt.want || seqs(direct[g1]) != tt.want {
 				t.Errorf("cache %s, source %s, want %s", seqs(got[g1]), seqs(direct[g1]), tt.want)
 			}
@@ -99,7 +98,7 @@ func TestCacheExpiresAndEvicts(t *testing.T) {
 	now := time.Unix(0, 0)
 	c := NewRecents(w, RecentsOptions{TTL: time.Second, Now: func() time.Time { return now }})
 	ctx := context.Background()
-	r := []mysql.SeqRange{{Channel: g1, UpTo: 3, Count: 3}}
+	r := []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 3}}
 	_, _ = c.Recents(ctx, r)
 	w.add(g1, 2) // unchanged content; what matters is whether the source is asked
 	_, _ = c.Recents(ctx, r)
@@ -116,7 +115,7 @@ func TestCacheExpiresAndEvicts(t *testing.T) {
 	g2 := conversation.ChannelKey{Key: "g2", Type: 2}
 	w.add(g2, 1, 2, 3)
 	_, _ = small.Recents(ctx, r)
-	_, _ = small.Recents(ctx, []mysql.SeqRange{{Channel: g2, UpTo: 3, Count: 3}})
+	_, _ = small.Recents(ctx, []conversation.SeqRange{{Channel: g2, UpTo: 3, Count: 3}})
 	if small.bytes > 300 || len(small.index) != 1 {
 		t.Errorf("over budget: %d bytes in %d entries", small.bytes, len(small.index))
 	}
