@@ -241,12 +241,20 @@ func (b *batch) lockChannels(ctx context.Context, keys []conversation.ChannelKey
 	})
 }
 
-// loadApplied finds which of the batch's messages are already in the window, i.e. already applied.
+// loadApplied finds which of the batch's messages are already in the window, i.e. already applied. Only
+// seqs at or below their channel's newest applied seq can be: max_seq moves in the same transaction as
+// every insert into the window, so in-order traffic needs no lookup at all.
 func (b *batch) loadApplied(ctx context.Context, msgs []*conversation.Message) error {
 	b.applied = make(map[msgKey]bool, len(msgs))
-	return chunks(len(msgs), rowsPerStatement, func(lo, hi int) error {
+	var old []*conversation.Message
+	for _, m := range msgs {
+		if m.MessageSeq <= b.channels[m.Key()].maxSeq {
+			old = append(old, m)
+		}
+	}
+	return chunks(len(old), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 3*(hi-lo))
-		for _, m := range msgs[lo:hi] {
+		for _, m := range old[lo:hi] {
 			k := m.Key()
 			args = append(args, k.Key, k.Type, m.MessageSeq)
 		}
