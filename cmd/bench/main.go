@@ -221,9 +221,16 @@ func run(ctx context.Context) error {
 				rate = 2 * *freshRate
 			}
 			progress("freshness: %.0f events/s for 10s", rate/2)
+			sum0, _ := projector.metric("conv_projector_batch_size_sum")
+			count0, _ := projector.metric("conv_projector_batch_size_count")
 			p50, p99, n, err := e.freshness(ctx, topic, api, rate/2, 10*time.Second)
 			if err != nil {
 				return err
+			}
+			sum1, _ := projector.metric("conv_projector_batch_size_sum")
+			count1, _ := projector.metric("conv_projector_batch_size_count")
+			if count1 > count0 {
+				rep.add("freshness.mean_batch", (sum1-sum0)/(count1-count0), "records")
 			}
 			rep.add("freshness.rate", rate/2, "events/s")
 			rep.add("freshness.p50", ms(p50), "ms")
