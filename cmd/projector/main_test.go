@@ -114,15 +114,22 @@ func TestRunProjectsAndStopsCleanly(t *testing.T) {
 		var unread int64
 		return store.DB().Get(&unread, `SELECT unread FROM conversations WHERE uid = 'bob'`) == nil && unread == 1
 	})
-	res, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var metrics bytes.Buffer
-	_, _ = metrics.ReadFrom(res.Body)
-	res.Body.Close()
-	for _, want := range []string{"conv_projector_messages_applied_total 1", "process_cpu_seconds_total", "go_goroutines"} {
-		if !strings.Contains(metrics.String(), want) {
+	// The counters move once ApplyBatch returned, a moment after the commit made the row visible (the
+	// change feed is published in between).
+	var metrics string
+	waitFor(t, 10*time.Second, "/metrics counts the applied message", func() bool {
+		res, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(res.Body)
+		metrics = b.String()
+		return strings.Contains(metrics, "conv_projector_messages_applied_total 1")
+	})
+	for _, want := range []string{"conv_changes_published_total 1", "process_cpu_seconds_total", "go_goroutines"} {
+		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
