@@ -42,11 +42,11 @@ type config struct {
 	// SyncCacheMaxAge bounds, with the change feed on, how long a cached list is served without checking
 	// the database: how stale a list can get if a change announcement is lost (default 5s).
 	SyncCacheMaxAge time.Duration `env:"SYNC_CACHE_MAX_AGE" envDefault:"5s"`
-	// RecentsCacheBytes bounds the memory for channels' newest messages (default 67108864 = 64 MiB; 0
-	// turns the cache off).
+	// RecentsCacheBytes bounds the memory for channels' newest messages, cached only with the change feed
+	// on (default 67108864 = 64 MiB; 0 turns the cache off).
 	RecentsCacheBytes int `env:"RECENTS_CACHE_BYTES" envDefault:"67108864"`
-	// RecentsCacheTTL bounds how long a message that arrived out of seq order can be missing from
-	// recents served by the cache (default 10s).
+	// RecentsCacheTTL bounds how long cached recents can miss a message that arrived out of seq order, or
+	// keep one the window has pruned since (default 10s).
 	RecentsCacheTTL time.Duration `env:"RECENTS_CACHE_TTL" envDefault:"10s"`
 	// ShutdownTimeout is how long in-flight requests may take to finish on SIGTERM (default 10s).
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`

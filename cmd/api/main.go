@@ -102,8 +102,7 @@ func run(ctx context.Context) error {
 	}
 	cancel()
 
-	// Sync reads through the caches: conversation lists and channels' newest messages (which never
-	// change). Size 0 turns a cache off.
+	// Sync reads conversation lists through the cache (size 0 turns it off).
 	var rowsSource httpapi.Rows = store
 	if cfg.SyncCacheUsers > 0 {
 		rows = readcache.NewRows(store, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers, MaxAge: maxAge})
@@ -112,8 +111,11 @@ func run(ctx context.Context) error {
 			go follower.Run(ctx, rows.Notify)
 		}
 	}
+	// Recents come from the cache only with the feed: a cached stretch of a channel can miss a message that
+	// arrived out of order, or keep one the window has since pruned, for up to RECENTS_CACHE_TTL. Without the
+	// feed the API serves nothing that could be stale.
 	var recents httpapi.Recents = store
-	if cfg.RecentsCacheBytes > 0 {
+	if maxAge > 0 && cfg.RecentsCacheBytes > 0 {
 		recents = readcache.NewRecents(store, readcache.RecentsOptions{MaxBytes: cfg.RecentsCacheBytes, TTL: cfg.RecentsCacheTTL})
 	}
 	handler, err := httpapi.New(store, rowsSource, recents, httpapi.Options{

@@ -14,9 +14,8 @@ import (
 // Statement sizes: rows per multi-row statement, and payload bytes per messages insert (well under the
 // 16 MiB max_allowed_packet of MariaDB's default and MySQL 8's 64 MiB).
 const (
-	rowsPerStatement     = 500
-	payloadPerStatement  = 4 << 20
-	pruneSlackPercentage = 25
+	rowsPerStatement    = 500
+	payloadPerStatement = 4 << 20
 )
 
 // BatchResult counts what ApplyBatch did with the events it was given.
@@ -497,26 +496,34 @@ func (b *batch) insertMessages(ctx context.Context) error {
 	return nil
 }
 
-// saveChannels records each channel's newest seq and prunes its window. Pruning waits until the window
-// overflows by a slack, so a busy channel is pruned once per slack messages, not once per batch; the
-// watermark min_kept_seq moves with it, in the same transaction.
+// saveChannels records each channel's newest seq and prunes its window to exactly the newest
+// RecentsWindow seqs, all of the batch's channels in one statement; the watermark min_kept_seq moves with
+// it, in the same transaction.
 func (b *batch) saveChannels(ctx context.Context) error {
-	var keys []conversation.ChannelKey
+	var keys, pruned []conversation.ChannelKey
 	for k, st := range b.channels {
 		if !st.dirty {
 			continue
 		}
 		keys = append(keys, k)
-		if st.maxSeq-st.minKeptSeq+1 > b.store.window*(100+pruneSlackPercentage)/100 {
-			newMin := st.maxSeq - b.store.window + 1
-			if _, err := b.tx.ExecContext(ctx, `DELETE FROM messages WHERE channel_key = ? AND channel_type = ? AND message_seq < ?`,
-				k.Key, k.Type, newMin); err != nil {
-				return fmt.Errorf("prune window: %w", err)
-			}
+		if newMin := st.maxSeq - b.store.window + 1; newMin > st.minKeptSeq {
 			st.minKeptSeq = newMin
+			pruned = append(pruned, k)
 		}
 	}
 	slices.SortFunc(keys, conversation.ChannelKey.Compare)
+	slices.SortFunc(pruned, conversation.ChannelKey.Compare)
+	if err := chunks(len(pruned), rowsPerStatement, func(lo, hi int) error {
+		args := make([]any, 0, 3*(hi-lo))
+		for _, k := range pruned[lo:hi] {
+			args = append(args, k.Key, k.Type, b.channels[k].minKeptSeq)
+		}
+		_, err := b.tx.ExecContext(ctx, `DELETE m FROM `+keysTable(hi-lo, "k_key", "k_type", "k_min")+
+			` JOIN messages m ON m.channel_key = k.k_key AND m.channel_type = k.k_type AND m.message_seq < k.k_min`, args...)
+		return err
+	}); err != nil {
+		return fmt.Errorf("prune windows: %w", err)
+	}
 	return chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 4*(hi-lo))
 		for _, k := range keys[lo:hi] {

@@ -122,8 +122,8 @@ func TestWindowPruningKeepsWatermark(t *testing.T) {
 	if err := s.DB().QueryRow(`SELECT COUNT(*), MIN(message_seq) FROM messages WHERE channel_key = 'g1'`).Scan(&kept, &minSeq); err != nil {
 		t.Fatal(err)
 	}
-	if kept < window || kept > window*5/4+1 {
-		t.Errorf("window holds %d messages, want between %d and %d", kept, window, window*5/4+1)
+	if kept != window || minSeq != 40-window+1 {
+		t.Errorf("window holds %d messages from seq %d, want exactly the newest %d", kept, minSeq, window)
 	}
 	// A replay of a pruned message is below the watermark: it must not count again.
 	res := apply(t, s, groupMsg("g1", minSeq-1, "alice", "alice", "bob"))

@@ -32,10 +32,10 @@ type RecentsOptions struct {
 // channel's seqs answers a recents request exactly whenever it covers the requested seqs, and needs no
 // invalidation when new messages arrive: a request for a seq above the stretch misses and reloads.
 //
-// The one thing a cached stretch can miss is a message that arrives late, out of seq order, after the
-// stretch was loaded; entries therefore expire after a TTL, which bounds how long such a message can be
-// absent from recents (it counts in unread at once: rows never come from this cache). Recents is safe
-// for concurrent use.
+// What a cached stretch can get wrong is a message that arrives late, out of seq order, after the stretch
+// was loaded (absent from the stretch), and a message the channel's window pruned since (still in it).
+// Entries therefore expire after a TTL, which bounds both; unread counts are never affected, since rows
+// never come from this cache. Recents is safe for concurrent use.
 type Recents struct {
 	src  RecentsSource
 	opts RecentsOptions
