@@ -95,6 +95,15 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer e.close()
+	// A freshly formatted broker creates its offsets topic on the first group join, which takes seconds:
+	// an untimed run pays for it so that no figure does.
+	warm, err := newWorkload("warm-up", trafficgen.W1(100, 9))
+	if err != nil {
+		return err
+	}
+	if _, err := e.runProjector(ctx, warm, nil); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
 	rep := &report{}
 	var maxRSS struct{ projector, api float64 }
 	n := func(v int) int { return max(1, int(float64(v)**scale)) }
