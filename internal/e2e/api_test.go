@@ -143,9 +143,10 @@ func TestSyncThroughAPI(t *testing.T) {
 	s := &stack{t: t, brokers: testenv.KafkaBrokers(t), window: window}
 	s.dsn = emptyDatabase(t)
 	s.topic = testenv.Name("test.events.")
-	s.dlq = s.topic + ".dlq"
+	s.dlq, s.changes = s.topic+".dlq", s.topic+".changes"
+	testenv.DeleteTopicsAtCleanup(t, s.brokers, s.topic, s.dlq, s.changes)
 	mig := start(t, "migrate", "migrate", map[string]string{"MYSQL_DSN": s.dsn, "KAFKA_BROKERS": strings.Join(s.brokers, ","),
-		"KAFKA_TOPIC": s.topic, "KAFKA_DLQ_TOPIC": s.dlq, "KAFKA_PARTITIONS": "3"})
+		"KAFKA_TOPIC": s.topic, "KAFKA_DLQ_TOPIC": s.dlq, "KAFKA_CHANGES_TOPIC": s.changes, "KAFKA_PARTITIONS": "3"})
 	select {
 	case <-mig.done:
 		if mig.err != nil {

@@ -120,13 +120,19 @@ func Topics(t testing.TB, brokers []string, partitions int) TopicSet {
 		kafka.Topic{Name: ts.DLQ, Partitions: 1}, kafka.Topic{Name: ts.Changes, Partitions: 1}); err != nil {
 		t.Fatalf("create test topics: %v", err)
 	}
+	DeleteTopicsAtCleanup(t, brokers, ts.Events, ts.DLQ, ts.Changes)
+	return ts
+}
+
+// DeleteTopicsAtCleanup deletes the topics when the test ends, unless it failed (then they are kept for
+// a look at their records).
+func DeleteTopicsAtCleanup(t testing.TB, brokers []string, topics ...string) {
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("kept topics %+v of the failed test", ts)
+			t.Logf("kept topics %v of the failed test", topics)
 			return
 		}
 		c := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 10 * time.Second}
-		_, _ = c.DeleteTopics(context.Background(), &kafkago.DeleteTopicsRequest{Topics: []string{ts.Events, ts.DLQ, ts.Changes}})
+		_, _ = c.DeleteTopics(context.Background(), &kafkago.DeleteTopicsRequest{Topics: topics})
 	})
-	return ts
 }
