@@ -103,9 +103,13 @@ func run(ctx context.Context) error {
 	cancel()
 
 	// Sync reads conversation lists through the cache (size 0 turns it off).
+	cacheMetrics, err := readcache.NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("register cache metrics: %w", err)
+	}
 	var rowsSource httpapi.Rows = store
 	if cfg.SyncCacheUsers > 0 {
-		rows = readcache.NewRows(store, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers, MaxAge: maxAge})
+		rows = readcache.NewRows(store, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers, MaxAge: maxAge, Metrics: cacheMetrics})
 		rowsSource = rows
 		if follower != nil {
 			go follower.Run(ctx, rows.Notify)
@@ -116,7 +120,8 @@ func run(ctx context.Context) error {
 	// feed the API serves nothing that could be stale.
 	var recents httpapi.Recents = store
 	if maxAge > 0 && cfg.RecentsCacheBytes > 0 {
-		recents = readcache.NewRecents(store, readcache.RecentsOptions{MaxBytes: cfg.RecentsCacheBytes, TTL: cfg.RecentsCacheTTL})
+		recents = readcache.NewRecents(store, readcache.RecentsOptions{MaxBytes: cfg.RecentsCacheBytes, TTL: cfg.RecentsCacheTTL,
+			Metrics: cacheMetrics})
 	}
 	handler, err := httpapi.New(store, rowsSource, recents, httpapi.Options{
 		Registry:         reg,

@@ -159,7 +159,7 @@ func (e *env) baselineUpserts(ctx context.Context, w *workload) (float64, error)
 	const perStatement = 500
 	stmt := func(n int) string {
 		return `INSERT INTO conversations (uid, channel_id, channel_type, unread, last_msg_seq, last_client_msg_no, last_msg_at, version)
-			VALUES ` + repeatTuple(n, "(?,?,?,?,?,?,?,?)") + ` ON DUPLICATE KEY UPDATE unread = unread + VALUES(unread),
+			VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?,?),", n), ",") + ` ON DUPLICATE KEY UPDATE unread = unread + VALUES(unread),
 			last_msg_seq = GREATEST(last_msg_seq, VALUES(last_msg_seq)), last_client_msg_no = VALUES(last_client_msg_no),
 			last_msg_at = VALUES(last_msg_at), version = VALUES(version)`
 	}
@@ -178,17 +178,6 @@ func (e *env) baselineUpserts(ctx context.Context, w *workload) (float64, error)
 		}
 	}
 	return float64(len(w.rows)) / time.Since(start).Seconds(), nil
-}
-
-func repeatTuple(n int, tuple string) string {
-	b := make([]byte, 0, n*(len(tuple)+1))
-	for i := range n {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, tuple...)
-	}
-	return string(b)
 }
 
 // peerIngest runs the peer workload through Kafka and a projector that keeps running afterwards (for the

@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/convsync/conversations/internal/conversation"
 )
 
@@ -27,7 +30,12 @@ func (f *fakeRows) UserVersion(context.Context, string) (int64, error) {
 func TestRowsWithChangeFeed(t *testing.T) {
 	now := time.Unix(1000, 0)
 	src := &fakeRows{version: 1}
-	c := NewRows(src, RowsOptions{MaxAge: 5 * time.Second, Now: func() time.Time { return now }})
+	reg := prometheus.NewRegistry()
+	metrics, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewRows(src, RowsOptions{MaxAge: 5 * time.Second, Now: func() time.Time { return now }, Metrics: metrics})
 	ctx := context.Background()
 	version := func() int64 {
 		t.Helper()
@@ -61,6 +69,11 @@ func TestRowsWithChangeFeed(t *testing.T) {
 				src.versionReads, src.loads, st.wantVersion, st.wantVersionReads, st.loads)
 		}
 	}
+	for result, want := range map[string]float64{"memory": 4, "checked": 1, "loaded": 3} {
+		if got := counterValue(metrics.rows.WithLabelValues(result)); got != want {
+			t.Errorf("conv_api_rows_cache_total{result=%q} = %v, want %v", result, got, want)
+		}
+	}
 	t.Run("announcements are bounded in memory", func(t *testing.T) {
 		small := NewRows(src, RowsOptions{MaxUsers: 2, MaxAge: time.Minute, Now: func() time.Time { return now }})
 		for i := range 10 {
@@ -70,4 +83,11 @@ func TestRowsWithChangeFeed(t *testing.T) {
 			t.Errorf("%d announcements kept, want at most 2*MaxUsers", len(small.announced))
 		}
 	})
+}
+
+// counterValue reads a counter's current value.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	_ = c.Write(&m) // a counter always writes
+	return m.GetCounter().GetValue()
 }

@@ -25,6 +25,8 @@ type RecentsOptions struct {
 	TTL time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Metrics count hits and misses (default: counted, not exported).
+	Metrics *Metrics
 }
 
 // Recents keeps the newest messages of busy channels in front of the store's recents query. Messages
@@ -44,8 +46,6 @@ type Recents struct {
 	lru   *list.List // of *entry, most recently used first
 	index map[conversation.ChannelKey]*list.Element
 	bytes int
-
-	hits, misses uint64
 }
 
 // entry holds every window message of one channel with lo <= seq <= hi, newest first.
@@ -71,6 +71,7 @@ func NewRecents(src RecentsSource, opts RecentsOptions) *Recents {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	opts.Metrics = opts.Metrics.orUnregistered()
 	return &Recents{src: src, opts: opts, lru: list.New(), index: map[conversation.ChannelKey]*list.Element{}}
 }
 
@@ -80,6 +81,7 @@ func NewRecents(src RecentsSource, opts RecentsOptions) *Recents {
 func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
 	out := make(map[conversation.ChannelKey][]conversation.Message, len(ranges))
 	var miss []conversation.SeqRange
+	hits := 0
 	now := c.opts.Now()
 	c.mu.Lock()
 	for _, r := range ranges {
@@ -92,14 +94,15 @@ func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (
 			if e.lo <= from && r.UpTo <= e.hi && now.Sub(e.loadedAt) < c.opts.TTL {
 				c.lru.MoveToFront(el)
 				out[r.Channel] = pick(e.msgs, from, r.UpTo)
-				c.hits++
+				hits++
 				continue
 			}
 		}
-		c.misses++
 		miss = append(miss, r)
 	}
 	c.mu.Unlock()
+	c.opts.Metrics.recents.WithLabelValues("hit").Add(float64(hits))
+	c.opts.Metrics.recents.WithLabelValues("miss").Add(float64(len(miss)))
 	if len(miss) == 0 {
 		return out, nil
 	}
@@ -123,13 +126,6 @@ func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (
 		out[r.Channel] = pick(msgs, max(r.After+1, r.UpTo-int64(r.Count)+1), r.UpTo)
 	}
 	return out, nil
-}
-
-// Stats returns the hits and misses so far, one per range.
-func (c *Recents) Stats() (hits, misses uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.hits, c.misses
 }
 
 // put stores e, replacing the channel's older entry, and evicts least recently used entries over budget.

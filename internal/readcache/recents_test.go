@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/convsync/conversations/internal/conversation"
 )
 
@@ -52,7 +54,11 @@ func TestCacheAnswersLikeTheSource(t *testing.T) {
 	for s := int64(1); s <= 50; s++ {
 		w.add(g1, s)
 	}
-	c := NewRecents(w, RecentsOptions{Fill: 20})
+	metrics, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewRecents(w, RecentsOptions{Fill: 20, Metrics: metrics})
 	ctx := context.Background()
 	tests := []struct {
 		name      string
@@ -81,6 +87,12 @@ func TestCacheAnswersLikeTheSource(t *testing.T) {
 				t.Errorf("source called %d times, want %d", w.calls, tt.wantCalls)
 			}
 		})
+	}
+	// Each range counts once; a range that asks nothing (count 0) is not counted.
+	for result, want := range map[string]float64{"hit": 2, "miss": 3} {
+		if got := counterValue(metrics.recents.WithLabelValues(result)); got != want {
+			t.Errorf("conv_api_recents_cache_total{result=%q} = %v, want %v", result, got, want)
+		}
 	}
 }
 

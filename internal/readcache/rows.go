@@ -31,6 +31,8 @@ type RowsOptions struct {
 	MaxAge time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Metrics count how lists are served (default: counted, not exported).
+	Metrics *Metrics
 }
 
 // Rows serves sync's conversation lists. A user's version changes in the same commit as any of the
@@ -71,6 +73,7 @@ func NewRows(src RowsSource, opts RowsOptions) *Rows {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	opts.Metrics = opts.Metrics.orUnregistered()
 	return &Rows{src: src, opts: opts, lru: list.New(), index: map[string]*list.Element{}, announced: map[string]int64{}}
 }
 
@@ -95,6 +98,7 @@ func (c *Rows) Conversations(ctx context.Context, q conversation.Query) ([]conve
 	start := c.opts.Now()
 	if c.opts.MaxAge > 0 {
 		if rows, ok := c.fresh(q.UID, start); ok {
+			c.opts.Metrics.rows.WithLabelValues("memory").Inc()
 			return conversation.Select(rows, q), nil
 		}
 	}
@@ -109,6 +113,7 @@ func (c *Rows) Conversations(ctx context.Context, q conversation.Query) ([]conve
 			c.lru.MoveToFront(el)
 			rows := e.rows
 			c.mu.Unlock()
+			c.opts.Metrics.rows.WithLabelValues("checked").Inc()
 			return conversation.Select(rows, q), nil
 		}
 	}
@@ -118,6 +123,7 @@ func (c *Rows) Conversations(ctx context.Context, q conversation.Query) ([]conve
 	if err != nil {
 		return nil, err
 	}
+	c.opts.Metrics.rows.WithLabelValues("loaded").Inc()
 	if len(rows) <= c.opts.MaxRowsPerUser {
 		c.put(&userRows{uid: q.UID, version: version, checked: start, rows: rows})
 	}

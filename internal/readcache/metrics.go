@@ -1,0 +1,36 @@
+package readcache
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics count how the caches answer, so operators can see what they save.
+type Metrics struct {
+	rows    *prometheus.CounterVec
+	recents *prometheus.CounterVec
+}
+
+// NewMetrics creates the caches' metrics and registers them with reg; it fails when reg holds them already.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "conv", Subsystem: "api", Name: "rows_cache_total",
+			Help: "Conversation lists served: from memory alone, after an unchanged version check, or loaded."}, []string{"result"}),
+		recents: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "conv", Subsystem: "api", Name: "recents_cache_total",
+			Help: "Recents ranges asked of the cache, by hit or miss."}, []string{"result"}),
+	}
+	if err := errors.Join(reg.Register(m.rows), reg.Register(m.recents)); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// orUnregistered returns m, or metrics nobody scrapes when m is nil.
+func (m *Metrics) orUnregistered() *Metrics {
+	if m != nil {
+		return m
+	}
+	m, _ = NewMetrics(prometheus.NewRegistry()) // a fresh registry cannot hold them already
+	return m
+}
