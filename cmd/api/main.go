@@ -18,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/convsync/conversations/internal/changefeed"
 	"github.com/convsync/conversations/internal/httpapi"
-	"github.com/convsync/conversations/internal/kafka"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/readcache"
 )
@@ -63,17 +63,17 @@ func run(ctx context.Context) error {
 	// and announce this replica's own mutations on it. A committed mutation also updates this replica's
 	// cache at once (rows is set before the server starts, so before any commit).
 	var rows *readcache.Rows
-	var follower *kafka.ChangeFollower
+	var follower *changefeed.Follower
 	var publish func(context.Context, map[string]int64)
 	maxAge := time.Duration(0) // without the feed, every sync checks the user's version
 	if len(cfg.KafkaBrokers) > 0 && cfg.SyncCacheUsers > 0 {
-		follower, err = kafka.NewChangeFollower(ctx, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log)
+		follower, err = changefeed.NewFollower(ctx, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log)
 		if err != nil {
 			log.Warn("change feed unavailable: every sync checks the database", "error", err.Error())
 		} else {
 			maxAge = cfg.SyncCacheMaxAge
 		}
-		changes, err := kafka.NewChangePublisher(cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
+		changes, err := changefeed.NewPublisher(cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
 		if err != nil {
 			return fmt.Errorf("change feed: %w", err)
 		}

@@ -20,9 +20,9 @@ import (
 	"github.com/go-sql-driver/mysql"
 	kafkago "github.com/segmentio/kafka-go"
 
-	"github.com/convsync/conversations/internal/kafka"
 	mysqlstore "github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/testenv"
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 // env is what every section needs: the services, the built binaries and a place for logs.
@@ -103,8 +103,8 @@ func (e *env) freshTopic(ctx context.Context, partitions int) (string, error) {
 		c := &kafkago.Client{Addr: kafkago.TCP(e.brokers...), Timeout: 10 * time.Second}
 		_, _ = c.DeleteTopics(context.Background(), &kafkago.DeleteTopicsRequest{Topics: []string{name, name + ".dlq", name + ".changes"}})
 	})
-	return name, kafka.EnsureTopics(ctx, e.brokers, kafka.Topic{Name: name, Partitions: partitions},
-		kafka.Topic{Name: name + ".dlq", Partitions: 1}, kafka.Topic{Name: name + ".changes", Partitions: 1})
+	return name, topicadmin.Ensure(ctx, e.brokers, topicadmin.Topic{Name: name, Partitions: partitions},
+		topicadmin.Topic{Name: name + ".dlq", Partitions: 1}, topicadmin.Topic{Name: name + ".changes", Partitions: 1})
 }
 
 // proc is a started binary of the service.

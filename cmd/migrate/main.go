@@ -15,8 +15,8 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
-	"github.com/convsync/conversations/internal/kafka"
 	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 // config is read from the environment.
@@ -71,11 +71,11 @@ func run(ctx context.Context, log *slog.Logger) error {
 		log.Info("KAFKA_BROKERS is empty: topics not checked")
 		return nil
 	}
-	topics := []kafka.Topic{{Name: cfg.KafkaTopic, Partitions: cfg.KafkaPartitions}, {Name: cfg.KafkaDLQTopic, Partitions: cfg.KafkaPartitions}}
+	topics := []topicadmin.Topic{{Name: cfg.KafkaTopic, Partitions: cfg.KafkaPartitions}, {Name: cfg.KafkaDLQTopic, Partitions: cfg.KafkaPartitions}}
 	if cfg.KafkaChangesTopic != "" {
-		topics = append(topics, kafka.Topic{Name: cfg.KafkaChangesTopic, Partitions: 1})
+		topics = append(topics, topicadmin.Topic{Name: cfg.KafkaChangesTopic, Partitions: 1})
 	}
-	err = retry(ctx, log, "kafka", func() error { return kafka.EnsureTopics(ctx, cfg.KafkaBrokers, topics...) })
+	err = retry(ctx, log, "kafka", func() error { return topicadmin.Ensure(ctx, cfg.KafkaBrokers, topics...) })
 	if err != nil {
 		return err
 	}

@@ -21,8 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/convsync/conversations/internal/changefeed"
 	"github.com/convsync/conversations/internal/conversation"
-	"github.com/convsync/conversations/internal/kafka"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/projector"
 )
@@ -61,7 +61,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 	storeOpts := mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: 4}
 	if cfg.KafkaChangesTopic != "" {
-		changes, err := kafka.NewChangePublisher(cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
+		changes, err := changefeed.NewPublisher(cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
 		if err != nil {
 			return fmt.Errorf("change feed: %w", err)
 		}

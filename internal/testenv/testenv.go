@@ -18,8 +18,8 @@ import (
 	"github.com/go-sql-driver/mysql"
 	kafkago "github.com/segmentio/kafka-go"
 
-	"github.com/convsync/conversations/internal/kafka"
 	mysqlstore "github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 func need(t testing.TB, env, what string) string {
@@ -116,8 +116,8 @@ func Topics(t testing.TB, brokers []string, partitions int) TopicSet {
 	ts := TopicSet{Events: events, DLQ: events + ".dlq", Changes: events + ".changes"}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := kafka.EnsureTopics(ctx, brokers, kafka.Topic{Name: ts.Events, Partitions: partitions},
-		kafka.Topic{Name: ts.DLQ, Partitions: 1}, kafka.Topic{Name: ts.Changes, Partitions: 1}); err != nil {
+	if err := topicadmin.Ensure(ctx, brokers, topicadmin.Topic{Name: ts.Events, Partitions: partitions},
+		topicadmin.Topic{Name: ts.DLQ, Partitions: 1}, topicadmin.Topic{Name: ts.Changes, Partitions: 1}); err != nil {
 		t.Fatalf("create test topics: %v", err)
 	}
 	DeleteTopicsAtCleanup(t, brokers, ts.Events, ts.DLQ, ts.Changes)

@@ -1,5 +1,6 @@
-// Package kafka holds what the service needs of Kafka besides the consume loop: creating its topics.
-package kafka
+// Package topicadmin creates the service's Kafka topics (events, dead letters, change feed) and waits until
+// the cluster serves them.
+package topicadmin
 
 import (
 	"context"
@@ -19,11 +20,11 @@ type Topic struct {
 	Partitions int
 }
 
-// EnsureTopics creates the topics that do not exist yet, with replication factor min(3, brokers in the
+// Ensure creates the topics that do not exist yet, with replication factor min(3, brokers in the
 // cluster), and returns once the cluster serves every partition of each (a topic just created refuses
 // produce requests for a moment). Existing topics are left as they are: their partition count is not
 // changed. It returns an error when the cluster cannot be reached, refuses a topic, or ctx ends first.
-func EnsureTopics(ctx context.Context, brokers []string, topics ...Topic) error {
+func Ensure(ctx context.Context, brokers []string, topics ...Topic) error {
 	if len(brokers) == 0 {
 		return errors.New("no Kafka brokers configured")
 	}

@@ -1,4 +1,6 @@
-package kafka
+// Package changefeed announces committed changes to API replicas over a Kafka topic and follows those
+// announcements, so a replica can serve what it caches without asking the database whether it moved.
+package changefeed
 
 import (
 	"context"
@@ -23,21 +25,21 @@ type changeRecord struct {
 	Versions map[string]int64 `json:"versions"`
 }
 
-// ChangePublisher writes the change feed: after a transaction committed, which users' conversation lists
+// Publisher writes the change feed: after a transaction committed, which users' conversation lists
 // changed and to which version. Readers of the feed (API replicas) use it to know when a cached list is
 // out of date without asking the database. Delivery is best effort: a record lost to a crash between the
 // commit and the write is why readers also bound the age of what they cache.
-type ChangePublisher struct {
+type Publisher struct {
 	w         *kafkago.Writer
 	log       *slog.Logger
 	published prometheus.Counter
 	failures  prometheus.Counter
 }
 
-// NewChangePublisher returns a publisher to topic, with its metrics registered in reg. It connects
+// NewPublisher returns a publisher to topic, with its metrics registered in reg. It connects
 // lazily, on the first Publish.
-func NewChangePublisher(brokers []string, topic string, log *slog.Logger, reg prometheus.Registerer) (*ChangePublisher, error) {
-	p := &ChangePublisher{
+func NewPublisher(brokers []string, topic string, log *slog.Logger, reg prometheus.Registerer) (*Publisher, error) {
+	p := &Publisher{
 		log: log,
 		published: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "conv", Subsystem: "changes",
 			Name: "published_total", Help: "User versions announced on the change feed."}),
@@ -60,7 +62,7 @@ func NewChangePublisher(brokers []string, topic string, log *slog.Logger, reg pr
 
 // AfterCommit publishes the versions a transaction committed, as a mysql.Options.OnCommit hook: a
 // failure is logged and counted, not returned, since the commit stands whatever happens here.
-func (p *ChangePublisher) AfterCommit(ctx context.Context, versions map[string]int64) {
+func (p *Publisher) AfterCommit(ctx context.Context, versions map[string]int64) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := p.Publish(ctx, versions); err != nil {
@@ -72,7 +74,7 @@ func (p *ChangePublisher) AfterCommit(ctx context.Context, versions map[string]i
 }
 
 // Publish writes the versions, usersPerRecord users to a record, and returns when the broker has them.
-func (p *ChangePublisher) Publish(ctx context.Context, versions map[string]int64) error {
+func (p *Publisher) Publish(ctx context.Context, versions map[string]int64) error {
 	if len(versions) == 0 {
 		return nil
 	}
@@ -100,17 +102,17 @@ func (p *ChangePublisher) Publish(ctx context.Context, versions map[string]int64
 }
 
 // Close flushes and closes the writer.
-func (p *ChangePublisher) Close() error { return p.w.Close() }
+func (p *Publisher) Close() error { return p.w.Close() }
 
-// ChangeFollower reads the change feed.
-type ChangeFollower struct {
+// Follower reads the change feed.
+type Follower struct {
 	readers []*kafkago.Reader
 	log     *slog.Logger
 }
 
-// NewChangeFollower prepares to read every partition of the change feed from its current end. It fails
+// NewFollower prepares to read every partition of the change feed from its current end. It fails
 // when the brokers cannot be reached or the topic does not exist; then nothing is followed.
-func NewChangeFollower(ctx context.Context, brokers []string, topic string, log *slog.Logger) (*ChangeFollower, error) {
+func NewFollower(ctx context.Context, brokers []string, topic string, log *slog.Logger) (*Follower, error) {
 	if len(brokers) == 0 {
 		return nil, errors.New("no Kafka brokers configured")
 	}
@@ -123,7 +125,7 @@ func NewChangeFollower(ctx context.Context, brokers []string, topic string, log 
 	if err != nil {
 		return nil, fmt.Errorf("read partitions of %s: %w", topic, err)
 	}
-	f := &ChangeFollower{log: log}
+	f := &Follower{log: log}
 	for _, part := range parts {
 		r := kafkago.NewReader(kafkago.ReaderConfig{
 			Brokers: brokers, Topic: topic, Partition: part.ID, MinBytes: 1, MaxBytes: 4 << 20, MaxWait: time.Second,
@@ -143,7 +145,7 @@ func NewChangeFollower(ctx context.Context, brokers []string, topic string, log 
 
 // Run calls notify for each user version the feed announces until ctx ends, then closes the readers.
 // Read errors are logged and retried.
-func (f *ChangeFollower) Run(ctx context.Context, notify func(uid string, version int64)) {
+func (f *Follower) Run(ctx context.Context, notify func(uid string, version int64)) {
 	var wg sync.WaitGroup
 	for _, r := range f.readers {
 		wg.Add(1)
@@ -156,7 +158,7 @@ func (f *ChangeFollower) Run(ctx context.Context, notify func(uid string, versio
 	f.Close()
 }
 
-func (f *ChangeFollower) follow(ctx context.Context, r *kafkago.Reader, notify func(uid string, version int64)) {
+func (f *Follower) follow(ctx context.Context, r *kafkago.Reader, notify func(uid string, version int64)) {
 	for {
 		m, err := r.ReadMessage(ctx)
 		if ctx.Err() != nil {
@@ -183,7 +185,7 @@ func (f *ChangeFollower) follow(ctx context.Context, r *kafkago.Reader, notify f
 }
 
 // Close closes the readers.
-func (f *ChangeFollower) Close() {
+func (f *Follower) Close() {
 	for _, r := range f.readers {
 		_ = r.Close()
 	}
