@@ -20,8 +20,29 @@ fi
 
 services_up
 
+# The secure-connection tests need a SASL_SSL listener of the broker (kafka.sh opens one on
+# KAFKA_SASL_PORT, 9095, with certificates under .run/kafka/tls). A broker that is not ours, or that
+# was started before the listener existed, has none we can use: then a private second broker runs.
+sasl_port="${KAFKA_SASL_PORT-9095}"
+if [ -z "${TEST_KAFKA_SASL_BROKERS:-}" ]; then
+  if [ -n "$sasl_port" ] && "$LOCAL_DIR/kafka.sh" status >/dev/null 2>&1 && port_open 127.0.0.1 "$sasl_port" &&
+    [ -f "$RUN_DIR/kafka/tls/ca.pem" ]; then
+    export TEST_KAFKA_SASL_BROKERS="127.0.0.1:$sasl_port" TEST_KAFKA_TLS_CA_FILE="$RUN_DIR/kafka/tls/ca.pem"
+  else
+    if ! "$LOCAL_DIR/kafka-sasl.sh" status >/dev/null 2>&1; then
+      step "starting a private broker with a SASL_SSL listener (the running one has none of ours)"
+      _STARTED+=(kafka-sasl)
+      "$LOCAL_DIR/kafka-sasl.sh" start
+    fi
+    export TEST_KAFKA_SASL_BROKERS="127.0.0.1:${KAFKA_SASL_ONLY_SASL_PORT:-19095}"
+    export TEST_KAFKA_SASL_ADMIN_BROKERS="127.0.0.1:${KAFKA_SASL_ONLY_PORT:-19092}"
+    export TEST_KAFKA_TLS_CA_FILE="$RUN_DIR/kafka-sasl/kafka/tls/ca.pem"
+  fi
+fi
+
 step "go test -race -count=1 ${*:-./...}"
 echo "    TEST_MYSQL_DSN=$TEST_MYSQL_DSN TEST_KAFKA_BROKERS=$TEST_KAFKA_BROKERS REQUIRE_INTEGRATION=$REQUIRE_INTEGRATION"
+echo "    TEST_KAFKA_SASL_BROKERS=$TEST_KAFKA_SASL_BROKERS TEST_KAFKA_TLS_CA_FILE=$TEST_KAFKA_TLS_CA_FILE"
 rc=0
 CGO_ENABLED=1 go test -race -count=1 "${@:-./...}" || rc=$?
 step "go test exit status $rc"

@@ -136,3 +136,33 @@ func DeleteTopicsAtCleanup(t testing.TB, brokers []string, topics ...string) {
 		_, _ = c.DeleteTopics(context.Background(), &kafkago.DeleteTopicsRequest{Topics: topics})
 	})
 }
+
+// SecureKafka is the test broker's SASL_SSL listener: what the tests of secure connections need.
+type SecureKafka struct {
+	// Brokers are the SASL_SSL addresses (TEST_KAFKA_SASL_BROKERS).
+	Brokers []string
+	// AdminBrokers are a plaintext listener of the same cluster, for creating topics and SCRAM users
+	// (TEST_KAFKA_SASL_ADMIN_BROKERS; default TEST_KAFKA_BROKERS).
+	AdminBrokers []string
+	// CAFile is the PEM file of the CA that signed the listener's certificate (TEST_KAFKA_TLS_CA_FILE).
+	CAFile string
+	// PlainUser and PlainPassword are the PLAIN user the broker's configuration declares
+	// (deploy/local/kafka.sh: convtest/convtest-secret).
+	PlainUser, PlainPassword string
+}
+
+// SASLKafka returns the test broker's SASL_SSL listener (make test starts a broker with one).
+func SASLKafka(t testing.TB) SecureKafka {
+	t.Helper()
+	admin := os.Getenv("TEST_KAFKA_SASL_ADMIN_BROKERS")
+	if admin == "" {
+		admin = need(t, "TEST_KAFKA_BROKERS", "a Kafka broker")
+	}
+	return SecureKafka{
+		AdminBrokers:  strings.Split(admin, ","),
+		Brokers:       strings.Split(need(t, "TEST_KAFKA_SASL_BROKERS", "a Kafka broker with a SASL_SSL listener"), ","),
+		CAFile:        need(t, "TEST_KAFKA_TLS_CA_FILE", "the CA file of the broker's SASL_SSL listener"),
+		PlainUser:     "convtest",
+		PlainPassword: "convtest-secret",
+	}
+}
