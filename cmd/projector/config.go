@@ -38,12 +38,13 @@ type config struct {
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel slog.Level `env:"LOG_LEVEL" envDefault:"info"`
 	// BatchMaxRecords bounds the records applied in one transaction. Default 5000: under a backlog a
-	// larger batch coalesces more effects per row; under light load BATCH_MAX_WAIT closes batches first.
+	// larger batch coalesces more effects per row; under light load batches are what arrived meanwhile.
 	BatchMaxRecords int `env:"BATCH_MAX_RECORDS" envDefault:"5000"`
 	// BatchMaxBytes bounds the record bytes of one batch. Default 16777216 (16 MiB).
 	BatchMaxBytes int `env:"BATCH_MAX_BYTES" envDefault:"16777216"`
-	// BatchMaxWait bounds how long a batch waits for more records after its first. Default 50ms.
-	BatchMaxWait time.Duration `env:"BATCH_MAX_WAIT" envDefault:"50ms"`
+	// BatchMaxWait, when > 0, lets a batch linger that long after its first record for more to arrive.
+	// Default 0: a batch is what was fetched while the previous one was applied, applied at once.
+	BatchMaxWait time.Duration `env:"BATCH_MAX_WAIT" envDefault:"0s"`
 	// RecentsWindow is how many of a channel's newest messages are kept for recents. Default 200.
 	RecentsWindow int64 `env:"RECENTS_WINDOW" envDefault:"200"`
 	// SkipChannelTypes lists channel types whose messages update no conversation (contract §3.2).
@@ -104,8 +105,8 @@ func (c config) validate() error {
 	if c.BatchMaxBytes < 1<<10 {
 		errs = append(errs, fmt.Errorf("BATCH_MAX_BYTES: %d, want at least 1024", c.BatchMaxBytes))
 	}
-	if c.BatchMaxWait <= 0 {
-		errs = append(errs, fmt.Errorf("BATCH_MAX_WAIT: %s, want > 0", c.BatchMaxWait))
+	if c.BatchMaxWait < 0 {
+		errs = append(errs, fmt.Errorf("BATCH_MAX_WAIT: %s, want >= 0", c.BatchMaxWait))
 	}
 	if c.RecentsWindow < 1 {
 		errs = append(errs, fmt.Errorf("RECENTS_WINDOW: %d, want > 0", c.RecentsWindow))

@@ -27,7 +27,7 @@ func TestConfigDefaults(t *testing.T) {
 	if c.MySQLDSN != "conv:conv@tcp(127.0.0.1:3306)/conversations" || len(c.KafkaBrokers) != 1 ||
 		c.KafkaBrokers[0] != "127.0.0.1:9092" || c.KafkaTopic != "im.messages" || c.KafkaDLQTopic != "im.messages.dlq" ||
 		c.KafkaGroupID != "conversation-projector" || c.HTTPAddr != "127.0.0.1:8081" || c.LogLevel != slog.LevelInfo ||
-		c.BatchMaxRecords != 5000 || c.KafkaSessionTimeout != 10*time.Second || c.BatchMaxBytes != 16<<20 || c.BatchMaxWait != 50*time.Millisecond || c.RecentsWindow != 200 ||
+		c.BatchMaxRecords != 5000 || c.KafkaSessionTimeout != 10*time.Second || c.BatchMaxBytes != 16<<20 || c.BatchMaxWait != 0 || c.RecentsWindow != 200 ||
 		fmt.Sprint(c.SkipChannelTypes) != "[6 7 8 9]" || c.MaxEventBytes != 1<<20 || c.TombstoneMaxAge != 0 ||
 		c.ShutdownTimeout != 10*time.Second {
 		t.Fatalf("defaults = %+v", c)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -32,6 +33,8 @@ type BatchResult struct {
 	Memberships int
 	// RowsWritten: conversation rows inserted or updated (a row changed by many events counts once).
 	RowsWritten int
+	// CommitTime is how long the database took to commit the transaction.
+	CommitTime time.Duration
 }
 
 // ApplyBatch applies a batch of decoded events, in their order, in one transaction (contract §3). All
@@ -44,14 +47,17 @@ type BatchResult struct {
 func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event, skip *conversation.SkipSet) (BatchResult, error) {
 	var res BatchResult
 	var versions map[string]int64
+	var applied time.Time
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		b := &batch{store: s, tx: tx, skip: skip}
 		var err error
 		res, err = b.apply(ctx, events)
 		versions = b.versions
+		applied = time.Now()
 		return err
 	})
 	if err == nil {
+		res.CommitTime = time.Since(applied)
 		s.committed(ctx, versions)
 	}
 	return res, err

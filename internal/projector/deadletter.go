@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -30,6 +31,7 @@ const reasonUnknown = "unknown"
 // decode splits a batch into the events to apply, in order, and the dead letters of the records that can
 // never be applied. Each bad record is logged here, once, by position and never by content.
 func (p *Projector) decode(msgs []kafkago.Message) ([]conversation.Event, []kafkago.Message) {
+	defer p.metrics.since(stageDecode, time.Now())
 	events := make([]conversation.Event, 0, len(msgs))
 	var dead []kafkago.Message
 	for _, m := range msgs {

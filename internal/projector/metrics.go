@@ -2,6 +2,7 @@ package projector
 
 import (
 	"errors"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -29,6 +30,7 @@ type Metrics struct {
 	commits         prometheus.Counter
 	purged          prometheus.Counter
 	purgeFailures   prometheus.Counter
+	stageSeconds    *prometheus.HistogramVec
 }
 
 // NewMetrics creates the metrics and registers them with reg. It fails when reg already holds them: give
@@ -60,6 +62,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		commits:       counter("commits_total", "Batches whose offsets were committed."),
 		purged:        counter("purged_total", "Tombstones purged for age."),
 		purgeFailures: counter("purge_failures_total", "Failed tombstone purge rounds."),
+		stageSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
+			Name: "stage_seconds", Help: "Where a record's time goes, by stage: fetch (record timestamp to fetched, per " +
+				"record), queue (fetched to its batch starting, per record), decode, apply (the store transaction up to its " +
+				"commit), db_commit, offset_commit (per batch).",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"stage"}),
+	}
+	for _, st := range []string{stageFetch, stageQueue, stageDecode, stageApply, stageDBCommit, stageOffsetCommit} {
+		m.stageSeconds.WithLabelValues(st)
 	}
 	for _, r := range []string{conversation.ReasonTooLarge, conversation.ReasonInvalidJSON, conversation.ReasonUnknownType,
 		conversation.ReasonMissingField, conversation.ReasonWrongType, conversation.ReasonInvalidValue} {
@@ -68,7 +78,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	var errs []error
 	for _, c := range []prometheus.Collector{m.recordsConsumed, m.messagesApplied, m.duplicates, m.belowWindow,
 		m.skipped, m.memberships, m.rowsWritten, m.deadLettered, m.batchSize, m.applySeconds, m.applyFailures,
-		m.dlqFailures, m.commitFailures, m.consumerLag, m.commits, m.purged, m.purgeFailures} {
+		m.dlqFailures, m.commitFailures, m.consumerLag, m.commits, m.purged, m.purgeFailures, m.stageSeconds} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -84,4 +94,19 @@ func (m *Metrics) observe(res mysql.BatchResult) {
 	m.skipped.Add(float64(res.Skipped))
 	m.memberships.Add(float64(res.Memberships))
 	m.rowsWritten.Add(float64(res.RowsWritten))
+}
+
+// Stages of a record's way through the projector (conv_projector_stage_seconds).
+const (
+	stageFetch        = "fetch"
+	stageQueue        = "queue"
+	stageDecode       = "decode"
+	stageApply        = "apply"
+	stageDBCommit     = "db_commit"
+	stageOffsetCommit = "offset_commit"
+)
+
+// since observes the time since start as the stage's duration.
+func (m *Metrics) since(stage string, start time.Time) {
+	m.stageSeconds.WithLabelValues(stage).Observe(time.Since(start).Seconds())
 }

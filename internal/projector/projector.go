@@ -57,14 +57,16 @@ type Config struct {
 	// SessionTimeout is how long the group waits for a silent member (one that crashed) before giving
 	// its partitions to the others (default 10s; the broker bounds it, 6s..30min by default).
 	SessionTimeout time.Duration
-	// BatchMaxRecords bounds a batch's number of records (default 5000). Under a backlog, larger batches
-	// coalesce more effects per row: a busy group's members get one write per batch, not one per message.
-	// Under light load BatchMaxWait closes batches long before this.
+	// BatchMaxRecords bounds a batch's number of records (default 5000), and how many records are fetched
+	// ahead while a batch is applied. Under a backlog, larger batches coalesce more effects per row: a busy
+	// group's members get one write per batch, not one per message. Under light load a batch is whatever
+	// arrived while the previous one was applied, far fewer.
 	BatchMaxRecords int
 	// BatchMaxBytes bounds a batch's record keys and values, in bytes (default 16 MiB); a record larger
 	// than this is a batch of its own.
 	BatchMaxBytes int
-	// BatchMaxWait bounds how long a batch waits for more records after its first one (default 50ms).
+	// BatchMaxWait, when > 0, lets a batch linger that long after its first record for more to arrive
+	// (default 0: a batch is the records already fetched, applied at once; see fetch.go).
 	BatchMaxWait time.Duration
 	// MaxEventBytes: a record value over this size is dead-lettered as too_large (default 1 MiB).
 	MaxEventBytes int
@@ -87,9 +89,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BatchMaxBytes <= 0 {
 		c.BatchMaxBytes = 16 << 20
-	}
-	if c.BatchMaxWait <= 0 {
-		c.BatchMaxWait = 50 * time.Millisecond
 	}
 	if c.MaxEventBytes <= 0 {
 		c.MaxEventBytes = 1 << 20
@@ -206,7 +205,7 @@ func New(cfg Config, store Store, metrics *Metrics, log *slog.Logger) (*Projecto
 	}
 	return &Projector{
 		cfg:          cfg,
-		store:        store,
+		store:        timedStore{store, metrics},
 		readerConfig: rc,
 		dlq:          dlq,
 		probe:        &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: checkTimeout, Transport: &kafkago.Transport{}},
@@ -224,7 +223,7 @@ var ErrAbandoned = errors.New("in-flight batch abandoned at shutdown, uncommitte
 // ErrAbandoned when the last batch had to be abandoned, or an error closing the clients. Errors while
 // running are retried, never returned (see the package's ack rules).
 func (p *Projector) Run(ctx context.Context) (err error) {
-	p.reader = kafkago.NewReader(p.readerConfig)
+	p.reader = timedReader{kafkago.NewReader(p.readerConfig), p.metrics}
 	defer func() {
 		// Closing the reader leaves the group, so the partitions move to another member at once.
 		err = errors.Join(err, p.reader.Close(), p.dlq.Close())
@@ -232,56 +231,74 @@ func (p *Projector) Run(ctx context.Context) (err error) {
 			t.CloseIdleConnections()
 		}
 	}()
-	fetchFailures := 0
+	fctx, stopFetching := context.WithCancel(ctx)
+	queue, fetching := prefetch(fctx, p.reader, p.cfg.BatchMaxRecords, p.cfg.RetryMinBackoff, p.cfg.RetryMaxBackoff)
+	defer func() {
+		stopFetching()
+		fetching() // before the reader closes
+	}()
+	b := &batcher{in: queue, maxRecords: p.cfg.BatchMaxRecords, maxBytes: p.cfg.BatchMaxBytes, linger: p.cfg.BatchMaxWait}
 	for {
-		msgs, fetchErr := fetchBatch(ctx, p.reader, p.cfg.BatchMaxRecords, p.cfg.BatchMaxBytes, p.cfg.BatchMaxWait)
-		if len(msgs) > 0 {
-			if err := p.process(ctx, msgs); err != nil {
+		batch, fetchErr := b.next(ctx)
+		if len(batch) > 0 {
+			if err := p.process(ctx, p.started(batch)); err != nil {
 				return err
 			}
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		if fetchErr == nil {
-			fetchFailures = 0
-			continue
-		}
-		// The reader keeps trying to rejoin the group by itself; this only paces the loop.
-		fetchFailures++
-		wait := backoff(p.cfg.RetryMinBackoff, p.cfg.RetryMaxBackoff, fetchFailures)
-		p.log.Warn("fetch failed", "attempt", fetchFailures, "retry_in", wait.String(), "error", fetchErr.Error())
-		if !sleep(ctx, wait) {
-			return nil
+		if fe, ok := errors.AsType[*fetchError](fetchErr); ok {
+			p.log.Warn("fetch failed", "attempt", fe.attempt, "error", fe.Error())
 		}
 	}
 }
 
-// fetchBatch returns the next batch: at least one record (it waits for the first as long as ctx lasts),
-// at most maxRecords, and no more than maxWait after the first one arrived. When ctx ends or the reader
-// fails it returns what it has so far along with the error; an empty batch has no effect.
-func fetchBatch(ctx context.Context, r fetcher, maxRecords, maxBytes int, maxWait time.Duration) ([]kafkago.Message, error) {
-	first, err := r.FetchMessage(ctx)
-	if err != nil {
-		return nil, err
-	}
-	batch := make([]kafkago.Message, 1, min(maxRecords, 1024))
-	batch[0] = first
-	size := len(first.Key) + len(first.Value)
-	wctx, cancel := context.WithTimeout(ctx, maxWait)
-	defer cancel()
-	for len(batch) < maxRecords && size < maxBytes {
-		m, err := r.FetchMessage(wctx)
-		if err != nil {
-			if ctx.Err() == nil && wctx.Err() != nil {
-				break // the time bound, not a failure
-			}
-			return batch, err
+// started records how long the batch's records took to be fetched and then to wait for the batch, and
+// returns them.
+func (p *Projector) started(batch []fetched) []kafkago.Message {
+	now := time.Now()
+	msgs := make([]kafkago.Message, len(batch))
+	fetch, queue := p.metrics.stageSeconds.WithLabelValues(stageFetch), p.metrics.stageSeconds.WithLabelValues(stageQueue)
+	for i, f := range batch {
+		msgs[i] = f.msg
+		if !f.msg.Time.IsZero() {
+			fetch.Observe(max(0, f.taken.Sub(f.msg.Time).Seconds()))
 		}
-		batch = append(batch, m)
-		size += len(m.Key) + len(m.Value)
+		queue.Observe(now.Sub(f.taken).Seconds())
 	}
-	return batch, nil
+	return msgs
+}
+
+// timedStore observes the apply and database commit stages of each successful batch.
+type timedStore struct {
+	Store
+	metrics *Metrics
+}
+
+func (s timedStore) ApplyBatch(ctx context.Context, events []conversation.Event, skip *conversation.SkipSet) (mysql.BatchResult, error) {
+	start := time.Now()
+	res, err := s.Store.ApplyBatch(ctx, events, skip)
+	if err == nil {
+		s.metrics.stageSeconds.WithLabelValues(stageApply).Observe((time.Since(start) - res.CommitTime).Seconds())
+		s.metrics.stageSeconds.WithLabelValues(stageDBCommit).Observe(res.CommitTime.Seconds())
+	}
+	return res, err
+}
+
+// timedReader observes the offset commit stage.
+type timedReader struct {
+	reader
+	metrics *Metrics
+}
+
+func (r timedReader) CommitMessages(ctx context.Context, msgs ...kafkago.Message) error {
+	start := time.Now()
+	err := r.reader.CommitMessages(ctx, msgs...)
+	if err == nil {
+		r.metrics.since(stageOffsetCommit, start)
+	}
+	return err
 }
 
 // process takes one batch to its end: dead letters written, events applied, offsets committed. It

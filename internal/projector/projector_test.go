@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -26,67 +27,116 @@ func (c chanFetcher) FetchMessage(ctx context.Context) (kafkago.Message, error) 
 	}
 }
 
-func TestFetchBatch(t *testing.T) {
-	t.Run("stops at max records though more are waiting", func(t *testing.T) {
-		c := make(chanFetcher, 20)
-		for i := range 20 {
-			c <- kafkago.Message{Offset: int64(i)}
-		}
-		batch, err := fetchBatch(t.Context(), c, 8, 1<<20, time.Hour)
-		if err != nil || len(batch) != 8 || batch[7].Offset != 7 {
-			t.Fatalf("got %d records (err %v), want the first 8", len(batch), err)
-		}
-		batch, _ = fetchBatch(t.Context(), c, 8, 1<<20, time.Hour)
-		if len(batch) != 8 || batch[0].Offset != 8 {
-			t.Fatalf("second batch starts at %d with %d records, want 8 records from offset 8", batch[0].Offset, len(batch))
-		}
-	})
-	t.Run("stops at max bytes, the record that crosses it included", func(t *testing.T) {
-		c := make(chanFetcher, 10)
-		for i := range 10 {
-			c <- kafkago.Message{Offset: int64(i), Key: []byte("k"), Value: make([]byte, 99)}
-		}
-		batch, err := fetchBatch(t.Context(), c, 500, 250, time.Hour)
+// queued is a prefetch queue holding outcomes, as if they had been fetched while a batch was applied.
+func queued(outcomes ...fetched) chan fetched {
+	c := make(chan fetched, len(outcomes)+1)
+	for _, f := range outcomes {
+		c <- f
+	}
+	return c
+}
+
+func records(n, size int) []fetched {
+	out := make([]fetched, n)
+	for i := range out {
+		out[i] = fetched{msg: kafkago.Message{Offset: int64(i), Value: make([]byte, size)}}
+	}
+	return out
+}
+
+func offsets(batch []fetched) []int64 {
+	var out []int64
+	for _, f := range batch {
+		out = append(out, f.msg.Offset)
+	}
+	return out
+}
+
+func TestBatcher(t *testing.T) {
+	t.Run("takes what is queued, no more, without waiting", func(t *testing.T) {
+		b := &batcher{in: queued(records(3, 1)...), maxRecords: 500, maxBytes: 1 << 20}
+		batch, err := b.next(t.Context())
 		if err != nil || len(batch) != 3 {
-			t.Fatalf("got %d records (err %v), want 3 (300 bytes crosses 250)", len(batch), err)
+			t.Fatalf("got %v (err %v), want the 3 queued records", offsets(batch), err)
 		}
 	})
-	t.Run("stops max wait after the first record, not after the call", func(t *testing.T) {
-		c := make(chanFetcher)
-		go func() {
-			time.Sleep(150 * time.Millisecond) // an idle topic: the wait must not count this
-			c <- kafkago.Message{Offset: 0}
-			time.Sleep(20 * time.Millisecond)
-			c <- kafkago.Message{Offset: 1}
-		}()
-		start := time.Now()
-		batch, err := fetchBatch(t.Context(), c, 500, 1<<20, 100*time.Millisecond)
-		took := time.Since(start)
-		if err != nil || len(batch) != 2 {
-			t.Fatalf("got %d records (err %v), want 2", len(batch), err)
-		}
-		if took < 240*time.Millisecond || took > 600*time.Millisecond {
-			t.Fatalf("batch closed after %s, want about 150ms idle + 100ms max wait", took)
+	t.Run("stops at max records; the rest is the next batch", func(t *testing.T) {
+		b := &batcher{in: queued(records(20, 1)...), maxRecords: 8, maxBytes: 1 << 20}
+		for _, want := range []string{"[0 1 2 3 4 5 6 7]", "[8 9 10 11 12 13 14 15]", "[16 17 18 19]"} {
+			batch, err := b.next(t.Context())
+			if got := fmt.Sprint(offsets(batch)); err != nil || got != want {
+				t.Fatalf("got %s (err %v), want %s", got, err, want)
+			}
 		}
 	})
-	t.Run("shutdown returns the partial batch with the context error", func(t *testing.T) {
-		c := make(chanFetcher, 1)
-		c <- kafkago.Message{Offset: 0}
-		ctx, cancel := context.WithCancel(t.Context())
-		time.AfterFunc(50*time.Millisecond, cancel)
-		batch, err := fetchBatch(ctx, c, 500, 1<<20, time.Hour)
-		if len(batch) != 1 || !errors.Is(err, context.Canceled) {
-			t.Fatalf("got %d records and %v, want the 1 record and context.Canceled", len(batch), err)
+	t.Run("stops before max bytes; the record that would cross it starts the next batch", func(t *testing.T) {
+		b := &batcher{in: queued(records(5, 100)...), maxRecords: 500, maxBytes: 250}
+		for _, want := range []string{"[0 1]", "[2 3]", "[4]"} {
+			batch, err := b.next(t.Context())
+			if got := fmt.Sprint(offsets(batch)); err != nil || got != want {
+				t.Fatalf("got %s (err %v), want %s", got, err, want)
+			}
+		}
+	})
+	t.Run("a record over max bytes is a batch of its own", func(t *testing.T) {
+		b := &batcher{in: queued(append(records(1, 1000), records(1, 1)...)...), maxRecords: 500, maxBytes: 250}
+		batch, _ := b.next(t.Context())
+		if len(batch) != 1 || len(batch[0].msg.Value) != 1000 {
+			t.Fatalf("got %v, want the large record alone", offsets(batch))
+		}
+	})
+	t.Run("a fetch error ends the batch and is returned with it", func(t *testing.T) {
+		boom := errors.New("boom")
+		in := queued(append(records(2, 1), fetched{err: boom, failures: 3})...)
+		b := &batcher{in: in, maxRecords: 500, maxBytes: 1 << 20}
+		batch, err := b.next(t.Context())
+		fe, ok := errors.AsType[*fetchError](err)
+		if len(batch) != 2 || !errors.Is(err, boom) || !ok || fe.attempt != 3 {
+			t.Fatalf("got %v and %v, want 2 records and boom at attempt 3", offsets(batch), err)
 		}
 	})
 	t.Run("shutdown before any record returns nothing", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
-		batch, err := fetchBatch(ctx, make(chanFetcher), 500, 1<<20, time.Hour)
+		b := &batcher{in: make(chan fetched), maxRecords: 500, maxBytes: 1 << 20}
+		batch, err := b.next(ctx)
 		if len(batch) != 0 || !errors.Is(err, context.Canceled) {
 			t.Fatalf("got %d records and %v, want none and context.Canceled", len(batch), err)
 		}
 	})
+	t.Run("linger: records that arrive before the deadline join the batch", func(t *testing.T) {
+		in := make(chan fetched)
+		b := &batcher{in: in, maxRecords: 3, maxBytes: 1 << 20, linger: time.Hour}
+		go func() {
+			for _, f := range records(3, 1) {
+				in <- f // unbuffered: each arrives while next is waiting
+			}
+		}()
+		batch, err := b.next(t.Context())
+		if err != nil || len(batch) != 3 {
+			t.Fatalf("got %v (err %v), want 3 records gathered by lingering", offsets(batch), err)
+		}
+	})
+}
+
+func TestPrefetchRunsAheadAndStops(t *testing.T) {
+	src := make(chanFetcher, 10)
+	for i := range 10 {
+		src <- kafkago.Message{Offset: int64(i)}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	out, wait := prefetch(ctx, src, 4, time.Millisecond, time.Millisecond)
+	for i := range 10 { // more than the queue holds: the goroutine refills it as records are taken
+		f := <-out
+		if f.err != nil || f.msg.Offset != int64(i) || f.taken.IsZero() {
+			t.Fatalf("outcome %d = %+v", i, f)
+		}
+	}
+	cancel()
+	wait()
+	if _, ok := <-out; ok {
+		t.Fatal("queue still open after the fetcher stopped")
+	}
 }
 
 func TestDecodeDeadLettersEachKindOfBadRecord(t *testing.T) {
