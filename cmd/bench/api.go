@@ -34,7 +34,7 @@ func (e *env) loadDirect(ctx context.Context, cfg trafficgen.Config) (string, er
 	if err != nil {
 		return "", err
 	}
-	skip := conversation.NewSkipSet(6, 7, 8, 9)
+	skip := conversation.DefaultSkipSet()
 	batch := make([]conversation.Event, 0, 500)
 	for i, r := range records {
 		ev, err := conversation.DecodeEvent(r.Value, time.Now(), 1<<20)
@@ -43,7 +43,8 @@ func (e *env) loadDirect(ctx context.Context, cfg trafficgen.Config) (string, er
 		}
 		batch = append(batch, ev)
 		if len(batch) == cap(batch) || i == len(records)-1 {
-			if _, err := s.ApplyBatch(ctx, batch, &skip); err != nil {
+			projected, _ := skip.Filter(batch)
+			if _, err := s.ApplyBatch(ctx, projected); err != nil {
 				return "", err
 			}
 			batch = batch[:0]

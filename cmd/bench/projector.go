@@ -28,7 +28,7 @@ func newWorkload(name string, cfg trafficgen.Config) (*workload, error) {
 		return nil, err
 	}
 	w := &workload{name: name, records: records, stats: stats}
-	skip := conversation.NewSkipSet(6, 7, 8, 9)
+	skip := conversation.DefaultSkipSet()
 	members := map[conversation.ChannelKey][]string{}
 	for _, r := range records {
 		e, err := conversation.DecodeEvent(r.Value, time.Now(), 1<<20)

@@ -1,7 +1,14 @@
 package conversation
 
-// SkipSet holds the channel types whose messages are stored for nobody (contract §3.2; default 6, 7, 8, 9).
+// SkipSet holds the channel types whose messages are stored for nobody (contract §3.2).
 type SkipSet [256]bool
+
+// DefaultSkippedChannelTypes are the channel types skipped unless configured otherwise: info, data,
+// temp and live (contract §3.2).
+func DefaultSkippedChannelTypes() []uint8 { return []uint8{6, 7, 8, 9} }
+
+// DefaultSkipSet is the SkipSet of DefaultSkippedChannelTypes.
+func DefaultSkipSet() SkipSet { return NewSkipSet(DefaultSkippedChannelTypes()...) }
 
 // NewSkipSet returns a SkipSet of the given channel types.
 func NewSkipSet(types ...uint8) SkipSet {
@@ -16,6 +23,28 @@ func NewSkipSet(types ...uint8) SkipSet {
 // messages and channel types in the skip list are neither stored nor counted.
 func (s *SkipSet) Projected(m *Message) bool {
 	return m.Header.NoPersist != 1 && m.Header.SyncOnce != 1 && !s[m.ChannelType]
+}
+
+// Filter returns the events that have any effect: membership events, and the messages Projected
+// accepts. skipped counts the messages dropped. events itself is returned, not copied, when nothing is
+// dropped.
+func (s *SkipSet) Filter(events []Event) (projected []Event, skipped int) {
+	for i, e := range events {
+		if e.Message != nil && !s.Projected(e.Message) {
+			if projected == nil {
+				projected = append(make([]Event, 0, len(events)-1), events[:i]...)
+			}
+			skipped++
+			continue
+		}
+		if projected != nil {
+			projected = append(projected, e)
+		}
+	}
+	if skipped == 0 {
+		return events, 0
+	}
+	return projected, skipped
 }
 
 // Recipients returns who gets a conversation row for m, without duplicates (contract §3.4): the two

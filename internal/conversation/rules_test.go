@@ -39,7 +39,7 @@ func TestPersonKey(t *testing.T) {
 }
 
 func TestProjected(t *testing.T) {
-	skip := NewSkipSet(6, 7, 8, 9)
+	skip := DefaultSkipSet()
 	tests := []struct {
 		name string
 		m    Message
@@ -56,6 +56,37 @@ func TestProjected(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := skip.Projected(&tt.m); got != tt.want {
 				t.Errorf("Projected = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFilter(t *testing.T) {
+	skip := DefaultSkipSet()
+	group := Event{Message: &Message{ChannelType: 2, MessageSeq: 1}}
+	info := Event{Message: &Message{ChannelType: 6, MessageSeq: 2}}
+	noPersist := Event{Message: &Message{ChannelType: 2, MessageSeq: 3, Header: Header{NoPersist: 1}}}
+	join := Event{Membership: &Membership{Channel: Channel{ID: "g", Type: 6}, UIDs: []string{"a"}, Added: true}}
+	tests := []struct {
+		name        string
+		in, want    []Event
+		wantSkipped int
+	}{
+		{"nothing to drop", []Event{group, join}, []Event{group, join}, 0},
+		{"skipped type and no_persist dropped, order kept", []Event{info, group, noPersist, join}, []Event{group, join}, 2},
+		{"membership of a skipped type is kept: it is not a message", []Event{join}, []Event{join}, 0},
+		{"all dropped", []Event{info, noPersist}, []Event{}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, skipped := skip.Filter(tt.in)
+			if skipped != tt.wantSkipped || len(got) != len(tt.want) {
+				t.Fatalf("Filter = %d events, %d skipped; want %d, %d", len(got), skipped, len(tt.want), tt.wantSkipped)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Errorf("event %d = %+v, want %+v", i, got[i], tt.want[i])
+				}
 			}
 		})
 	}

@@ -3,7 +3,6 @@ package mysql
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -19,40 +18,24 @@ const (
 	payloadPerStatement = 4 << 20
 )
 
-// BatchResult counts what ApplyBatch did with the events it was given.
-type BatchResult struct {
-	// Messages applied for the first time.
-	Applied int
-	// Duplicates: (storage key, message_seq) already applied, so nothing changed.
-	Duplicates int
-	// BelowWindow: older than the channel's kept window; treated as already applied (see channels table).
-	BelowWindow int
-	// Skipped: no_persist, sync_once or a skipped channel type (contract §3.2).
-	Skipped int
-	// Memberships: membership events applied.
-	Memberships int
-	// RowsWritten: conversation rows inserted or updated (a row changed by many events counts once).
-	RowsWritten int
-	// CommitTime is how long the database took to commit the transaction.
-	CommitTime time.Duration
-}
-
-// ApplyBatch applies a batch of decoded events, in their order, in one transaction (contract §3). All
-// effects on one conversation row are coalesced into one write, and all rows a batch changes for one
-// user share one new version. A (storage key, message_seq) already applied changes nothing, so replaying
-// a batch, whole or in part, is harmless: when ApplyBatch returns nil every event's effect is committed
-// exactly once; when it returns an error nothing of the batch is committed and the whole batch can be
-// retried. Errors wrap conversation.ErrUnavailable when the database cannot be reached and
+// ApplyBatch applies a batch of decoded events, in their order, in one transaction (contract §3). The
+// events must all be projected: the caller drops what conversation.SkipSet.Projected rejects. What the
+// batch does is decided by conversation's batch plan (ScopeOf, Route, ApplyDeliveries); this method
+// reads the state the plan needs, taking locks in a fixed order, and writes the outcome. All effects on
+// one conversation row are coalesced into one write, and all rows a batch changes for one user share
+// one new version. A (storage key, message_seq) already applied changes nothing, so replaying a batch,
+// whole or in part, is harmless: when ApplyBatch returns nil every event's effect is committed exactly
+// once; when it returns an error nothing of the batch is committed and the whole batch can be retried.
+// Errors wrap conversation.ErrUnavailable when the database cannot be reached and
 // conversation.ErrConflict when lock conflicts outlasted the retries.
-func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event, skip *conversation.SkipSet) (BatchResult, error) {
-	var res BatchResult
+func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event) (conversation.BatchResult, error) {
+	var res conversation.BatchResult
 	var versions map[string]int64
 	var applied time.Time
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
-		b := &batch{store: s, tx: tx, skip: skip}
+		b := &batch{store: s, tx: tx}
 		var err error
-		res, err = b.apply(ctx, events)
-		versions = b.versions
+		res, versions, err = b.apply(ctx, events)
 		applied = time.Now()
 		return err
 	})
@@ -63,161 +46,65 @@ func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event, ski
 	return res, err
 }
 
-// batch is the state of one ApplyBatch transaction attempt.
+// batch is one ApplyBatch transaction attempt.
 type batch struct {
 	store *Store
 	tx    *sqlx.Tx
-	skip  *conversation.SkipSet
-
-	channels map[conversation.ChannelKey]*channelState
-	members  map[conversation.ChannelKey]*memberSet
-	applied  map[msgKey]bool
-	rows     map[conversation.ConvKey]*rowState
-	newMsgs  []*conversation.Message
-	versions map[string]int64 // the new version of each user whose rows changed
 }
 
-type msgKey struct {
-	ch  conversation.ChannelKey
-	seq int64
-}
+// apply runs the plan's steps against the transaction and returns the new version of each user whose
+// rows changed.
+func (b *batch) apply(ctx context.Context, events []conversation.Event) (conversation.BatchResult, map[string]int64, error) {
+	scope := conversation.ScopeOf(events)
+	if len(scope.Channels) == 0 {
+		return conversation.BatchResult{}, nil, nil
+	}
+	var st conversation.BatchState
+	var err error
+	if st.Channels, err = b.lockChannels(ctx, scope.Channels); err != nil {
+		return conversation.BatchResult{}, nil, err
+	}
+	if st.Applied, err = b.loadApplied(ctx, conversation.SeqsToCheck(events, st.Channels)); err != nil {
+		return conversation.BatchResult{}, nil, err
+	}
+	if st.Members, err = b.loadMembers(ctx, scope.Members); err != nil {
+		return conversation.BatchResult{}, nil, err
+	}
+	route := conversation.Route(events, st, b.store.window)
+	res := route.Result
 
-type channelState struct {
-	maxSeq, minKeptSeq int64
-	dirty              bool
-}
-
-// memberSet is a channel's membership as it evolves through the batch. sorted caches the recipients list
-// between changes, so a burst into a large group does not rebuild it per message.
-type memberSet struct {
-	initial map[string]bool
-	current map[string]bool
-	sorted  []string
-}
-
-func (m *memberSet) list() []string {
-	if m.sorted == nil {
-		m.sorted = make([]string, 0, len(m.current))
-		for u := range m.current {
-			m.sorted = append(m.sorted, u)
-		}
-		slices.Sort(m.sorted)
-	}
-	return m.sorted
-}
-
-type rowState struct {
-	row     conversation.Row
-	exists  bool
-	changed bool
-}
-
-// op is one message's effect on one recipient, replayed in event order after the rows are loaded.
-type op struct {
-	key conversation.ConvKey
-	msg *conversation.Message
-}
-
-func (b *batch) apply(ctx context.Context, events []conversation.Event) (BatchResult, error) {
-	var res BatchResult
-	var msgs []*conversation.Message
-	var chans []conversation.ChannelKey
-	needMembers := map[conversation.ChannelKey]bool{}
-	for _, e := range events {
-		switch {
-		case e.Membership != nil:
-			chans = append(chans, e.Key())
-			needMembers[e.Key()] = true
-		case b.skip.Projected(e.Message):
-			msgs = append(msgs, e.Message)
-			chans = append(chans, e.Key())
-			if e.Message.ChannelType != conversation.ChannelTypePerson && e.Message.Subscribers == nil {
-				needMembers[e.Key()] = true
-			}
-		default:
-			res.Skipped++
-		}
-	}
-	if len(chans) == 0 {
-		return res, nil
-	}
-	if err := b.lockChannels(ctx, chans); err != nil {
-		return res, err
-	}
-	if err := b.loadApplied(ctx, msgs); err != nil {
-		return res, err
-	}
-	if err := b.loadMembers(ctx, needMembers); err != nil {
-		return res, err
-	}
-
-	// Walk the batch in order: membership changes take effect for the messages after them.
-	var ops []op
-	for _, e := range events {
-		if e.Membership != nil {
-			b.changeMembers(e.Membership)
-			res.Memberships++
-			continue
-		}
-		m := e.Message
-		if !b.skip.Projected(m) {
-			continue
-		}
-		k := msgKey{m.Key(), m.MessageSeq}
-		switch {
-		case b.applied[k]:
-			res.Duplicates++
-			continue
-		case m.MessageSeq < b.channels[k.ch].minKeptSeq:
-			res.BelowWindow++
-			continue
-		}
-		b.applied[k] = true
-		b.newMsgs = append(b.newMsgs, m)
-		ch := b.channels[k.ch]
-		ch.maxSeq, ch.dirty = max(ch.maxSeq, m.MessageSeq), true
-		res.Applied++
-		var members []string
-		if ms := b.members[k.ch]; ms != nil {
-			members = ms.list()
-		}
-		for _, uid := range conversation.Recipients(m, members) {
-			ops = append(ops, op{conversation.ConvKeyFor(m, uid), m})
-		}
-	}
-
-	if err := b.lockRows(ctx, ops); err != nil {
-		return res, err
-	}
-	for _, o := range ops {
-		rs := b.rows[o.key]
-		var changed bool
-		rs.row, changed = conversation.ApplyMessage(rs.row, rs.exists, o.msg)
-		rs.exists = true
-		rs.changed = rs.changed || changed
-	}
-	written, err := b.writeRows(ctx)
+	rows, err := b.lockRows(ctx, route.RowKeys)
 	if err != nil {
-		return res, err
+		return res, nil, err
 	}
-	res.RowsWritten = written
-	if err := b.insertMessages(ctx); err != nil {
-		return res, err
+	changes := conversation.ApplyDeliveries(route.Deliveries, rows)
+	var versions map[string]int64
+	if len(changes.Rows) > 0 {
+		if versions, err = b.store.bumpVersions(ctx, b.tx, changes.UIDs); err != nil {
+			return res, nil, err
+		}
+		changes.Stamp(versions)
+		if err := b.writeRows(ctx, changes.Rows); err != nil {
+			return res, nil, err
+		}
 	}
-	if err := b.saveChannels(ctx); err != nil {
-		return res, err
+	res.RowsWritten = len(changes.Rows)
+	if err := b.insertMessages(ctx, route.Messages); err != nil {
+		return res, nil, err
 	}
-	return res, b.saveMembers(ctx)
+	if err := b.saveChannels(ctx, route.Channels); err != nil {
+		return res, nil, err
+	}
+	return res, versions, b.saveMembers(ctx, route.MembersAdded, route.MembersRemoved)
 }
 
-// lockChannels creates missing channel rows and locks all of them, in sorted order: every batch that
-// touches a channel is serialised behind this lock, so reads of the channel's applied seqs and membership
-// below cannot be invalidated by a concurrent projector (during a rebalance two may hold one partition).
-func (b *batch) lockChannels(ctx context.Context, keys []conversation.ChannelKey) error {
-	slices.SortFunc(keys, conversation.ChannelKey.Compare)
-	keys = slices.Compact(keys)
-	b.channels = make(map[conversation.ChannelKey]*channelState, len(keys))
-	return chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
+// lockChannels creates missing channel rows and locks all of them, in the given (sorted) order: every
+// batch that touches a channel is serialised behind this lock, so reads of the channel's applied seqs
+// and membership below cannot be invalidated by a concurrent projector (during a rebalance two may hold
+// one partition).
+func (b *batch) lockChannels(ctx context.Context, keys []conversation.ChannelKey) (map[conversation.ChannelKey]conversation.ChannelState, error) {
+	out := make(map[conversation.ChannelKey]conversation.ChannelState, len(keys))
+	return out, chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
 		part := keys[lo:hi]
 		args := make([]any, 0, 2*len(part))
 		for _, k := range part {
@@ -236,32 +123,23 @@ func (b *batch) lockChannels(ctx context.Context, keys []conversation.ChannelKey
 		defer rows.Close()
 		for rows.Next() {
 			var k conversation.ChannelKey
-			var st channelState
-			if err := rows.Scan(&k.Key, &k.Type, &st.maxSeq, &st.minKeptSeq); err != nil {
+			var st conversation.ChannelState
+			if err := rows.Scan(&k.Key, &k.Type, &st.MaxSeq, &st.MinKeptSeq); err != nil {
 				return fmt.Errorf("scan channel: %w", err)
 			}
-			b.channels[k] = &st
+			out[k] = st
 		}
 		return rows.Err()
 	})
 }
 
-// loadApplied finds which of the batch's messages are already in the window, i.e. already applied. Only
-// seqs at or below their channel's newest applied seq can be: max_seq moves in the same transaction as
-// every insert into the window, so in-order traffic needs no lookup at all.
-func (b *batch) loadApplied(ctx context.Context, msgs []*conversation.Message) error {
-	b.applied = make(map[msgKey]bool, len(msgs))
-	var old []*conversation.Message
-	for _, m := range msgs {
-		if m.MessageSeq <= b.channels[m.Key()].maxSeq {
-			old = append(old, m)
-		}
-	}
-	return chunks(len(old), rowsPerStatement, func(lo, hi int) error {
+// loadApplied returns which of the given messages are in the window, i.e. already applied.
+func (b *batch) loadApplied(ctx context.Context, keys []conversation.MessageKey) (map[conversation.MessageKey]bool, error) {
+	out := make(map[conversation.MessageKey]bool, len(keys))
+	return out, chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 3*(hi-lo))
-		for _, m := range old[lo:hi] {
-			k := m.Key()
-			args = append(args, k.Key, k.Type, m.MessageSeq)
+		for _, k := range keys[lo:hi] {
+			args = append(args, k.Channel.Key, k.Channel.Type, k.Seq)
 		}
 		rows, err := b.tx.QueryContext(ctx, `SELECT m.channel_key, m.channel_type, m.message_seq FROM `+
 			keysTable(hi-lo, "k_key", "k_type", "k_seq")+` JOIN messages m
@@ -271,24 +149,20 @@ func (b *batch) loadApplied(ctx context.Context, msgs []*conversation.Message) e
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var k msgKey
-			if err := rows.Scan(&k.ch.Key, &k.ch.Type, &k.seq); err != nil {
+			var k conversation.MessageKey
+			if err := rows.Scan(&k.Channel.Key, &k.Channel.Type, &k.Seq); err != nil {
 				return fmt.Errorf("scan applied seq: %w", err)
 			}
-			b.applied[k] = true
+			out[k] = true
 		}
 		return rows.Err()
 	})
 }
 
-func (b *batch) loadMembers(ctx context.Context, need map[conversation.ChannelKey]bool) error {
-	b.members = make(map[conversation.ChannelKey]*memberSet, len(need))
-	keys := make([]conversation.ChannelKey, 0, len(need))
-	for k := range need {
-		keys = append(keys, k)
-		b.members[k] = &memberSet{initial: map[string]bool{}, current: map[string]bool{}}
-	}
-	return chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
+// loadMembers returns the stored membership of the given channels.
+func (b *batch) loadMembers(ctx context.Context, keys []conversation.ChannelKey) (map[conversation.ChannelKey][]string, error) {
+	out := make(map[conversation.ChannelKey][]string, len(keys))
+	return out, chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 2*(hi-lo))
 		for _, k := range keys[lo:hi] {
 			args = append(args, k.Key, k.Type)
@@ -305,44 +179,21 @@ func (b *batch) loadMembers(ctx context.Context, need map[conversation.ChannelKe
 			if err := rows.Scan(&k.Key, &k.Type, &uid); err != nil {
 				return fmt.Errorf("scan member: %w", err)
 			}
-			ms := b.members[k]
-			ms.initial[uid], ms.current[uid] = true, true
+			out[k] = append(out[k], uid)
 		}
 		return rows.Err()
 	})
 }
 
-func (b *batch) changeMembers(e *conversation.Membership) {
-	ms := b.members[e.Key()]
-	for _, uid := range e.UIDs {
-		if ms.current[uid] != e.Added {
-			ms.sorted = nil
-		}
-		if e.Added {
-			ms.current[uid] = true
-		} else {
-			delete(ms.current, uid)
-		}
-	}
-}
-
-// lockRows reads and locks, in primary-key order, every conversation row the batch's messages touch.
-func (b *batch) lockRows(ctx context.Context, ops []op) error {
-	b.rows = make(map[conversation.ConvKey]*rowState, len(ops))
-	keys := make([]conversation.ConvKey, 0, len(ops))
-	for _, o := range ops {
-		if _, ok := b.rows[o.key]; !ok {
-			b.rows[o.key] = &rowState{row: conversation.Row{ConvKey: o.key}}
-			keys = append(keys, o.key)
-		}
-	}
-	slices.SortFunc(keys, conversation.ConvKey.Compare)
-	return chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
+// lockRows reads and locks the existing conversation rows of keys, which are sorted: the keys table
+// drives the join in its order, so rows are locked in primary-key order.
+func (b *batch) lockRows(ctx context.Context, keys []conversation.ConvKey) (map[conversation.ConvKey]conversation.Row, error) {
+	out := make(map[conversation.ConvKey]conversation.Row, len(keys))
+	return out, chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 3*(hi-lo))
 		for _, k := range keys[lo:hi] {
 			args = append(args, k.UID, k.ChannelID, k.ChannelType)
 		}
-		// The keys table drives the join in its (sorted) order, so rows are locked in primary-key order.
 		rows, err := b.tx.QueryxContext(ctx, `SELECT `+prefixed("c.", rowColumns)+` FROM `+
 			keysTable(hi-lo, "k_uid", "k_id", "k_type")+` JOIN conversations c
 			ON c.uid = k.k_uid AND c.channel_id = k.k_id AND c.channel_type = k.k_type FOR UPDATE`, args...)
@@ -355,46 +206,24 @@ func (b *batch) lockRows(ctx context.Context, ops []op) error {
 			if err != nil {
 				return err
 			}
-			b.rows[r.ConvKey] = &rowState{row: r, exists: true}
+			out[r.ConvKey] = r
 		}
 		return rows.Err()
 	})
 }
 
-// writeRows gives every changed row its user's next version and writes them with multi-row upserts.
-func (b *batch) writeRows(ctx context.Context) (int, error) {
-	var changed []*rowState
-	users := map[string]bool{}
-	for _, rs := range b.rows {
-		if rs.changed {
-			changed = append(changed, rs)
-			users[rs.row.UID] = true
-		}
-	}
-	if len(changed) == 0 {
-		return 0, nil
-	}
-	versions, err := b.store.bumpVersions(ctx, b.tx, users)
-	if err != nil {
-		return 0, err
-	}
-	b.versions = versions
-	slices.SortFunc(changed, func(x, y *rowState) int { return x.row.ConvKey.Compare(y.row.ConvKey) })
-	for _, rs := range changed {
-		rs.row.Version = versions[rs.row.UID]
-	}
-	err = chunks(len(changed), rowsPerStatement, func(lo, hi int) error {
+// writeRows writes whole rows, sorted by key, with multi-row upserts.
+func (b *batch) writeRows(ctx context.Context, rows []conversation.Row) error {
+	return chunks(len(rows), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 12*(hi-lo))
-		for _, rs := range changed[lo:hi] {
-			args = appendRowArgs(args, &rs.row)
+		for i := range rows[lo:hi] {
+			args = appendRowArgs(args, &rows[lo+i])
 		}
-		_, err := b.tx.ExecContext(ctx, upsertRows(hi-lo), args...)
-		if err != nil {
+		if _, err := b.tx.ExecContext(ctx, upsertRows(hi-lo), args...); err != nil {
 			return fmt.Errorf("write conversations: %w", err)
 		}
 		return nil
 	})
-	return len(changed), err
 }
 
 const rowColumns = `uid, channel_id, channel_type, unread, readed_to_msg_seq, last_msg_seq, last_client_msg_no,
@@ -431,15 +260,10 @@ func scanRow(rows rowScanner) (conversation.Row, error) {
 	return r, nil
 }
 
-// bumpVersions gives each user its next version (contract §3.6) and returns them. The upsert takes each
-// user's version row lock until commit, in sorted order, so two transactions that change rows of one
+// bumpVersions gives each user of uids, which are sorted and unique, its next version (contract §3.6)
+// and returns them. The upsert takes each user's version row lock until commit, in sorted order, so two transactions that change rows of one
 // user get versions in the order they commit.
-func (s *Store) bumpVersions(ctx context.Context, tx *sqlx.Tx, users map[string]bool) (map[string]int64, error) {
-	uids := make([]string, 0, len(users))
-	for u := range users {
-		uids = append(uids, u)
-	}
-	slices.Sort(uids)
+func (s *Store) bumpVersions(ctx context.Context, tx *sqlx.Tx, uids []string) (map[string]int64, error) {
 	now := s.nowMS()
 	out := make(map[string]int64, len(uids))
 	err := chunks(len(uids), rowsPerStatement, func(lo, hi int) error {
@@ -475,15 +299,17 @@ func (s *Store) bumpVersions(ctx context.Context, tx *sqlx.Tx, users map[string]
 	return out, err
 }
 
-func (b *batch) insertMessages(ctx context.Context) error {
-	for lo := 0; lo < len(b.newMsgs); {
+// insertMessages adds the batch's new messages to the windows, in statements bounded by rows and by
+// payload bytes.
+func (b *batch) insertMessages(ctx context.Context, msgs []*conversation.Message) error {
+	for lo := 0; lo < len(msgs); {
 		hi, size := lo, 0
-		for hi < len(b.newMsgs) && hi-lo < rowsPerStatement && (hi == lo || size+len(b.newMsgs[hi].Payload) <= payloadPerStatement) {
-			size += len(b.newMsgs[hi].Payload)
+		for hi < len(msgs) && hi-lo < rowsPerStatement && (hi == lo || size+len(msgs[hi].Payload) <= payloadPerStatement) {
+			size += len(msgs[hi].Payload)
 			hi++
 		}
 		args := make([]any, 0, 12*(hi-lo))
-		for _, m := range b.newMsgs[lo:hi] {
+		for _, m := range msgs[lo:hi] {
 			k := m.Key()
 			payload := m.Payload
 			if payload == nil {
@@ -502,27 +328,20 @@ func (b *batch) insertMessages(ctx context.Context) error {
 	return nil
 }
 
-// saveChannels records each channel's newest seq and prunes its window to exactly the newest
-// RecentsWindow seqs, all of the batch's channels in one statement; the watermark min_kept_seq moves with
-// it, in the same transaction.
-func (b *batch) saveChannels(ctx context.Context) error {
-	var keys, pruned []conversation.ChannelKey
-	for k, st := range b.channels {
-		if !st.dirty {
-			continue
-		}
-		keys = append(keys, k)
-		if newMin := st.maxSeq - b.store.window + 1; newMin > st.minKeptSeq {
-			st.minKeptSeq = newMin
-			pruned = append(pruned, k)
+// saveChannels records each changed channel's newest seq and watermark, and prunes the windows whose
+// watermark moved, all of the batch's channels in one statement each; the watermark moves in the same
+// transaction as the delete, so a pruned message can never be applied again.
+func (b *batch) saveChannels(ctx context.Context, updates []conversation.ChannelUpdate) error {
+	var pruned []conversation.ChannelUpdate
+	for _, u := range updates {
+		if u.Pruned {
+			pruned = append(pruned, u)
 		}
 	}
-	slices.SortFunc(keys, conversation.ChannelKey.Compare)
-	slices.SortFunc(pruned, conversation.ChannelKey.Compare)
 	if err := chunks(len(pruned), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 3*(hi-lo))
-		for _, k := range pruned[lo:hi] {
-			args = append(args, k.Key, k.Type, b.channels[k].minKeptSeq)
+		for _, u := range pruned[lo:hi] {
+			args = append(args, u.Key.Key, u.Key.Type, u.MinKeptSeq)
 		}
 		_, err := b.tx.ExecContext(ctx, `DELETE m FROM `+keysTable(hi-lo, "k_key", "k_type", "k_min")+
 			` JOIN messages m ON m.channel_key = k.k_key AND m.channel_type = k.k_type AND m.message_seq < k.k_min`, args...)
@@ -530,11 +349,10 @@ func (b *batch) saveChannels(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("prune windows: %w", err)
 	}
-	return chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
+	return chunks(len(updates), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 4*(hi-lo))
-		for _, k := range keys[lo:hi] {
-			st := b.channels[k]
-			args = append(args, k.Key, k.Type, st.maxSeq, st.minKeptSeq)
+		for _, u := range updates[lo:hi] {
+			args = append(args, u.Key.Key, u.Key.Type, u.MaxSeq, u.MinKeptSeq)
 		}
 		_, err := b.tx.ExecContext(ctx, `INSERT INTO channels (channel_key, channel_type, max_seq, min_kept_seq) VALUES `+
 			placeholders(hi-lo, "(?,?,?,?)")+` ON DUPLICATE KEY UPDATE max_seq = VALUES(max_seq), min_kept_seq = VALUES(min_kept_seq)`, args...)
@@ -545,37 +363,31 @@ func (b *batch) saveChannels(ctx context.Context) error {
 	})
 }
 
-// saveMembers writes the net membership change of the batch.
-func (b *batch) saveMembers(ctx context.Context) error {
-	var added, removed []any
-	var nAdded, nRemoved int
-	for k, ms := range b.members {
-		for u := range ms.current {
-			if !ms.initial[u] {
-				added, nAdded = append(added, k.Key, k.Type, u), nAdded+1
-			}
-		}
-		for u := range ms.initial {
-			if !ms.current[u] {
-				removed, nRemoved = append(removed, k.Key, k.Type, u), nRemoved+1
-			}
-		}
-	}
-	if err := chunks(nAdded, rowsPerStatement, func(lo, hi int) error {
+// saveMembers writes the batch's net membership change.
+func (b *batch) saveMembers(ctx context.Context, added, removed []conversation.Member) error {
+	if err := chunks(len(added), rowsPerStatement, func(lo, hi int) error {
 		_, err := b.tx.ExecContext(ctx, `INSERT IGNORE INTO channel_members (channel_id, channel_type, uid) VALUES `+
-			placeholders(hi-lo, "(?,?,?)"), added[3*lo:3*hi]...)
+			placeholders(hi-lo, "(?,?,?)"), memberArgs(added[lo:hi])...)
 		return err
 	}); err != nil {
 		return fmt.Errorf("add members: %w", err)
 	}
-	if err := chunks(nRemoved, rowsPerStatement, func(lo, hi int) error {
+	if err := chunks(len(removed), rowsPerStatement, func(lo, hi int) error {
 		_, err := b.tx.ExecContext(ctx, `DELETE m FROM `+keysTable(hi-lo, "k_id", "k_type", "k_uid")+
-			` JOIN channel_members m ON m.channel_id = k.k_id AND m.channel_type = k.k_type AND m.uid = k.k_uid`, removed[3*lo:3*hi]...)
+			` JOIN channel_members m ON m.channel_id = k.k_id AND m.channel_type = k.k_type AND m.uid = k.k_uid`, memberArgs(removed[lo:hi])...)
 		return err
 	}); err != nil {
 		return fmt.Errorf("remove members: %w", err)
 	}
 	return nil
+}
+
+func memberArgs(ms []conversation.Member) []any {
+	args := make([]any, 0, 3*len(ms))
+	for _, m := range ms {
+		args = append(args, m.Channel.Key, m.Channel.Type, m.UID)
+	}
+	return args
 }
 
 // keysTable is a derived table "k" of n rows of placeholders named cols, to join a batch of keys against

@@ -14,8 +14,6 @@ import (
 	"github.com/convsync/conversations/internal/testenv"
 )
 
-var skip = conversation.NewSkipSet(6, 7, 8, 9)
-
 func groupMsg(ch string, seq int64, from string, subs ...string) conversation.Event {
 	return conversation.Event{Message: &conversation.Message{
 		MessageID: 1000 + seq, ClientMsgNo: fmt.Sprintf("c%d", seq), MessageSeq: seq, FromUID: from,
@@ -48,9 +46,9 @@ func rowsOf(t *testing.T, s *mysql.Store, uid string) map[string]conversation.Ro
 	return out
 }
 
-func apply(t *testing.T, s *mysql.Store, events ...conversation.Event) mysql.BatchResult {
+func apply(t *testing.T, s *mysql.Store, events ...conversation.Event) conversation.BatchResult {
 	t.Helper()
-	res, err := s.ApplyBatch(context.Background(), events, &skip)
+	res, err := s.ApplyBatch(context.Background(), events)
 	if err != nil {
 		t.Fatalf("ApplyBatch: %v", err)
 	}
@@ -157,21 +155,6 @@ func TestMembershipOrderWithinBatch(t *testing.T) {
 	}
 }
 
-func TestSkippedMessagesChangeNothing(t *testing.T) {
-	s, _ := testenv.Store(t, mysql.Options{})
-	noPersist := groupMsg("g1", 1, "alice", "bob")
-	noPersist.Message.Header.NoPersist = 1
-	info := groupMsg("i1", 1, "alice", "bob")
-	info.Message.ChannelType = 6
-	res := apply(t, s, noPersist, info)
-	if res.Skipped != 2 || res.RowsWritten != 0 {
-		t.Errorf("result = %+v, want 2 skipped", res)
-	}
-	if rows := rowsOf(t, s, "bob"); len(rows) != 0 {
-		t.Errorf("bob has rows %+v", rows)
-	}
-}
-
 func TestVersionsGrowInCommitOrder(t *testing.T) {
 	frozen := time.UnixMilli(1_000_000)
 	s, _ := testenv.Store(t, mysql.Options{Now: func() time.Time { return frozen }})
@@ -220,7 +203,7 @@ func TestConcurrentBatchesOnSharedRows(t *testing.T) {
 					}
 					batch = append(batch, groupMsg(ch, seq.Add(1), "alice", "alice", "bob", "carol"))
 				}
-				if _, err := s.ApplyBatch(context.Background(), batch, &skip); err != nil {
+				if _, err := s.ApplyBatch(context.Background(), batch); err != nil {
 					errs <- err
 					return
 				}

@@ -154,7 +154,7 @@ func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change fun
 			out = row
 			return nil
 		}
-		versions, err := s.bumpVersions(ctx, tx, map[string]bool{key.UID: true})
+		versions, err := s.bumpVersions(ctx, tx, []string{key.UID})
 		if err != nil {
 			return err
 		}

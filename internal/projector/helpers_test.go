@@ -310,21 +310,21 @@ type fakeStore struct {
 	ping    error
 }
 
-func (f *fakeStore) ApplyBatch(ctx context.Context, events []conversation.Event, _ *conversation.SkipSet) (mysql.BatchResult, error) {
+func (f *fakeStore) ApplyBatch(ctx context.Context, events []conversation.Event) (conversation.BatchResult, error) {
 	f.mu.Lock()
 	f.calls++
 	call := f.calls
 	f.mu.Unlock()
 	if f.apply != nil {
 		if err := f.apply(ctx, call, events); err != nil {
-			return mysql.BatchResult{}, err
+			return conversation.BatchResult{}, err
 		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.batches = append(f.batches, len(events))
 	f.events += len(events)
-	return mysql.BatchResult{Applied: len(events)}, nil
+	return conversation.BatchResult{Applied: len(events)}, nil
 }
 
 func (f *fakeStore) Ping(context.Context) error { return f.ping }

@@ -40,7 +40,7 @@ func TestProjectsEventsIntoTheDatabase(t *testing.T) {
 	before := time.Now().Unix()
 	produce(t, brokers, topic, recs...)
 	group := testenv.Name("group.")
-	p, reg := newProjector(t, Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group, Skip: conversation.NewSkipSet(6, 7, 8, 9)}, store)
+	p, reg := newProjector(t, Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group, Skip: conversation.DefaultSkipSet()}, store)
 	start(t, p)
 	waitCommittedToEnd(t, brokers, group, topic, 3, 20*time.Second)
 
@@ -237,8 +237,8 @@ type countingStore struct {
 	n atomic.Int64
 }
 
-func (c *countingStore) ApplyBatch(ctx context.Context, events []conversation.Event, skip *conversation.SkipSet) (mysql.BatchResult, error) {
-	res, err := c.Store.ApplyBatch(ctx, events, skip)
+func (c *countingStore) ApplyBatch(ctx context.Context, events []conversation.Event) (conversation.BatchResult, error) {
+	res, err := c.Store.ApplyBatch(ctx, events)
 	if err == nil {
 		c.n.Add(int64(len(events)))
 	}

@@ -7,7 +7,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/convsync/conversations/internal/conversation"
-	"github.com/convsync/conversations/internal/mysql"
 )
 
 // Metrics are the projector's Prometheus metrics, all named conv_projector_*. Counters of what a batch
@@ -87,7 +86,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
-func (m *Metrics) observe(res mysql.BatchResult) {
+func (m *Metrics) observe(res conversation.BatchResult) {
 	m.messagesApplied.Add(float64(res.Applied))
 	m.duplicates.Add(float64(res.Duplicates))
 	m.belowWindow.Add(float64(res.BelowWindow))

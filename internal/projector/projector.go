@@ -33,14 +33,13 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/convsync/conversations/internal/conversation"
-	"github.com/convsync/conversations/internal/mysql"
 )
 
 // Store is what the projector needs of the read model. ApplyBatch must apply a batch in one transaction
 // and exactly once per (storage key, message_seq): after it returns nil every event's effect is
 // committed, after an error nothing of the batch is (internal/mysql.Store is one).
 type Store interface {
-	ApplyBatch(ctx context.Context, events []conversation.Event, skip *conversation.SkipSet) (mysql.BatchResult, error)
+	ApplyBatch(ctx context.Context, events []conversation.Event) (conversation.BatchResult, error)
 	Ping(ctx context.Context) error
 }
 
@@ -276,9 +275,9 @@ type timedStore struct {
 	metrics *Metrics
 }
 
-func (s timedStore) ApplyBatch(ctx context.Context, events []conversation.Event, skip *conversation.SkipSet) (mysql.BatchResult, error) {
+func (s timedStore) ApplyBatch(ctx context.Context, events []conversation.Event) (conversation.BatchResult, error) {
 	start := time.Now()
-	res, err := s.Store.ApplyBatch(ctx, events, skip)
+	res, err := s.Store.ApplyBatch(ctx, events)
 	if err == nil {
 		s.metrics.stageSeconds.WithLabelValues(stageApply).Observe((time.Since(start) - res.CommitTime).Seconds())
 		s.metrics.stageSeconds.WithLabelValues(stageDBCommit).Observe(res.CommitTime.Seconds())
@@ -321,20 +320,24 @@ func (p *Projector) process(ctx context.Context, msgs []kafkago.Message) error {
 	for _, d := range dead {
 		p.metrics.deadLettered.WithLabelValues(reasonOf(d)).Inc()
 	}
+	// Messages that have no effect by rule never reach the store (contract §3.2).
+	events, skipped := p.cfg.Skip.Filter(events)
+	res := conversation.BatchResult{}
 	if len(events) > 0 {
 		if err := p.retry(bctx, "apply", p.metrics.applyFailures, func(ctx context.Context) error {
 			start := time.Now()
-			res, err := p.store.ApplyBatch(ctx, events, &p.cfg.Skip)
-			if err != nil {
+			var err error
+			if res, err = p.store.ApplyBatch(ctx, events); err != nil {
 				return err
 			}
 			p.metrics.applySeconds.Observe(time.Since(start).Seconds())
-			p.metrics.observe(res)
 			return nil
 		}); err != nil {
 			return p.abandoned(msgs, "apply", err)
 		}
 	}
+	res.Skipped = skipped
+	p.metrics.observe(res)
 	last := lastPerPartition(msgs)
 	if err := p.retry(bctx, "commit", p.metrics.commitFailures, func(ctx context.Context) error {
 		return p.reader.CommitMessages(ctx, last...)
