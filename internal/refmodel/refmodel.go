@@ -18,7 +18,7 @@ import (
 
 // Options configure a Model like the projector under test.
 type Options struct {
-	// Skip lists the channel types stored for nobody (default 6, 7, 8, 9).
+	// Skip lists the channel types stored for nobody (default conversation.DefaultSkippedChannelTypes).
 	Skip []uint8
 	// Window is how many of a channel's newest messages recents keep (default 200, RECENTS_WINDOW).
 	Window int
@@ -85,7 +85,7 @@ type Model struct {
 // New returns an empty model.
 func New(opts Options) *Model {
 	if opts.Skip == nil {
-		opts.Skip = []uint8{6, 7, 8, 9}
+		opts.Skip = conversation.DefaultSkippedChannelTypes()
 	}
 	if opts.Window <= 0 {
 		opts.Window = 200
