@@ -113,17 +113,12 @@ func (w *wireEvent) channel() (Channel, error) {
 	if w.ChannelType == nil {
 		return Channel{}, bad(ReasonMissingField, "channel_type", "required")
 	}
-	ch := Channel{ID: *w.ChannelID}
-	if *w.ChannelType < 1 || *w.ChannelType > 255 {
+	if !ValidChannelType(*w.ChannelType) {
 		return Channel{}, bad(ReasonInvalidValue, "channel_type", "%d is outside 1..255", *w.ChannelType)
 	}
-	ch.Type = uint8(*w.ChannelType)
-	limit := MaxChannelIDLen
-	if ch.Type == ChannelTypePerson {
-		limit = MaxUIDLen // a person channel's id is a uid
-	}
-	if len(ch.ID) > limit {
-		return Channel{}, bad(ReasonInvalidValue, "channel_id", "%d bytes, limit %d", len(ch.ID), limit)
+	ch := Channel{ID: *w.ChannelID, Type: uint8(*w.ChannelType)}
+	if err := CheckChannelID(ch.ID, ch.Type); err != nil {
+		return Channel{}, bad(ReasonInvalidValue, "channel_id", "%v", err)
 	}
 	return ch, nil
 }
@@ -155,10 +150,10 @@ func (w *wireEvent) message(recordTime time.Time) (*Message, error) {
 		return nil, bad(ReasonInvalidValue, "message_seq", "%d, want > 0", m.MessageSeq)
 	case len(m.ClientMsgNo) > MaxClientMsgNoLen:
 		return nil, bad(ReasonInvalidValue, "client_msg_no", "%d bytes, limit %d", len(m.ClientMsgNo), MaxClientMsgNoLen)
-	case len(m.FromUID) > MaxUIDLen:
-		return nil, bad(ReasonInvalidValue, "from_uid", "%d bytes, limit %d", len(m.FromUID), MaxUIDLen)
 	case ch.Type == ChannelTypePerson && m.FromUID == "":
 		return nil, bad(ReasonMissingField, "from_uid", "required for person channels (channel_type 1)")
+	case m.FromUID != "" && CheckUID(m.FromUID) != nil: // empty: a system message
+		return nil, bad(ReasonInvalidValue, "from_uid", "%v", CheckUID(m.FromUID))
 	case m.Timestamp < 0:
 		return nil, bad(ReasonInvalidValue, "timestamp", "%d, want >= 0", m.Timestamp)
 	case w.Setting < 0 || w.Setting > math.MaxUint8:
@@ -224,11 +219,8 @@ func checkUIDs(field string, uids []string, allowEmptyList bool) error {
 		return bad(ReasonMissingField, field, "required")
 	}
 	for i, u := range uids {
-		if u == "" {
-			return bad(ReasonInvalidValue, fmt.Sprintf("%s[%d]", field, i), "empty uid")
-		}
-		if len(u) > MaxUIDLen {
-			return bad(ReasonInvalidValue, fmt.Sprintf("%s[%d]", field, i), "%d bytes, limit %d", len(u), MaxUIDLen)
+		if err := CheckUID(u); err != nil {
+			return bad(ReasonInvalidValue, fmt.Sprintf("%s[%d]", field, i), "%v", err)
 		}
 	}
 	return nil

@@ -56,7 +56,7 @@ func parseLastMsgSeq(entry string) (lastMsgSeq, bool) {
 		return lastMsgSeq{}, false
 	}
 	id := rest[:j]
-	if id == "" || len(id) > conversation.MaxChannelIDLen {
+	if conversation.CheckChannelID(id, uint8(typ)) != nil {
 		return lastMsgSeq{}, false
 	}
 	return lastMsgSeq{Channel: conversation.Channel{ID: id, Type: uint8(typ)}, Seq: int64(seq)}, true

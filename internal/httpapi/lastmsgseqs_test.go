@@ -48,6 +48,7 @@ func TestParseLastMsgSeqsMalformed(t *testing.T) {
 		"g1", "g1:2", ":2:3", "g1:2:", "g1::3", "g1:0:3", "g1:256:3", "g1:-1:3", "g1:2:-1", "g1:2:+1",
 		"g1:2:x", "g1:two:3", "g1:2:3 ", " g1:2:3x", "g1:2:3.0", "g1:2:9223372036854775808",
 		"g1:2:3|bad", "ok:1:1|g1:2", strings.Repeat("a", conversation.MaxChannelIDLen+1) + ":2:3",
+		strings.Repeat("a", conversation.MaxUIDLen+1) + ":1:3", // a person channel's id is a uid
 	} {
 		t.Run(in, func(t *testing.T) {
 			_, err := parseLastMsgSeqs(in)

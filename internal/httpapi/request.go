@@ -90,13 +90,13 @@ func jsonKindPlural(t reflect.Type) string {
 	return "integers"
 }
 
-// checkUID applies the uid rules every endpoint shares.
+// checkUID applies the domain's uid rules (conversation.CheckUID), in WuKongIM's words when it is empty.
 func checkUID(uid string) error {
-	switch {
-	case uid == "":
-		return badRequest(msgEmptyUID)
-	case len(uid) > conversation.MaxUIDLen:
-		return badRequest("uid is longer than %d bytes", conversation.MaxUIDLen)
+	if err := conversation.CheckUID(uid); err != nil {
+		if conversation.IsEmptyID(err) {
+			return badRequest(msgEmptyUID)
+		}
+		return badRequest("uid %v", err)
 	}
 	return nil
 }
@@ -117,15 +117,11 @@ func (r *convRequest) key() (conversation.ConvKey, error) {
 	if r.ChannelID == "" || r.ChannelType == 0 {
 		return conversation.ConvKey{}, badRequest(msgEmptyChannel)
 	}
-	if r.ChannelType < 1 || r.ChannelType > 255 {
+	if !conversation.ValidChannelType(r.ChannelType) {
 		return conversation.ConvKey{}, badRequest("channel_type must be 1..255")
 	}
-	limit := conversation.MaxChannelIDLen
-	if uint8(r.ChannelType) == conversation.ChannelTypePerson {
-		limit = conversation.MaxUIDLen // a person channel's id is the peer's uid
-	}
-	if len(r.ChannelID) > limit {
-		return conversation.ConvKey{}, badRequest("channel_id is longer than %d bytes", limit)
+	if err := conversation.CheckChannelID(r.ChannelID, uint8(r.ChannelType)); err != nil {
+		return conversation.ConvKey{}, badRequest("channel_id %v", err)
 	}
 	return conversation.ConvKey{UID: r.UID, ChannelID: r.ChannelID, ChannelType: uint8(r.ChannelType)}, nil
 }
