@@ -8,6 +8,9 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	mysqldriver "github.com/go-sql-driver/mysql"
+
+	"github.com/convsync/conversations/internal/kafkaconn"
+	"github.com/convsync/conversations/internal/mysql"
 )
 
 // config is the API's whole configuration, read from the environment. Defaults are on the fields.
@@ -37,6 +40,13 @@ type config struct {
 	// and announces its own mutations there for the other replicas. Empty (the default): every sync checks
 	// the user's version in the database.
 	KafkaBrokers []string `env:"KAFKA_BROKERS" envSeparator:","`
+	// Kafka is how to connect to the brokers: KAFKA_SECURITY_PROTOCOL (default PLAINTEXT),
+	// KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_TLS_CA_FILE,
+	// KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE, KAFKA_TLS_SERVER_NAME (kafkaconn.Config).
+	Kafka kafkaconn.Config
+	// MySQLTLS verifies the database's certificate against a private CA: MYSQL_TLS_CA_FILE,
+	// MYSQL_TLS_CERT_FILE, MYSQL_TLS_KEY_FILE (mysql.TLS). Default none: the DSN's tls= decides.
+	MySQLTLS mysql.TLS
 	// KafkaChangesTopic is the change feed (default im.conversations.changes).
 	KafkaChangesTopic string `env:"KAFKA_CHANGES_TOPIC" envDefault:"im.conversations.changes"`
 	// SyncCacheMaxAge bounds, with the change feed on, how long a cached list is served without checking
@@ -63,6 +73,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	if _, err := mysqldriver.ParseDSN(cfg.MySQLDSN); err != nil {
 		errs = append(errs, fmt.Errorf("MYSQL_DSN: %w", err))
 	}
+	errs = append(errs, cfg.Kafka.Validate(), cfg.MySQLTLS.Validate())
 	if cfg.HTTPAddr == "" {
 		errs = append(errs, errors.New("API_HTTP_ADDR must not be empty"))
 	}
@@ -111,6 +122,8 @@ func (c config) LogValue() slog.Value {
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.Int("sync_cache_users", c.SyncCacheUsers),
 		slog.Any("kafka_brokers", c.KafkaBrokers),
+		slog.Any("kafka", c.Kafka),
+		slog.String("mysql_tls_ca_file", c.MySQLTLS.CAFile),
 		slog.String("kafka_changes_topic", c.KafkaChangesTopic),
 		slog.String("sync_cache_max_age", c.SyncCacheMaxAge.String()),
 		slog.Int("recents_cache_bytes", c.RecentsCacheBytes),

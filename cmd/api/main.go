@@ -20,6 +20,7 @@ import (
 
 	"github.com/convsync/conversations/internal/changefeed"
 	"github.com/convsync/conversations/internal/httpapi"
+	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/readcache"
 )
@@ -62,25 +63,29 @@ func run(ctx context.Context) error {
 	// The change feed (optional): follow it to keep cached lists current without reading the database,
 	// and announce this replica's own mutations on it. A committed mutation also updates this replica's
 	// cache at once (rows is set before the server starts, so before any commit).
+	kc, err := kafkaconn.New(cfg.Kafka)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	var rows *readcache.Rows
 	var follower *changefeed.Follower
 	var publish func(context.Context, map[string]int64)
 	maxAge := time.Duration(0) // without the feed, every sync checks the user's version
 	if len(cfg.KafkaBrokers) > 0 && cfg.SyncCacheUsers > 0 {
-		follower, err = changefeed.NewFollower(ctx, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log)
+		follower, err = changefeed.NewFollower(ctx, kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log)
 		if err != nil {
 			log.Warn("change feed unavailable: every sync checks the database", "error", err.Error())
 		} else {
 			maxAge = cfg.SyncCacheMaxAge
 		}
-		changes, err := changefeed.NewPublisher(cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
+		changes, err := changefeed.NewPublisher(kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
 		if err != nil {
 			return fmt.Errorf("change feed: %w", err)
 		}
 		defer changes.Close()
 		publish = changes.AfterCommit
 	}
-	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{MaxOpenConns: cfg.MySQLMaxOpenConns,
+	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{MaxOpenConns: cfg.MySQLMaxOpenConns, TLS: cfg.MySQLTLS,
 		OnCommit: func(ctx context.Context, versions map[string]int64) {
 			if rows != nil {
 				for uid, v := range versions {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/testenv"
 )
 
@@ -35,6 +36,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		KafkaChangesTopic:    "im.conversations.changes",
 		SyncCacheMaxAge:      5 * time.Second,
 		ShutdownTimeout:      10 * time.Second,
+		Kafka:                kafkaconn.Config{SecurityProtocol: "PLAINTEXT", SASLMechanism: "SCRAM-SHA-512"},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("defaults %+v, want %+v", cfg, want)
@@ -54,7 +56,8 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 	want := config{MySQLDSN: "u:p@tcp(db:3306)/x", HTTPAddr: ":9000", Token: "tok", LogLevel: slog.LevelDebug,
 		SyncMaxMsgCount: 7, SyncMaxConversations: 8, MySQLMaxOpenConns: 9, ShutdownTimeout: 3 * time.Second,
 		RecentsCacheBytes: 1024, RecentsCacheTTL: 2 * time.Second,
-		KafkaBrokers: []string{"k1:9092", "k2:9092"}, KafkaChangesTopic: "feed", SyncCacheMaxAge: time.Second}
+		KafkaBrokers: []string{"k1:9092", "k2:9092"}, KafkaChangesTopic: "feed", SyncCacheMaxAge: time.Second,
+		Kafka: kafkaconn.Config{SecurityProtocol: "PLAINTEXT", SASLMechanism: "SCRAM-SHA-512"}}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("config %+v, want %+v", cfg, want)
 	}
@@ -83,7 +86,8 @@ func TestLoadConfigInvalid(t *testing.T) {
 
 // TestConfigNeverShowsSecrets: logs and fmt show neither the token nor the database password.
 func TestConfigNeverShowsSecrets(t *testing.T) {
-	cfg, err := loadConfig(map[string]string{"API_TOKEN": "tok-s3cret", "MYSQL_DSN": "conv:pw-s3cret@tcp(db:3306)/conversations"})
+	cfg, err := loadConfig(map[string]string{"API_TOKEN": "tok-s3cret", "MYSQL_DSN": "conv:pw-s3cret@tcp(db:3306)/conversations",
+		"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": "kafka-s3cret"})
 	if err != nil {
 		t.Fatal(err)
 	}

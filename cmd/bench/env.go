@@ -103,7 +103,7 @@ func (e *env) freshTopic(ctx context.Context, partitions int) (string, error) {
 		c := &kafkago.Client{Addr: kafkago.TCP(e.brokers...), Timeout: 10 * time.Second}
 		_, _ = c.DeleteTopics(context.Background(), &kafkago.DeleteTopicsRequest{Topics: []string{name, name + ".dlq", name + ".changes"}})
 	})
-	return name, topicadmin.Ensure(ctx, e.brokers, topicadmin.Topic{Name: name, Partitions: partitions},
+	return name, topicadmin.Ensure(ctx, nil, e.brokers, topicadmin.Topic{Name: name, Partitions: partitions},
 		topicadmin.Topic{Name: name + ".dlq", Partitions: 1}, topicadmin.Topic{Name: name + ".changes", Partitions: 1})
 }
 

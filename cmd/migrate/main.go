@@ -15,6 +15,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/topicadmin"
 )
@@ -25,6 +26,13 @@ type config struct {
 	MySQLDSN string `env:"MYSQL_DSN" envDefault:"conv:conv@tcp(127.0.0.1:3306)/conversations"`
 	// KafkaBrokers are the bootstrap brokers; empty skips topic creation.
 	KafkaBrokers []string `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:9092" envSeparator:","`
+	// Kafka is how to connect to the brokers: KAFKA_SECURITY_PROTOCOL (default PLAINTEXT),
+	// KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_TLS_CA_FILE,
+	// KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE, KAFKA_TLS_SERVER_NAME (kafkaconn.Config).
+	Kafka kafkaconn.Config
+	// MySQLTLS verifies the database's certificate against a private CA: MYSQL_TLS_CA_FILE,
+	// MYSQL_TLS_CERT_FILE, MYSQL_TLS_KEY_FILE (mysql.TLS). Default none: the DSN's tls= decides.
+	MySQLTLS mysql.TLS
 	// KafkaTopic is the events topic, created with KafkaPartitions partitions.
 	KafkaTopic string `env:"KAFKA_TOPIC" envDefault:"im.messages"`
 	// KafkaDLQTopic is the dead-letter topic, created with KafkaPartitions partitions.
@@ -56,10 +64,17 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if cfg.KafkaPartitions < 1 {
 		return fmt.Errorf("config: KAFKA_PARTITIONS must be at least 1, got %d", cfg.KafkaPartitions)
 	}
+	if err := cfg.MySQLTLS.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	kc, err := kafkaconn.New(cfg.Kafka)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Wait)
 	defer cancel()
 
-	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{MaxOpenConns: 2})
+	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{MaxOpenConns: 2, TLS: cfg.MySQLTLS})
 	if err != nil {
 		return err
 	}
@@ -75,7 +90,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if cfg.KafkaChangesTopic != "" {
 		topics = append(topics, topicadmin.Topic{Name: cfg.KafkaChangesTopic, Partitions: 1})
 	}
-	err = retry(ctx, log, "kafka", func() error { return topicadmin.Ensure(ctx, cfg.KafkaBrokers, topics...) })
+	err = retry(ctx, log, "kafka", func() error { return topicadmin.Ensure(ctx, kc, cfg.KafkaBrokers, topics...) })
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,9 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/convsync/conversations/internal/kafkaconn"
+	"github.com/convsync/conversations/internal/mysql"
 )
 
 // config is the projector's configuration, read from the environment. Each field's default is the
@@ -19,6 +22,13 @@ type config struct {
 	MySQLDSN string `env:"MYSQL_DSN" envDefault:"conv:conv@tcp(127.0.0.1:3306)/conversations"`
 	// KafkaBrokers is a comma-separated list of bootstrap brokers. Default 127.0.0.1:9092.
 	KafkaBrokers []string `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:9092" envSeparator:","`
+	// Kafka is how to connect to the brokers: KAFKA_SECURITY_PROTOCOL (default PLAINTEXT),
+	// KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_TLS_CA_FILE,
+	// KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE, KAFKA_TLS_SERVER_NAME (kafkaconn.Config).
+	Kafka kafkaconn.Config
+	// MySQLTLS verifies the database's certificate against a private CA: MYSQL_TLS_CA_FILE,
+	// MYSQL_TLS_CERT_FILE, MYSQL_TLS_KEY_FILE (mysql.TLS). Default none: the DSN's tls= decides.
+	MySQLTLS mysql.TLS
 	// KafkaTopic is the events topic (contract §1). Default im.messages.
 	KafkaTopic string `env:"KAFKA_TOPIC" envDefault:"im.messages"`
 	// KafkaDLQTopic receives the records that can never be applied. Default im.messages.dlq.
@@ -76,6 +86,7 @@ func (c config) validate() error {
 	if _, err := gomysql.ParseDSN(c.MySQLDSN); err != nil {
 		errs = append(errs, fmt.Errorf("MYSQL_DSN: %w", err)) // the driver's message never quotes the DSN
 	}
+	errs = append(errs, c.Kafka.Validate(), c.MySQLTLS.Validate())
 	if len(c.KafkaBrokers) == 0 {
 		errs = append(errs, errors.New("KAFKA_BROKERS: at least one broker is required"))
 	}
@@ -153,6 +164,8 @@ func (c config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("mysql_dsn", redactDSN(c.MySQLDSN)),
 		slog.Any("kafka_brokers", c.KafkaBrokers),
+		slog.Any("kafka", c.Kafka),
+		slog.String("mysql_tls_ca_file", c.MySQLTLS.CAFile),
 		slog.String("kafka_topic", c.KafkaTopic),
 		slog.String("kafka_dlq_topic", c.KafkaDLQTopic),
 		slog.String("kafka_changes_topic", c.KafkaChangesTopic),
@@ -170,6 +183,9 @@ func (c config) LogValue() slog.Value {
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 	)
 }
+
+// String keeps fmt from printing the secrets that LogValue leaves out.
+func (c config) String() string { return c.LogValue().String() }
 
 // redactDSN returns dsn with its password replaced, or a placeholder when it does not parse.
 func redactDSN(dsn string) string {

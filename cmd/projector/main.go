@@ -23,6 +23,7 @@ import (
 
 	"github.com/convsync/conversations/internal/changefeed"
 	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/projector"
 )
@@ -59,9 +60,13 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	); err != nil {
 		return fmt.Errorf("register runtime metrics: %w", err)
 	}
-	storeOpts := mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: 4}
+	kc, err := kafkaconn.New(cfg.Kafka)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	storeOpts := mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: 4, TLS: cfg.MySQLTLS}
 	if cfg.KafkaChangesTopic != "" {
-		changes, err := changefeed.NewPublisher(cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
+		changes, err := changefeed.NewPublisher(kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
 		if err != nil {
 			return fmt.Errorf("change feed: %w", err)
 		}
@@ -83,6 +88,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 	p, err := projector.New(projector.Config{
 		Brokers:         cfg.KafkaBrokers,
+		Kafka:           kc,
 		Topic:           cfg.KafkaTopic,
 		DLQTopic:        cfg.KafkaDLQTopic,
 		GroupID:         cfg.KafkaGroupID,

@@ -62,14 +62,37 @@ func TestConfigUnparsableValueNamesTheVariable(t *testing.T) {
 }
 
 func TestConfigLogNeverShowsThePassword(t *testing.T) {
-	c, err := loadConfig(map[string]string{"MYSQL_DSN": "conv:s3cret-pw@tcp(db:3306)/conversations"})
+	c, err := loadConfig(map[string]string{"MYSQL_DSN": "conv:s3cret-pw@tcp(db:3306)/conversations",
+		"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": "kafka-s3cret-pw"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("starting", "config", c)
-	if strings.Contains(buf.String(), "s3cret-pw") || !strings.Contains(buf.String(), "db:3306") {
-		t.Fatalf("logged config %s: want the DSN without its password", buf.String())
+	if strings.Contains(buf.String(), "s3cret-pw") || !strings.Contains(buf.String(), "db:3306") ||
+		!strings.Contains(buf.String(), `"sasl_username":"svc"`) {
+		t.Fatalf("logged config %s: want the DSN and Kafka user without their passwords", buf.String())
+	}
+	if s := fmt.Sprintf("%v %+v %s", c, c, c); strings.Contains(s, "s3cret-pw") {
+		t.Fatalf("printed config holds a password: %s", s)
+	}
+}
+
+func TestConfigSecureConnections(t *testing.T) {
+	_, err := loadConfig(map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "GSSAPI",
+		"MYSQL_TLS_CERT_FILE": "/c.pem"})
+	for _, v := range []string{"KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "MYSQL_TLS_KEY_FILE"} {
+		if err == nil || !strings.Contains(err.Error(), v) {
+			t.Errorf("err = %v, want it to name %s", err, v)
+		}
+	}
+	c, err := loadConfig(map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+		"KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p", "KAFKA_TLS_CA_FILE": "/ca.pem", "MYSQL_TLS_CA_FILE": "/db-ca.pem"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Kafka.SASLMechanism != "SCRAM-SHA-256" || c.Kafka.TLSCAFile != "/ca.pem" || c.MySQLTLS.CAFile != "/db-ca.pem" {
+		t.Fatalf("secure settings not read: %+v %+v", c.Kafka, c.MySQLTLS)
 	}
 }
 
@@ -188,4 +211,74 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestRunOverSASLSSL runs the projector against the broker's SASL_SSL listener only: readiness (the
+// Kafka probe), the group reader, the dead-letter writer and the change-feed publisher must all
+// authenticate, or the record never lands, the bad one is never dead-lettered, or /readyz stays 503.
+func TestRunOverSASLSSL(t *testing.T) {
+	sec := testenv.SASLKafka(t)
+	topics := testenv.Topics(t, sec.AdminBrokers, 1)
+	store, dsn := testenv.Store(t, mysql.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, map[string]string{"MYSQL_DSN": dsn, "KAFKA_BROKERS": strings.Join(sec.Brokers, ","),
+			"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": sec.PlainUser,
+			"KAFKA_SASL_PASSWORD": sec.PlainPassword, "KAFKA_TLS_CA_FILE": sec.CAFile,
+			"KAFKA_TOPIC": topics.Events, "KAFKA_DLQ_TOPIC": topics.DLQ, "KAFKA_CHANGES_TOPIC": topics.Changes,
+			"KAFKA_GROUP_ID": testenv.Name("group."), "PROJECTOR_HTTP_ADDR": addr}, &out)
+	}()
+	waitFor(t, 30*time.Second, "/readyz answers 200 over SASL_SSL", func() bool {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	})
+	// Produced through the plaintext listener of the same cluster: what is under test is the projector.
+	w := &kafkago.Writer{Addr: kafkago.TCP(sec.AdminBrokers...), Topic: topics.Events, RequiredAcks: kafkago.RequireAll,
+		BatchTimeout: time.Millisecond}
+	defer w.Close()
+	good := `{"message_id":1,"message_seq":1,"from_uid":"alice","channel_id":"g1","channel_type":2,"header":{"red_dot":1},"subscribers":["bob"]}`
+	waitFor(t, 10*time.Second, "the records are produced", func() bool {
+		return w.WriteMessages(ctx, kafkago.Message{Key: []byte("g1"), Value: []byte("{not json")},
+			kafkago.Message{Key: []byte("g1"), Value: []byte(good)}) == nil
+	})
+	waitFor(t, 30*time.Second, "bob's conversation exists", func() bool {
+		var unread int64
+		return store.DB().Get(&unread, `SELECT unread FROM conversations WHERE uid = 'bob'`) == nil && unread == 1
+	})
+	waitFor(t, 10*time.Second, "the dead letter and the change are counted", func() bool {
+		res, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(res.Body)
+		return strings.Contains(b.String(), `conv_projector_dead_lettered_total{reason="invalid_json"} 1`) &&
+			strings.Contains(b.String(), "conv_changes_published_total 1")
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run = %v, want nil after a signal", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+	if strings.Contains(out.String(), sec.PlainPassword) {
+		t.Fatal("the log holds the SASL password")
+	}
 }

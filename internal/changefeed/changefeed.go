@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/convsync/conversations/internal/kafkaconn"
 )
 
 // usersPerRecord bounds one change record, so a batch that changed many users is a few records.
@@ -38,7 +40,7 @@ type Publisher struct {
 
 // NewPublisher returns a publisher to topic, with its metrics registered in reg. It connects
 // lazily, on the first Publish.
-func NewPublisher(brokers []string, topic string, log *slog.Logger, reg prometheus.Registerer) (*Publisher, error) {
+func NewPublisher(kc *kafkaconn.Conn, brokers []string, topic string, log *slog.Logger, reg prometheus.Registerer) (*Publisher, error) {
 	p := &Publisher{
 		log: log,
 		published: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "conv", Subsystem: "changes",
@@ -52,6 +54,7 @@ func NewPublisher(brokers []string, topic string, log *slog.Logger, reg promethe
 	p.w = &kafkago.Writer{
 		Addr:         kafkago.TCP(brokers...),
 		Topic:        topic,
+		Transport:    kc.Transport(),
 		RequiredAcks: kafkago.RequireOne,
 		// A publish follows a commit the caller waits on: do not hold it for a fuller batch.
 		BatchTimeout: 2 * time.Millisecond,
@@ -112,11 +115,11 @@ type Follower struct {
 
 // NewFollower prepares to read every partition of the change feed from its current end. It fails
 // when the brokers cannot be reached or the topic does not exist; then nothing is followed.
-func NewFollower(ctx context.Context, brokers []string, topic string, log *slog.Logger) (*Follower, error) {
+func NewFollower(ctx context.Context, kc *kafkaconn.Conn, brokers []string, topic string, log *slog.Logger) (*Follower, error) {
 	if len(brokers) == 0 {
 		return nil, errors.New("no Kafka brokers configured")
 	}
-	conn, err := (&kafkago.Dialer{}).DialContext(ctx, "tcp", brokers[0])
+	conn, err := kc.Dialer().DialContext(ctx, "tcp", brokers[0])
 	if err != nil {
 		return nil, fmt.Errorf("dial Kafka %s: %w", brokers[0], err)
 	}
@@ -129,6 +132,7 @@ func NewFollower(ctx context.Context, brokers []string, topic string, log *slog.
 	for _, part := range parts {
 		r := kafkago.NewReader(kafkago.ReaderConfig{
 			Brokers: brokers, Topic: topic, Partition: part.ID, MinBytes: 1, MaxBytes: 4 << 20, MaxWait: time.Second,
+			Dialer: kc.Dialer(),
 			ErrorLogger: kafkago.LoggerFunc(func(format string, args ...any) {
 				log.Warn("change feed", "detail", fmt.Sprintf(format, args...))
 			}),

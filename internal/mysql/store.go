@@ -8,6 +8,8 @@ package mysql
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"database/sql/driver"
 	"errors"
@@ -16,6 +18,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -41,6 +44,63 @@ type Options struct {
 	// committed, with each changed user's new version: readers that cache lists learn of changes from it
 	// (the change feed). It runs on the committing goroutine; it cannot undo or fail the commit.
 	OnCommit func(ctx context.Context, versions map[string]int64)
+	// TLS, when it names a CA file, makes every connection TLS, verified against that CA.
+	TLS TLS
+}
+
+// TLS is how to reach a server that requires TLS with a private CA. Binaries embed it in their
+// configuration. A DSN's own tls= parameter (true, skip-verify, preferred) still works when CAFile is
+// empty; with CAFile set it is overridden.
+type TLS struct {
+	// CAFile is a PEM file of the CAs that sign the server's certificate. Default none (the DSN decides).
+	CAFile string `env:"MYSQL_TLS_CA_FILE"`
+	// CertFile and KeyFile are a PEM client certificate and key, for servers that require X.509
+	// authentication. Default none; set both or neither, and only with CAFile.
+	CertFile string `env:"MYSQL_TLS_CERT_FILE"`
+	KeyFile  string `env:"MYSQL_TLS_KEY_FILE"`
+}
+
+// Validate reports what is inconsistent, naming the variables.
+func (t TLS) Validate() error {
+	var errs []error
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		errs = append(errs, errors.New("MYSQL_TLS_CERT_FILE and MYSQL_TLS_KEY_FILE: set both or neither"))
+	}
+	if t.CAFile == "" && t.CertFile != "" {
+		errs = append(errs, errors.New("MYSQL_TLS_CERT_FILE: needs MYSQL_TLS_CA_FILE"))
+	}
+	return errors.Join(errs...)
+}
+
+// config is the TLS configuration for a server at addr ("host:port"), nil when no CA file is set.
+func (t TLS) config(addr string) (*tls.Config, error) {
+	if t.CAFile == "" {
+		return nil, nil
+	}
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	pem, err := os.ReadFile(t.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("MYSQL_TLS_CA_FILE: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("MYSQL_TLS_CA_FILE: %s holds no PEM certificate", t.CAFile)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: host}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("MYSQL_TLS_CERT_FILE/MYSQL_TLS_KEY_FILE: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }
 
 // Store is the read model. It is safe for concurrent use.
@@ -64,6 +124,11 @@ func Open(dsn string, opts Options) (*Store, error) {
 	cfg.ParseTime = false
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
+	}
+	if tc, err := opts.TLS.config(cfg.Addr); err != nil {
+		return nil, err
+	} else if tc != nil {
+		cfg.TLS = tc
 	}
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {

@@ -190,7 +190,7 @@ func TestDeadLetterFailureBlocksTheCommit(t *testing.T) {
 	if n := store.applied(); n != 0 {
 		t.Fatalf("applied %d events while dead letters fail, want 0: the batch waits whole", n)
 	}
-	if err := topicadmin.Ensure(t.Context(), brokers, topicadmin.Topic{Name: dlq, Partitions: 1}); err != nil {
+	if err := topicadmin.Ensure(t.Context(), nil, brokers, topicadmin.Topic{Name: dlq, Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
 	waitCommittedToEnd(t, brokers, group, topic, 1, 30*time.Second)

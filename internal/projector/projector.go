@@ -33,6 +33,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/kafkaconn"
 )
 
 // Store is what the projector needs of the read model. ApplyBatch must apply a batch in one transaction
@@ -47,6 +48,8 @@ type Store interface {
 // picks the default named on it; Brokers, Topic, DLQTopic and GroupID are required.
 type Config struct {
 	Brokers []string
+	// Kafka is how to connect to the brokers (TLS, SASL); nil connects in plaintext.
+	Kafka *kafkaconn.Conn
 	// Topic is the events topic (contract §1).
 	Topic string
 	// DLQTopic receives the records that can never be applied (contract §1.3).
@@ -181,6 +184,7 @@ func New(cfg Config, store Store, metrics *Metrics, log *slog.Logger) (*Projecto
 		// Another instance joining or leaving the group is noticed within a second, not three.
 		HeartbeatInterval: time.Second,
 		SessionTimeout:    cfg.SessionTimeout,
+		Dialer:            cfg.Kafka.Dialer(),
 		ErrorLogger: kafkago.LoggerFunc(func(format string, args ...any) {
 			log.Warn("kafka consumer", "detail", fmt.Sprintf(format, args...))
 		}),
@@ -189,8 +193,9 @@ func New(cfg Config, store Store, metrics *Metrics, log *slog.Logger) (*Projecto
 		return nil, fmt.Errorf("kafka reader config: %w", err)
 	}
 	dlq := &kafkago.Writer{
-		Addr:  kafkago.TCP(cfg.Brokers...),
-		Topic: cfg.DLQTopic,
+		Addr:      kafkago.TCP(cfg.Brokers...),
+		Topic:     cfg.DLQTopic,
+		Transport: cfg.Kafka.Transport(),
 		// One key's dead letters stay in one partition, in order.
 		Balancer:     &kafkago.Hash{},
 		RequiredAcks: kafkago.RequireAll,
@@ -207,7 +212,7 @@ func New(cfg Config, store Store, metrics *Metrics, log *slog.Logger) (*Projecto
 		store:        timedStore{store, metrics},
 		readerConfig: rc,
 		dlq:          dlq,
-		probe:        &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: checkTimeout, Transport: &kafkago.Transport{}},
+		probe:        &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: checkTimeout, Transport: cfg.Kafka.Transport()},
 		metrics:      metrics,
 		log:          log,
 	}, nil

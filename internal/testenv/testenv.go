@@ -116,7 +116,7 @@ func Topics(t testing.TB, brokers []string, partitions int) TopicSet {
 	ts := TopicSet{Events: events, DLQ: events + ".dlq", Changes: events + ".changes"}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := topicadmin.Ensure(ctx, brokers, topicadmin.Topic{Name: ts.Events, Partitions: partitions},
+	if err := topicadmin.Ensure(ctx, nil, brokers, topicadmin.Topic{Name: ts.Events, Partitions: partitions},
 		topicadmin.Topic{Name: ts.DLQ, Partitions: 1}, topicadmin.Topic{Name: ts.Changes, Partitions: 1}); err != nil {
 		t.Fatalf("create test topics: %v", err)
 	}

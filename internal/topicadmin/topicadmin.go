@@ -12,6 +12,8 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/convsync/conversations/internal/kafkaconn"
 )
 
 // Topic is a topic to create and how.
@@ -24,11 +26,11 @@ type Topic struct {
 // cluster), and returns once the cluster serves every partition of each (a topic just created refuses
 // produce requests for a moment). Existing topics are left as they are: their partition count is not
 // changed. It returns an error when the cluster cannot be reached, refuses a topic, or ctx ends first.
-func Ensure(ctx context.Context, brokers []string, topics ...Topic) error {
+func Ensure(ctx context.Context, kc *kafkaconn.Conn, brokers []string, topics ...Topic) error {
 	if len(brokers) == 0 {
 		return errors.New("no Kafka brokers configured")
 	}
-	var d kafkago.Dialer
+	d := kc.Dialer()
 	conn, err := d.DialContext(ctx, "tcp", brokers[0])
 	if err != nil {
 		return fmt.Errorf("dial Kafka %s: %w", brokers[0], err)
@@ -57,6 +59,13 @@ func Ensure(ctx context.Context, brokers []string, topics ...Topic) error {
 		return fmt.Errorf("create topics: %w", err)
 	}
 	client := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 5 * time.Second}
+	if kc != nil {
+		transport := kc.Transport()
+		defer transport.CloseIdleConnections()
+		client.Transport = transport
+	}
+	// Without kc the wait runs on kafka-go's DefaultTransport, the one plaintext writers share: its
+	// metadata then knows the new topics, and a writer's first produce finds them.
 	for _, t := range topics {
 		if err := waitServed(ctx, client, t.Name); err != nil {
 			return err
