@@ -86,16 +86,29 @@ func run(ctx context.Context, log *slog.Logger) error {
 		log.Info("KAFKA_BROKERS is empty: topics not checked")
 		return nil
 	}
-	topics := []topicadmin.Topic{{Name: cfg.KafkaTopic, Partitions: cfg.KafkaPartitions}, {Name: cfg.KafkaDLQTopic, Partitions: cfg.KafkaPartitions}}
+	topics := []topicadmin.Topic{{Name: cfg.KafkaTopic, Partitions: cfg.KafkaPartitions}}
 	if cfg.KafkaChangesTopic != "" {
 		topics = append(topics, topicadmin.Topic{Name: cfg.KafkaChangesTopic, Partitions: 1})
 	}
-	err = retry(ctx, log, "kafka", func() error { return topicadmin.Ensure(ctx, kc, cfg.KafkaBrokers, topics...) })
+	// The dead-letter topic's size limit follows the events topic's, so any record the events topic
+	// accepted can be dead-lettered whole (an existing dead-letter topic's limit is raised if lower).
+	eventsLimit := 0
+	err = retry(ctx, log, "kafka", func() error {
+		if err := topicadmin.Ensure(ctx, kc, cfg.KafkaBrokers, topics...); err != nil {
+			return err
+		}
+		var err error
+		if eventsLimit, err = topicadmin.MaxMessageBytes(ctx, kc, cfg.KafkaBrokers, cfg.KafkaTopic); err != nil {
+			return err
+		}
+		return topicadmin.Ensure(ctx, kc, cfg.KafkaBrokers, topicadmin.DeadLetterTopic(cfg.KafkaDLQTopic, cfg.KafkaPartitions, eventsLimit))
+	})
 	if err != nil {
 		return err
 	}
 	log.Info("topics ready", "topic", cfg.KafkaTopic, "dlq_topic", cfg.KafkaDLQTopic, "changes_topic", cfg.KafkaChangesTopic,
-		"partitions", cfg.KafkaPartitions)
+		"partitions", cfg.KafkaPartitions, "max_message_bytes", eventsLimit,
+		"dlq_max_message_bytes", topicadmin.DeadLetterTopic(cfg.KafkaDLQTopic, 0, eventsLimit).MaxMessageBytes)
 	return nil
 }
 

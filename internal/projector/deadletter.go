@@ -12,7 +12,8 @@ import (
 )
 
 // Headers of a dead-letter record, added after the original record's own headers. The record's key and
-// value are the original's, byte for byte.
+// value are the original's, byte for byte, unless the dead-letter topic refused the record for its size:
+// then a reduced dead letter is written instead (see reduce), which carries HeaderValueBytes.
 const (
 	// HeaderReason is why the record cannot be applied: one of conversation's Reason constants.
 	HeaderReason = "x-dlq-reason"
@@ -22,6 +23,20 @@ const (
 	HeaderSourceTopic     = "x-source-topic"
 	HeaderSourcePartition = "x-source-partition"
 	HeaderSourceOffset    = "x-source-offset"
+	// HeaderValueBytes is on reduced dead letters only: the size of the original value, of which the
+	// letter's value is the first ReducedValueBytes at most. The original's own headers are not kept.
+	HeaderValueBytes = "x-dlq-value-bytes"
+)
+
+// Bounds of what a dead letter adds or keeps. A dead letter must fit the dead-letter topic: its headers
+// are small whatever the record, and a reduced one is small whatever the record was.
+const (
+	// maxErrorHeaderBytes bounds the x-dlq-error text (a decoding error may quote part of the input).
+	maxErrorHeaderBytes = 1 << 10
+	// ReducedValueBytes is the prefix of the original value that a reduced dead letter keeps.
+	ReducedValueBytes = 8 << 10
+	// reducedKeyBytes bounds the key of a reduced dead letter (keys are storage keys, far shorter).
+	reducedKeyBytes = 1 << 10
 )
 
 // reasonUnknown labels a decoding failure that is not a *conversation.BadEventError, which DecodeEvent
@@ -54,11 +69,11 @@ func (p *Projector) decode(msgs []kafkago.Message) ([]conversation.Event, []kafk
 
 // deadLetter is the dead-letter record of m: its key, value and headers, plus the x- headers above.
 func deadLetter(m kafkago.Message, reason string, err error) kafkago.Message {
-	headers := make([]kafkago.Header, 0, len(m.Headers)+5)
+	headers := make([]kafkago.Header, 0, len(m.Headers)+deadLetterHeaders)
 	headers = append(headers, m.Headers...)
 	headers = append(headers,
 		kafkago.Header{Key: HeaderReason, Value: []byte(reason)},
-		kafkago.Header{Key: HeaderError, Value: []byte(err.Error())},
+		kafkago.Header{Key: HeaderError, Value: truncate([]byte(err.Error()), maxErrorHeaderBytes)},
 		kafkago.Header{Key: HeaderSourceTopic, Value: []byte(m.Topic)},
 		kafkago.Header{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(m.Partition))},
 		kafkago.Header{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
@@ -76,25 +91,82 @@ func reasonOf(m kafkago.Message) string {
 	return reasonUnknown
 }
 
-// writePending writes dead letters and returns those still unwritten: none on success; after a partial
-// failure only the failed ones, so a retry does not write the others twice.
-func writePending(ctx context.Context, w writer, pending []kafkago.Message) ([]kafkago.Message, error) {
-	if len(pending) == 0 {
-		return nil, nil
-	}
-	err := w.WriteMessages(ctx, pending...)
+// reduce is the reduced dead letter of d, written when the dead-letter topic refuses d for its size: the
+// same reason, error and source headers, the original value's size, and bounded prefixes of the key and
+// value. The original's own headers are dropped, they may be what made it too large. Whatever the record,
+// the result is a few KiB, so every record the events topic accepted reaches an end.
+func reduce(d kafkago.Message) kafkago.Message {
+	headers := make([]kafkago.Header, 0, deadLetterHeaders+1)
+	headers = append(headers, d.Headers[max(0, len(d.Headers)-deadLetterHeaders):]...)
+	headers = append(headers, kafkago.Header{Key: HeaderValueBytes, Value: []byte(strconv.Itoa(len(d.Value)))})
+	return kafkago.Message{Key: truncate(d.Key, reducedKeyBytes), Value: truncate(d.Value, ReducedValueBytes), Headers: headers}
+}
+
+// deadLetterHeaders is the number of headers deadLetter appends after the original's.
+const deadLetterHeaders = 5
+
+func truncate(b []byte, n int) []byte { return b[:min(len(b), n)] }
+
+// tooLarge reports whether a write failed for its records' size: the writer's own check, or the broker's
+// MESSAGE_TOO_LARGE (the topic's max.message.bytes), also as the per-record errors of a write.
+func tooLarge(err error) bool {
 	var perRecord kafkago.WriteErrors
-	if !errors.As(err, &perRecord) || len(perRecord) != len(pending) {
-		if err != nil {
-			return pending, err
+	if errors.As(err, &perRecord) {
+		for _, e := range perRecord {
+			if e != nil && !tooLarge(e) {
+				return false
+			}
 		}
-		return nil, nil
+		return perRecord.Count() > 0
 	}
-	var failed []kafkago.Message
-	for i, e := range perRecord {
+	return errors.Is(err, kafkago.MessageSizeTooLarge)
+}
+
+// writePending writes dead letters and returns those still unwritten: none on success; after a partial
+// failure only the failed ones, so a retry does not write the others twice. A letter refused for its size
+// is written alone (a batch of letters may be too large where each fits), and when it is still refused
+// its reduced form is written instead; reduced counts those. Size refusals are therefore never retried
+// forever; any other failure leaves the letter pending for the caller's retry.
+func writePending(ctx context.Context, w writer, pending []kafkago.Message) (left []kafkago.Message, reduced int, err error) {
+	if len(pending) == 0 {
+		return nil, 0, nil
+	}
+	err = w.WriteMessages(ctx, pending...)
+	if err == nil {
+		return nil, 0, nil
+	}
+	var sized []kafkago.Message
+	var perRecord kafkago.WriteErrors
+	switch {
+	case errors.As(err, &perRecord) && len(perRecord) == len(pending):
+		var errs []error
+		for i, e := range perRecord {
+			switch {
+			case e == nil:
+			case tooLarge(e):
+				sized = append(sized, pending[i])
+			default:
+				left = append(left, pending[i])
+				errs = append(errs, e)
+			}
+		}
+		err = errors.Join(errs...)
+	case tooLarge(err):
+		sized, err = pending, nil // the writer refused the call before sending anything
+	default:
+		return pending, 0, err
+	}
+	for _, d := range sized {
+		e := w.WriteMessages(ctx, d)
+		if tooLarge(e) {
+			if e = w.WriteMessages(ctx, reduce(d)); e == nil {
+				reduced++
+			}
+		}
 		if e != nil {
-			failed = append(failed, pending[i])
+			left = append(left, d)
+			err = errors.Join(err, e)
 		}
 	}
-	return failed, err
+	return left, reduced, err
 }

@@ -29,15 +29,15 @@ func TestHealthEndpoints(t *testing.T) {
 		wantBody string
 	}{
 		{name: "all well", brokers: brokers, topic: topic, code: 200,
-			want: Readiness{Ready: true, Database: "ok", Kafka: "ok", Loop: "ok"}},
+			want: Readiness{Ready: true, Database: "ok", Kafka: "ok", Loop: "ok", DeadLetter: "ok"}},
 		{name: "database down", brokers: brokers, topic: topic, ping: errDown, code: 503,
-			want: Readiness{Database: "unreachable", Kafka: "ok", Loop: "ok"}},
+			want: Readiness{Database: "unreachable", Kafka: "ok", Loop: "ok", DeadLetter: "ok"}},
 		{name: "broker unreachable", brokers: []string{"127.0.0.1:1"}, topic: topic, code: 503,
-			want: Readiness{Database: "ok", Kafka: "unreachable", Loop: "ok"}},
+			want: Readiness{Database: "ok", Kafka: "unreachable", Loop: "ok", DeadLetter: "unchecked"}},
 		{name: "events topic missing", brokers: brokers, topic: topic + ".nope", code: 503,
-			want: Readiness{Database: "ok", Kafka: "topic missing", Loop: "ok"}},
+			want: Readiness{Database: "ok", Kafka: "topic missing", Loop: "ok", DeadLetter: "unchecked"}},
 		{name: "loop retrying a batch", brokers: brokers, topic: topic, failing: "apply", code: 503,
-			want: Readiness{Database: "ok", Kafka: "ok", Loop: "retrying apply"}},
+			want: Readiness{Database: "ok", Kafka: "ok", Loop: "retrying apply", DeadLetter: "ok"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,6 +20,7 @@ type Metrics struct {
 	memberships     prometheus.Counter
 	rowsWritten     prometheus.Counter
 	deadLettered    *prometheus.CounterVec
+	reducedLetters  prometheus.Counter
 	batchSize       prometheus.Histogram
 	applySeconds    prometheus.Histogram
 	applyFailures   prometheus.Counter
@@ -48,6 +49,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		rowsWritten:     counter("rows_written_total", "Conversation rows inserted or updated."),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "conv", Subsystem: "projector",
 			Name: "dead_lettered_total", Help: "Bad records sent to the dead-letter topic, by reason."}, []string{"reason"}),
+		reducedLetters: counter("dead_letters_reduced_total",
+			"Dead letters the dead-letter topic refused for size, written reduced (headers and a prefix of the value)."),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
 			Name: "batch_size", Help: "Records per batch.", Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500}}),
 		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
@@ -76,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.recordsConsumed, m.messagesApplied, m.duplicates, m.belowWindow,
-		m.skipped, m.memberships, m.rowsWritten, m.deadLettered, m.batchSize, m.applySeconds, m.applyFailures,
+		m.skipped, m.memberships, m.rowsWritten, m.deadLettered, m.reducedLetters, m.batchSize, m.applySeconds, m.applyFailures,
 		m.dlqFailures, m.commitFailures, m.consumerLag, m.commits, m.purged, m.purgeFailures, m.stageSeconds} {
 		errs = append(errs, reg.Register(c))
 	}

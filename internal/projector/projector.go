@@ -202,8 +202,12 @@ func New(cfg Config, store Store, metrics *Metrics, log *slog.Logger) (*Projecto
 		// Writes are synchronous; without this a lone dead letter would wait a second for company.
 		BatchTimeout: 5 * time.Millisecond,
 		BatchSize:    cfg.BatchMaxRecords,
-		// Dead letters carry their original value whatever its size; the broker has the last word.
+		// Dead letters carry their original value whatever its size; the broker has the last word, and a
+		// letter it refuses for size is written reduced (writePending).
 		BatchBytes: int64(max(16<<20, 2*cfg.MaxEventBytes)),
+		// A record that came compressed (a gzip record over MaxEventBytes once decompressed) fits the
+		// dead-letter topic's limit again only compressed; dead letters are rare, the CPU is no concern.
+		Compression: kafkago.Gzip,
 		// The loop retries the whole write itself, with its own backoff and readiness.
 		MaxAttempts: 3,
 	}
@@ -228,6 +232,7 @@ var ErrAbandoned = errors.New("in-flight batch abandoned at shutdown, uncommitte
 // running are retried, never returned (see the package's ack rules).
 func (p *Projector) Run(ctx context.Context) (err error) {
 	p.reader = timedReader{kafkago.NewReader(p.readerConfig), p.metrics}
+	go p.checkDeadLetterLimit(ctx)
 	defer func() {
 		// Closing the reader leaves the group, so the partitions move to another member at once.
 		err = errors.Join(err, p.reader.Close(), p.dlq.Close())
@@ -317,7 +322,13 @@ func (p *Projector) process(ctx context.Context, msgs []kafkago.Message) error {
 	pending := dead
 	if err := p.retry(bctx, "dead_letter", p.metrics.dlqFailures, func(ctx context.Context) error {
 		var err error
-		pending, err = writePending(ctx, p.dlq, pending)
+		var reduced int
+		pending, reduced, err = writePending(ctx, p.dlq, pending)
+		if reduced > 0 {
+			p.metrics.reducedLetters.Add(float64(reduced))
+			p.log.Warn("dead letters over the dead-letter topic's size limit, written reduced", "count", reduced,
+				"dlq_topic", p.cfg.DLQTopic)
+		}
 		return err
 	}); err != nil {
 		return p.abandoned(msgs, "dead_letter", err)

@@ -230,11 +230,11 @@ func (w *flakyWriter) Close() error { return nil }
 func TestWritePendingRetriesOnlyTheFailedRecords(t *testing.T) {
 	w := &flakyWriter{failOnce: map[string]bool{"b": true}}
 	pending := []kafkago.Message{{Value: []byte("a")}, {Value: []byte("b")}, {Value: []byte("c")}}
-	pending, err := writePending(t.Context(), w, pending)
+	pending, _, err := writePending(t.Context(), w, pending)
 	if err == nil || len(pending) != 1 || string(pending[0].Value) != "b" {
 		t.Fatalf("after a partial failure: pending %d, err %v; want only b pending and an error", len(pending), err)
 	}
-	pending, err = writePending(t.Context(), w, pending)
+	pending, _, err = writePending(t.Context(), w, pending)
 	if err != nil || len(pending) != 0 {
 		t.Fatalf("retry: pending %d, err %v; want all written", len(pending), err)
 	}

@@ -116,11 +116,18 @@ func Topics(t testing.TB, brokers []string, partitions int) TopicSet {
 	ts := TopicSet{Events: events, DLQ: events + ".dlq", Changes: events + ".changes"}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	DeleteTopicsAtCleanup(t, brokers, ts.Events, ts.DLQ, ts.Changes)
 	if err := topicadmin.Ensure(ctx, nil, brokers, topicadmin.Topic{Name: ts.Events, Partitions: partitions},
-		topicadmin.Topic{Name: ts.DLQ, Partitions: 1}, topicadmin.Topic{Name: ts.Changes, Partitions: 1}); err != nil {
+		topicadmin.Topic{Name: ts.Changes, Partitions: 1}); err != nil {
 		t.Fatalf("create test topics: %v", err)
 	}
-	DeleteTopicsAtCleanup(t, brokers, ts.Events, ts.DLQ, ts.Changes)
+	limit, err := topicadmin.MaxMessageBytes(ctx, nil, brokers, ts.Events)
+	if err == nil {
+		err = topicadmin.Ensure(ctx, nil, brokers, topicadmin.DeadLetterTopic(ts.DLQ, 1, limit))
+	}
+	if err != nil {
+		t.Fatalf("create the test dead-letter topic: %v", err)
+	}
 	return ts
 }
 

@@ -20,6 +20,19 @@ import (
 type Topic struct {
 	Name       string
 	Partitions int
+	// MaxMessageBytes, when > 0, is the topic's max.message.bytes: set at creation, and raised (never
+	// lowered) on a topic that exists with less. 0 leaves the broker's default.
+	MaxMessageBytes int
+}
+
+// DeadLetterHeadroom is what a dead letter may add to the record it carries: the x-dlq-* and x-source-*
+// headers (the error text is bounded) and the record batch's own overhead, with a wide margin.
+const DeadLetterHeadroom = 16 << 10
+
+// DeadLetterTopic is the dead-letter topic of an events topic whose size limit is eventsMaxBytes: its own
+// limit fits any record the events topic accepts plus the dead-letter headers.
+func DeadLetterTopic(name string, partitions, eventsMaxBytes int) Topic {
+	return Topic{Name: name, Partitions: partitions, MaxMessageBytes: eventsMaxBytes + DeadLetterHeadroom}
 }
 
 // Ensure creates the topics that do not exist yet, with replication factor min(3, brokers in the
@@ -52,7 +65,11 @@ func Ensure(ctx context.Context, kc *kafkaconn.Conn, brokers []string, topics ..
 	replication := min(3, len(all))
 	configs := make([]kafkago.TopicConfig, 0, len(topics))
 	for _, t := range topics {
-		configs = append(configs, kafkago.TopicConfig{Topic: t.Name, NumPartitions: t.Partitions, ReplicationFactor: replication})
+		c := kafkago.TopicConfig{Topic: t.Name, NumPartitions: t.Partitions, ReplicationFactor: replication}
+		if t.MaxMessageBytes > 0 {
+			c.ConfigEntries = []kafkago.ConfigEntry{{ConfigName: maxMessageBytes, ConfigValue: strconv.Itoa(t.MaxMessageBytes)}}
+		}
+		configs = append(configs, c)
 	}
 	// CreateTopics answers TopicAlreadyExists for a topic that exists: that is success here.
 	if err := cc.CreateTopics(configs...); err != nil && !errors.Is(err, kafkago.TopicAlreadyExists) {
@@ -70,6 +87,74 @@ func Ensure(ctx context.Context, kc *kafkaconn.Conn, brokers []string, topics ..
 		if err := waitServed(ctx, client, t.Name); err != nil {
 			return err
 		}
+		if t.MaxMessageBytes > 0 {
+			if err := raiseMaxMessageBytes(ctx, client, t.Name, t.MaxMessageBytes); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+const maxMessageBytes = "max.message.bytes"
+
+// MaxMessageBytes returns the topic's effective max.message.bytes (its own setting, else the broker's
+// default): the largest record batch the broker accepts for it. It returns an error when the cluster
+// cannot be reached or does not know the topic. kc carries any SASL/TLS settings (nil: plaintext).
+func MaxMessageBytes(ctx context.Context, kc *kafkaconn.Conn, brokers []string, topic string) (int, error) {
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 5 * time.Second}
+	if kc != nil {
+		transport := kc.Transport()
+		defer transport.CloseIdleConnections()
+		client.Transport = transport
+	}
+	return MaxMessageBytesOf(ctx, client, topic)
+}
+
+// MaxMessageBytesOf is MaxMessageBytes through an existing client (its transport carries any SASL/TLS).
+func MaxMessageBytesOf(ctx context.Context, c *kafkago.Client, topic string) (int, error) {
+	res, err := c.DescribeConfigs(ctx, &kafkago.DescribeConfigsRequest{Resources: []kafkago.DescribeConfigRequestResource{
+		{ResourceType: kafkago.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{maxMessageBytes}},
+	}})
+	if err != nil {
+		return 0, fmt.Errorf("describe topic %s: %w", topic, err)
+	}
+	for _, r := range res.Resources {
+		if r.Error != nil {
+			return 0, fmt.Errorf("describe topic %s: %w", topic, r.Error)
+		}
+		for _, e := range r.ConfigEntries {
+			if e.ConfigName == maxMessageBytes {
+				n, err := strconv.Atoi(e.ConfigValue)
+				if err != nil {
+					return 0, fmt.Errorf("topic %s: %s %q: %w", topic, maxMessageBytes, e.ConfigValue, err)
+				}
+				return n, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("topic %s: no %s in the broker's answer", topic, maxMessageBytes)
+}
+
+// raiseMaxMessageBytes sets the topic's max.message.bytes to want when it is lower: a topic created
+// before the limit was set, or by hand, gets it on the next migrate.
+func raiseMaxMessageBytes(ctx context.Context, c *kafkago.Client, topic string, want int) error {
+	have, err := MaxMessageBytesOf(ctx, c, topic)
+	if err != nil {
+		return err
+	}
+	if have >= want {
+		return nil
+	}
+	res, err := c.IncrementalAlterConfigs(ctx, &kafkago.IncrementalAlterConfigsRequest{Resources: []kafkago.IncrementalAlterConfigsRequestResource{{
+		ResourceType: kafkago.ResourceTypeTopic, ResourceName: topic,
+		Configs: []kafkago.IncrementalAlterConfigsRequestConfig{{Name: maxMessageBytes, Value: strconv.Itoa(want), ConfigOperation: kafkago.ConfigOperationSet}},
+	}}})
+	if err == nil && len(res.Resources) == 1 {
+		err = res.Resources[0].Error
+	}
+	if err != nil {
+		return fmt.Errorf("raise %s of topic %s from %d to %d: %w", maxMessageBytes, topic, have, want, err)
 	}
 	return nil
 }
