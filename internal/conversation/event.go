@@ -90,6 +90,9 @@ func DecodeEvent(value []byte, recordTime time.Time, maxBytes int) (Event, error
 	if bytes.Equal(bytes.TrimSpace(value), []byte("null")) {
 		return Event{}, bad(ReasonInvalidJSON, "", "want one JSON object, got null")
 	}
+	if field, err := CheckRawIDs(value, "channel_id", "from_uid", "subscribers", "uids", "client_msg_no"); err != nil {
+		return Event{}, bad(ReasonInvalidValue, field, "%v", err)
+	}
 	typ := TypeMessageSent
 	if w.Type != nil {
 		typ = *w.Type

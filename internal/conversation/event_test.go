@@ -97,6 +97,12 @@ func TestDecodeBadEvents(t *testing.T) {
 		{"negative timestamp", `{` + ok + `,"timestamp":-5}`, ReasonInvalidValue, "timestamp"},
 		{"empty subscriber", `{` + ok + `,"subscribers":["a",""]}`, ReasonInvalidValue, "subscribers[1]"},
 		{"membership without uids", `{"type":"channel.subscribers.added","channel_id":"g1","channel_type":2}`, ReasonMissingField, "uids"},
+		{"channel_id with an invalid byte", `{"message_id":1,"message_seq":1,"channel_id":"g` + "\xff" + `1","channel_type":2}`, ReasonInvalidValue, "channel_id"},
+		{"from_uid with a lone surrogate escape", `{"message_id":1,"message_seq":1,"from_uid":"a\udc00","channel_id":"g1","channel_type":2}`, ReasonInvalidValue, "from_uid"},
+		{"from_uid with a high surrogate unpaired", `{"message_id":1,"message_seq":1,"from_uid":"a\ud800b","channel_id":"g1","channel_type":2}`, ReasonInvalidValue, "from_uid"},
+		{"subscriber with a truncated sequence", `{` + ok + `,"subscribers":["a","b` + "\xe2\x82" + `"]}`, ReasonInvalidValue, "subscribers[1]"},
+		{"client_msg_no with an invalid byte", `{` + ok + `,"client_msg_no":"n` + "\xc0" + `"}`, ReasonInvalidValue, "client_msg_no"},
+		{"membership uid with an invalid byte", `{"type":"channel.subscribers.removed","channel_id":"g1","channel_type":2,"uids":["` + "\xfe" + `"]}`, ReasonInvalidValue, "uids[0]"},
 		{"membership of a person channel", `{"type":"channel.subscribers.added","channel_id":"g1","channel_type":1,"uids":["a"]}`, ReasonInvalidValue, "channel_type"},
 	}
 	for _, tt := range tests {
@@ -114,6 +120,15 @@ func TestDecodeBadEvents(t *testing.T) {
 			}
 		})
 	}
+	t.Run("valid UTF-8, escaped pairs and an escaped backslash before u are ids as sent", func(t *testing.T) {
+		e, err := DecodeEvent([]byte(`{"message_id":1,"message_seq":1,"from_uid":"\ud83d\ude00é\\udc00","channel_id":"g\u00e91","channel_type":2,"subscribers":["b"]}`), recordTime, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Message.FromUID != "😀é\\udc00" || e.Message.ChannelID != "gé1" {
+			t.Errorf("from_uid %q, channel_id %q", e.Message.FromUID, e.Message.ChannelID)
+		}
+	})
 	t.Run("over the size limit", func(t *testing.T) {
 		_, err := DecodeEvent([]byte(`{`+ok+`,"payload":"`+strings.Repeat("A", 2000)+`"}`), recordTime, 1000)
 		var bad *BadEventError

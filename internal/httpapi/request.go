@@ -16,8 +16,8 @@ import (
 const maxBodyBytes = 1 << 20
 
 // decodeJSON reads the request body, at most maxBodyBytes, into dst. Unknown fields are ignored and
-// null leaves a field at its zero value, as real clients need; a value of the wrong JSON type is a 400
-// that names the field.
+// null leaves a field at its zero value, as real clients need; a value of the wrong JSON type, and a
+// uid, channel_id or last_msg_seqs that is not valid UTF-8, is a 400 that names the field.
 func decodeJSON(r *http.Request, dst any) error {
 	if r.ContentLength > maxBodyBytes {
 		return errTooLarge
@@ -47,6 +47,11 @@ func decodeJSON(r *http.Request, dst any) error {
 			want = f.Type // for an array element, the array
 		}
 		return badRequest("%s must be %s", name, jsonKind(want))
+	}
+	// Ids are the bytes the client sent: the decoder would have turned invalid UTF-8 into U+FFFD and
+	// looked up (or written) another conversation.
+	if field, err := conversation.CheckRawIDs(body, "uid", "channel_id", "last_msg_seqs"); err != nil {
+		return badRequest("%s %v", field, err)
 	}
 	return nil
 }
