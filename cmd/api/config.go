@@ -32,8 +32,9 @@ type config struct {
 	// MySQLMaxOpenConns bounds the connection pool (default 32; fewer costs throughput).
 	MySQLMaxOpenConns int `env:"MYSQL_MAX_OPEN_CONNS" envDefault:"32"`
 	// SyncCacheUsers is how many users' conversation lists the API keeps in memory (default 100000; 0
-	// turns the cache off). A cached list is served only while the user's version is unchanged, so it is
-	// never stale; it saves reading the rows on every sync.
+	// turns the cache off). Without the change feed a cached list is served only after checking that the
+	// user's version is unchanged (never stale; it saves reading the rows). With the feed it is served
+	// until a newer version is announced, or for at most SyncCacheMaxAge if an announcement was lost.
 	SyncCacheUsers int `env:"SYNC_CACHE_USERS" envDefault:"100000"`
 	// KafkaBrokers, when set, turns the change feed on: the API follows KafkaChangesTopic to learn which
 	// users' lists changed, serves cached lists without reading the database for up to SyncCacheMaxAge,
@@ -49,15 +50,13 @@ type config struct {
 	MySQLTLS mysql.TLS
 	// KafkaChangesTopic is the change feed (default im.conversations.changes).
 	KafkaChangesTopic string `env:"KAFKA_CHANGES_TOPIC" envDefault:"im.conversations.changes"`
-	// SyncCacheMaxAge bounds, with the change feed on, how long a cached list is served without checking
-	// the database: how stale a list can get if a change announcement is lost (default 5s).
+	// SyncCacheMaxAge bounds, with the change feed on, how long a cached list or recents stretch is
+	// served without checking the database: how stale either can get if an announcement is lost
+	// (default 5s).
 	SyncCacheMaxAge time.Duration `env:"SYNC_CACHE_MAX_AGE" envDefault:"5s"`
 	// RecentsCacheBytes bounds the memory for channels' newest messages, cached only with the change feed
 	// on (default 67108864 = 64 MiB; 0 turns the cache off).
 	RecentsCacheBytes int `env:"RECENTS_CACHE_BYTES" envDefault:"67108864"`
-	// RecentsCacheTTL bounds how long cached recents can miss a message that arrived out of seq order, or
-	// keep one the window has pruned since (default 10s).
-	RecentsCacheTTL time.Duration `env:"RECENTS_CACHE_TTL" envDefault:"10s"`
 	// ShutdownTimeout is how long in-flight requests may take to finish on SIGTERM (default 10s).
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 }
@@ -101,9 +100,6 @@ func loadConfig(environ map[string]string) (config, error) {
 	if len(cfg.KafkaBrokers) > 0 && cfg.KafkaChangesTopic == "" {
 		errs = append(errs, errors.New("KAFKA_CHANGES_TOPIC must not be empty when KAFKA_BROKERS is set"))
 	}
-	if cfg.RecentsCacheTTL <= 0 {
-		errs = append(errs, fmt.Errorf("RECENTS_CACHE_TTL must be positive, got %s", cfg.RecentsCacheTTL))
-	}
 	if err := errors.Join(errs...); err != nil {
 		return cfg, fmt.Errorf("config: %w", err)
 	}
@@ -127,7 +123,6 @@ func (c config) LogValue() slog.Value {
 		slog.String("kafka_changes_topic", c.KafkaChangesTopic),
 		slog.String("sync_cache_max_age", c.SyncCacheMaxAge.String()),
 		slog.Int("recents_cache_bytes", c.RecentsCacheBytes),
-		slog.String("recents_cache_ttl", c.RecentsCacheTTL.String()),
 	}
 	if dsn, err := mysqldriver.ParseDSN(c.MySQLDSN); err == nil {
 		attrs = append(attrs, slog.String("mysql_addr", dsn.Addr), slog.String("mysql_db", dsn.DBName))

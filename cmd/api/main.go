@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/convsync/conversations/internal/changefeed"
+	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/httpapi"
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
@@ -60,40 +62,51 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("register runtime metrics: %w", err)
 	}
 
-	// The change feed (optional): follow it to keep cached lists current without reading the database,
-	// and announce this replica's own mutations on it. A committed mutation also updates this replica's
-	// cache at once (rows is set before the server starts, so before any commit).
+	// The change feed (optional): follow it to keep cached lists and recents current without reading the
+	// database, and announce this replica's own mutations on it. A committed mutation also updates this
+	// replica's caches at once (they are set before the server starts, so before any commit).
 	kc, err := kafkaconn.New(cfg.Kafka)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	var rows *readcache.Rows
+	var recentsCache *readcache.Recents
 	var follower *changefeed.Follower
-	var publish func(context.Context, map[string]int64)
+	var publish func(context.Context, conversation.Changes)
 	maxAge := time.Duration(0) // without the feed, every sync checks the user's version
 	if len(cfg.KafkaBrokers) > 0 && cfg.SyncCacheUsers > 0 {
-		follower, err = changefeed.NewFollower(ctx, kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log)
+		follower, err = changefeed.NewFollower(ctx, kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
 		if err != nil {
 			log.Warn("change feed unavailable: every sync checks the database", "error", err.Error())
 		} else {
 			maxAge = cfg.SyncCacheMaxAge
 		}
-		changes, err := changefeed.NewPublisher(kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
+		changes, err := changefeed.NewPublisher(kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg, changefeed.PublisherOptions{})
 		if err != nil {
 			return fmt.Errorf("change feed: %w", err)
 		}
-		defer changes.Close()
+		defer func() {
+			if err := changes.Close(); err != nil {
+				log.Warn("change feed publisher close", "error", err.Error())
+			}
+		}()
 		publish = changes.AfterCommit
 	}
-	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{MaxOpenConns: cfg.MySQLMaxOpenConns, TLS: cfg.MySQLTLS,
-		OnCommit: func(ctx context.Context, versions map[string]int64) {
-			if rows != nil {
-				for uid, v := range versions {
-					rows.Notify(uid, v)
-				}
+	notify := func(c conversation.Changes) {
+		if rows != nil {
+			for uid, v := range c.Versions {
+				rows.Notify(uid, v)
 			}
+		}
+		if recentsCache != nil {
+			recentsCache.Apply(c.Windows)
+		}
+	}
+	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{MaxOpenConns: cfg.MySQLMaxOpenConns, TLS: cfg.MySQLTLS,
+		OnCommit: func(ctx context.Context, c conversation.Changes) {
+			notify(c)
 			if publish != nil {
-				publish(ctx, versions)
+				publish(ctx, c)
 			}
 		}})
 	if err != nil {
@@ -116,17 +129,24 @@ func run(ctx context.Context) error {
 	if cfg.SyncCacheUsers > 0 {
 		rows = readcache.NewRows(store, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers, MaxAge: maxAge, Metrics: cacheMetrics})
 		rowsSource = rows
-		if follower != nil {
-			go follower.Run(ctx, rows.Notify)
-		}
 	}
-	// Recents come from the cache only with the feed: a cached stretch of a channel can miss a message that
-	// arrived out of order, or keep one the window has since pruned, for up to RECENTS_CACHE_TTL. Without the
-	// feed the API serves nothing that could be stale.
+	// Recents come from the cache only with the feed: its announcements of late messages and prunes keep
+	// cached stretches exact, and SYNC_CACHE_MAX_AGE bounds a lost one. Without the feed the API serves
+	// nothing that could be stale.
 	var recents httpapi.Recents = store
 	if maxAge > 0 && cfg.RecentsCacheBytes > 0 {
-		recents = readcache.NewRecents(store, readcache.RecentsOptions{MaxBytes: cfg.RecentsCacheBytes, TTL: cfg.RecentsCacheTTL,
+		recentsCache = readcache.NewRecents(store, readcache.RecentsOptions{MaxBytes: cfg.RecentsCacheBytes, MaxAge: maxAge,
 			Metrics: cacheMetrics})
+		recents = recentsCache
+	}
+	if follower != nil && rows != nil {
+		followCtx, stopFollowing := context.WithCancel(ctx)
+		var following sync.WaitGroup
+		following.Go(func() { follower.Run(followCtx, notify) })
+		defer func() {
+			stopFollowing()
+			following.Wait()
+		}()
 	}
 	handler, err := httpapi.New(store, rowsSource, recents, httpapi.Options{
 		Registry:         reg,

@@ -32,7 +32,6 @@ func TestLoadConfigDefaults(t *testing.T) {
 		MySQLMaxOpenConns:    32,
 		SyncCacheUsers:       100_000,
 		RecentsCacheBytes:    64 << 20,
-		RecentsCacheTTL:      10 * time.Second,
 		KafkaChangesTopic:    "im.conversations.changes",
 		SyncCacheMaxAge:      5 * time.Second,
 		ShutdownTimeout:      10 * time.Second,
@@ -47,7 +46,7 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 	cfg, err := loadConfig(map[string]string{
 		"MYSQL_DSN": "u:p@tcp(db:3306)/x", "API_HTTP_ADDR": ":9000", "API_TOKEN": "tok", "LOG_LEVEL": "debug",
 		"SYNC_MAX_MSG_COUNT": "7", "SYNC_MAX_CONVERSATIONS": "8", "MYSQL_MAX_OPEN_CONNS": "9", "SHUTDOWN_TIMEOUT": "3s",
-		"SYNC_CACHE_USERS": "0", "RECENTS_CACHE_BYTES": "1024", "RECENTS_CACHE_TTL": "2s",
+		"SYNC_CACHE_USERS": "0", "RECENTS_CACHE_BYTES": "1024",
 		"KAFKA_BROKERS": "k1:9092,k2:9092", "KAFKA_CHANGES_TOPIC": "feed", "SYNC_CACHE_MAX_AGE": "1s",
 	})
 	if err != nil {
@@ -55,8 +54,8 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 	}
 	want := config{MySQLDSN: "u:p@tcp(db:3306)/x", HTTPAddr: ":9000", Token: "tok", LogLevel: slog.LevelDebug,
 		SyncMaxMsgCount: 7, SyncMaxConversations: 8, MySQLMaxOpenConns: 9, ShutdownTimeout: 3 * time.Second,
-		RecentsCacheBytes: 1024, RecentsCacheTTL: 2 * time.Second,
-		KafkaBrokers: []string{"k1:9092", "k2:9092"}, KafkaChangesTopic: "feed", SyncCacheMaxAge: time.Second,
+		RecentsCacheBytes: 1024,
+		KafkaBrokers:      []string{"k1:9092", "k2:9092"}, KafkaChangesTopic: "feed", SyncCacheMaxAge: time.Second,
 		Kafka: kafkaconn.Config{SecurityProtocol: "PLAINTEXT", SASLMechanism: "SCRAM-SHA-512"}}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("config %+v, want %+v", cfg, want)
@@ -67,12 +66,12 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 func TestLoadConfigInvalid(t *testing.T) {
 	_, err := loadConfig(map[string]string{
 		"MYSQL_DSN": "not a dsn", "SYNC_MAX_MSG_COUNT": "0", "SYNC_MAX_CONVERSATIONS": "-1",
-		"MYSQL_MAX_OPEN_CONNS": "0", "SHUTDOWN_TIMEOUT": "0s", "SYNC_CACHE_USERS": "-1", "RECENTS_CACHE_TTL": "0s",
+		"MYSQL_MAX_OPEN_CONNS": "0", "SHUTDOWN_TIMEOUT": "0s", "SYNC_CACHE_USERS": "-1",
 	})
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
-	for _, want := range []string{"MYSQL_DSN", "SYNC_MAX_MSG_COUNT", "SYNC_MAX_CONVERSATIONS", "MYSQL_MAX_OPEN_CONNS", "SHUTDOWN_TIMEOUT", "SYNC_CACHE_USERS", "RECENTS_CACHE_TTL"} {
+	for _, want := range []string{"MYSQL_DSN", "SYNC_MAX_MSG_COUNT", "SYNC_MAX_CONVERSATIONS", "MYSQL_MAX_OPEN_CONNS", "SHUTDOWN_TIMEOUT", "SYNC_CACHE_USERS"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}

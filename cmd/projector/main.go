@@ -66,11 +66,15 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 	storeOpts := mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: 4, TLS: cfg.MySQLTLS}
 	if cfg.KafkaChangesTopic != "" {
-		changes, err := changefeed.NewPublisher(kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
+		changes, err := changefeed.NewPublisher(kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg, changefeed.PublisherOptions{})
 		if err != nil {
 			return fmt.Errorf("change feed: %w", err)
 		}
-		defer changes.Close()
+		defer func() { // after the projector stopped: what its last batches committed is still announced
+			if err := changes.Close(); err != nil {
+				log.Warn("change feed publisher close", "error", err.Error())
+			}
+		}()
 		storeOpts.OnCommit = changes.AfterCommit
 	}
 	store, err := mysql.Open(cfg.MySQLDSN, storeOpts)

@@ -15,40 +15,97 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/kafkaconn"
 )
 
-// usersPerRecord bounds one change record, so a batch that changed many users is a few records.
-const usersPerRecord = 500
+// Per record bounds, so a batch that changed many users or windows is a few records of modest size.
+const (
+	usersPerRecord   = 500
+	windowsPerRecord = 500
+)
 
 // changeRecord is the value of a change-feed record: users whose conversation list changed, each with
-// the version the change gave it.
+// the version the change gave it; windows that changed other than by growing at the top; and when the
+// oldest of the commits it announces happened (unix µs), so followers can measure the delay.
 type changeRecord struct {
-	Versions map[string]int64 `json:"versions"`
+	Versions map[string]int64 `json:"versions,omitempty"`
+	Windows  []windowRecord   `json:"windows,omitempty"`
+	AtMicros int64            `json:"at_us,omitempty"`
+}
+
+type windowRecord struct {
+	Key     string `json:"key"`
+	Type    uint8  `json:"type"`
+	LateMin int64  `json:"late_min,omitempty"`
+	LateMax int64  `json:"late_max,omitempty"`
+	MinKept int64  `json:"min_kept,omitempty"`
+}
+
+// PublisherOptions tune a Publisher. Zero values pick the defaults named on the fields.
+type PublisherOptions struct {
+	// QueueLen bounds the commits waiting to be announced (default 4096). A commit that finds the queue
+	// full is not announced (counted in conv_changes_dropped_total): followers then rely on their cache
+	// age bound, as for a crash between a commit and its announcement.
+	QueueLen int
+	// WriteTimeout bounds one write to the broker, retries included (default 5s).
+	WriteTimeout time.Duration
 }
 
 // Publisher writes the change feed: after a transaction committed, which users' conversation lists
-// changed and to which version. Readers of the feed (API replicas) use it to know when a cached list is
-// out of date without asking the database. Delivery is best effort: a record lost to a crash between the
-// commit and the write is why readers also bound the age of what they cache.
+// changed and to which version, and which channels' windows changed in a way a cached stretch cannot
+// see (conversation.WindowChange). Readers of the feed (API replicas) use it to know when what they
+// cache is out of date without asking the database.
+//
+// Publishing is asynchronous and bounded: AfterCommit only queues, so a slow or unreachable broker never
+// holds up a projector batch or an API mutation. A goroutine writes what is queued, merging queued
+// commits into one write. Delivery is best effort: a commit lost to a crash, a full queue or a failed
+// write is why readers also bound the age of what they cache. Close drains the queue.
 type Publisher struct {
-	w         *kafkago.Writer
-	log       *slog.Logger
+	w       *kafkago.Writer
+	log     *slog.Logger
+	opts    PublisherOptions
+	queue   chan pending
+	stop    chan struct{}
+	stopped sync.WaitGroup
+
 	published prometheus.Counter
 	failures  prometheus.Counter
+	dropped   prometheus.Counter
+	delay     prometheus.Histogram
 }
 
-// NewPublisher returns a publisher to topic, with its metrics registered in reg. It connects
-// lazily, on the first Publish.
-func NewPublisher(kc *kafkaconn.Conn, brokers []string, topic string, log *slog.Logger, reg prometheus.Registerer) (*Publisher, error) {
-	p := &Publisher{
-		log: log,
-		published: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "conv", Subsystem: "changes",
-			Name: "published_total", Help: "User versions announced on the change feed."}),
-		failures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "conv", Subsystem: "changes",
-			Name: "publish_failures_total", Help: "Change-feed writes that failed (readers then rely on their cache age bound)."}),
+// pending is a committed transaction's changes waiting to be published.
+type pending struct {
+	changes conversation.Changes
+	at      time.Time
+}
+
+// NewPublisher returns a publisher to topic, with its metrics registered in reg, and starts its writing
+// goroutine. It connects lazily, on the first write. Close it to drain and stop.
+func NewPublisher(kc *kafkaconn.Conn, brokers []string, topic string, log *slog.Logger, reg prometheus.Registerer, opts PublisherOptions) (*Publisher, error) {
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 4096
 	}
-	if err := errors.Join(reg.Register(p.published), reg.Register(p.failures)); err != nil {
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 5 * time.Second
+	}
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "conv", Subsystem: "changes", Name: name, Help: help})
+	}
+	p := &Publisher{
+		log:       log,
+		opts:      opts,
+		queue:     make(chan pending, opts.QueueLen),
+		stop:      make(chan struct{}),
+		published: counter("published_total", "User versions announced on the change feed."),
+		failures:  counter("publish_failures_total", "Change-feed writes that failed (readers then rely on their cache age bound)."),
+		dropped:   counter("dropped_total", "Commits not announced because the publish queue was full (readers rely on their cache age bound)."),
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "changes", Name: "publish_seconds",
+			Help:    "From a commit to the broker acknowledging its announcement (queue wait included).",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}),
+	}
+	if err := errors.Join(reg.Register(p.published), reg.Register(p.failures), reg.Register(p.dropped), reg.Register(p.delay)); err != nil {
 		return nil, err
 	}
 	p.w = &kafkago.Writer{
@@ -56,47 +113,135 @@ func NewPublisher(kc *kafkaconn.Conn, brokers []string, topic string, log *slog.
 		Topic:        topic,
 		Transport:    kc.Transport(),
 		RequiredAcks: kafkago.RequireOne,
-		// A publish follows a commit the caller waits on: do not hold it for a fuller batch.
-		BatchTimeout: 2 * time.Millisecond,
+		// The writing goroutine already gathers what queued up meanwhile: do not wait for a fuller batch.
+		BatchTimeout: time.Millisecond,
 		MaxAttempts:  3,
 	}
+	p.stopped.Add(1)
+	go p.run()
 	return p, nil
 }
 
-// AfterCommit publishes the versions a transaction committed, as a mysql.Options.OnCommit hook: a
-// failure is logged and counted, not returned, since the commit stands whatever happens here.
-func (p *Publisher) AfterCommit(ctx context.Context, versions map[string]int64) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := p.Publish(ctx, versions); err != nil {
-		p.failures.Inc()
-		p.log.Warn("change feed publish failed", "users", len(versions), "error", err.Error())
-		return
+// AfterCommit queues the changes a transaction committed, as a mysql.Options.OnCommit hook. It never
+// blocks: when the queue is full the changes are dropped and counted.
+func (p *Publisher) AfterCommit(_ context.Context, changes conversation.Changes) {
+	select {
+	case p.queue <- pending{changes: changes, at: time.Now()}:
+	default:
+		p.dropped.Inc()
 	}
-	p.published.Add(float64(len(versions)))
 }
 
-// Publish writes the versions, usersPerRecord users to a record, and returns when the broker has them.
-func (p *Publisher) Publish(ctx context.Context, versions map[string]int64) error {
-	if len(versions) == 0 {
+// run writes what is queued until Close, then what is left.
+func (p *Publisher) run() {
+	defer p.stopped.Done()
+	for {
+		select {
+		case first := <-p.queue:
+			p.write(p.gather(first))
+		case <-p.stop:
+			for {
+				select {
+				case first := <-p.queue:
+					p.write(p.gather(first))
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// gather merges first with whatever else is queued right now.
+func (p *Publisher) gather(first pending) pending {
+	merged := pending{at: first.at, changes: conversation.Changes{Versions: map[string]int64{}}}
+	windows := map[conversation.ChannelKey]conversation.WindowChange{}
+	add := func(c conversation.Changes) {
+		for u, v := range c.Versions {
+			merged.changes.Versions[u] = max(merged.changes.Versions[u], v)
+		}
+		for _, w := range c.Windows {
+			windows[w.Channel] = mergeWindow(windows[w.Channel], w)
+		}
+	}
+	add(first.changes)
+gathering:
+	for range cap(p.queue) { // at most one queue's worth, so a steady stream still gets written
+		select {
+		case next := <-p.queue:
+			add(next.changes)
+		default:
+			break gathering
+		}
+	}
+	for _, w := range windows {
+		merged.changes.Windows = append(merged.changes.Windows, w)
+	}
+	return merged
+}
+
+// mergeWindow is one announcement of a channel that means what a and b mean one after the other: the
+// late seqs' span (a stretch that overlaps it is dropped, which covers each one) and the higher prune
+// point.
+func mergeWindow(a, b conversation.WindowChange) conversation.WindowChange {
+	a.Channel = b.Channel
+	if b.LateMin > 0 {
+		if a.LateMin == 0 || b.LateMin < a.LateMin {
+			a.LateMin = b.LateMin
+		}
+		a.LateMax = max(a.LateMax, b.LateMax)
+	}
+	a.MinKept = max(a.MinKept, b.MinKept)
+	return a
+}
+
+func (p *Publisher) write(batch pending) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.opts.WriteTimeout)
+	defer cancel()
+	if err := p.Publish(ctx, batch.changes, batch.at); err != nil {
+		p.failures.Inc()
+		p.log.Warn("change feed publish failed", "users", len(batch.changes.Versions), "windows", len(batch.changes.Windows),
+			"error", err.Error())
+		return
+	}
+	p.published.Add(float64(len(batch.changes.Versions)))
+	p.delay.Observe(time.Since(batch.at).Seconds())
+}
+
+// Publish writes changes committed at the given time, usersPerRecord users and windowsPerRecord windows
+// to a record, and returns when the broker has them. Most callers want AfterCommit, which does not wait.
+func (p *Publisher) Publish(ctx context.Context, changes conversation.Changes, at time.Time) error {
+	if changes.Empty() {
 		return nil
 	}
-	uids := make([]string, 0, len(versions))
-	for u := range versions {
+	uids := make([]string, 0, len(changes.Versions))
+	for u := range changes.Versions {
 		uids = append(uids, u)
 	}
 	slices.Sort(uids)
-	var msgs []kafkago.Message
+	var recs []changeRecord
 	for chunk := range slices.Chunk(uids, usersPerRecord) {
-		rec := changeRecord{Versions: make(map[string]int64, len(chunk))}
+		rec := changeRecord{Versions: make(map[string]int64, len(chunk)), AtMicros: at.UnixMicro()}
 		for _, u := range chunk {
-			rec.Versions[u] = versions[u]
+			rec.Versions[u] = changes.Versions[u]
 		}
+		recs = append(recs, rec)
+	}
+	for chunk := range slices.Chunk(changes.Windows, windowsPerRecord) {
+		rec := changeRecord{AtMicros: at.UnixMicro()}
+		for _, w := range chunk {
+			rec.Windows = append(rec.Windows, windowRecord{Key: w.Channel.Key, Type: w.Channel.Type, LateMin: w.LateMin,
+				LateMax: w.LateMax, MinKept: w.MinKept})
+		}
+		recs = append(recs, rec)
+	}
+	msgs := make([]kafkago.Message, len(recs))
+	for i, rec := range recs {
 		v, err := json.Marshal(rec)
 		if err != nil {
 			return err
 		}
-		msgs = append(msgs, kafkago.Message{Value: v})
+		msgs[i] = kafkago.Message{Value: v}
 	}
 	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
 		return fmt.Errorf("publish changes: %w", err)
@@ -104,18 +249,25 @@ func (p *Publisher) Publish(ctx context.Context, versions map[string]int64) erro
 	return nil
 }
 
-// Close flushes and closes the writer.
-func (p *Publisher) Close() error { return p.w.Close() }
+// Close announces what is still queued (each write bounded by WriteTimeout), then closes the writer.
+// Changes queued after Close are not announced.
+func (p *Publisher) Close() error {
+	close(p.stop)
+	p.stopped.Wait()
+	return p.w.Close()
+}
 
 // Follower reads the change feed.
 type Follower struct {
 	readers []*kafkago.Reader
 	log     *slog.Logger
+	delay   prometheus.Histogram
 }
 
-// NewFollower prepares to read every partition of the change feed from its current end. It fails
-// when the brokers cannot be reached or the topic does not exist; then nothing is followed.
-func NewFollower(ctx context.Context, kc *kafkaconn.Conn, brokers []string, topic string, log *slog.Logger) (*Follower, error) {
+// NewFollower prepares to read every partition of the change feed from its current end, with its
+// metrics registered in reg. It fails when the brokers cannot be reached or the topic does not exist;
+// then nothing is followed.
+func NewFollower(ctx context.Context, kc *kafkaconn.Conn, brokers []string, topic string, log *slog.Logger, reg prometheus.Registerer) (*Follower, error) {
 	if len(brokers) == 0 {
 		return nil, errors.New("no Kafka brokers configured")
 	}
@@ -128,7 +280,12 @@ func NewFollower(ctx context.Context, kc *kafkaconn.Conn, brokers []string, topi
 	if err != nil {
 		return nil, fmt.Errorf("read partitions of %s: %w", topic, err)
 	}
-	f := &Follower{log: log}
+	f := &Follower{log: log, delay: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "changes",
+		Name: "delivery_seconds", Help: "From a commit to this replica reading its announcement (clocks of both hosts involved).",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)})}
+	if err := reg.Register(f.delay); err != nil {
+		return nil, err
+	}
 	for _, part := range parts {
 		r := kafkago.NewReader(kafkago.ReaderConfig{
 			Brokers: brokers, Topic: topic, Partition: part.ID, MinBytes: 1, MaxBytes: 4 << 20, MaxWait: time.Second,
@@ -147,9 +304,10 @@ func NewFollower(ctx context.Context, kc *kafkaconn.Conn, brokers []string, topi
 	return f, nil
 }
 
-// Run calls notify for each user version the feed announces until ctx ends, then closes the readers.
-// Read errors are logged and retried.
-func (f *Follower) Run(ctx context.Context, notify func(uid string, version int64)) {
+// Run calls notify with what each record of the feed announces until ctx ends, then closes the readers,
+// and returns once every partition's goroutine has stopped. Read errors are logged and retried; a record
+// that cannot be decoded is logged and skipped (the readers' age bound covers what it announced).
+func (f *Follower) Run(ctx context.Context, notify func(conversation.Changes)) {
 	var wg sync.WaitGroup
 	for _, r := range f.readers {
 		wg.Add(1)
@@ -162,7 +320,7 @@ func (f *Follower) Run(ctx context.Context, notify func(uid string, version int6
 	f.Close()
 }
 
-func (f *Follower) follow(ctx context.Context, r *kafkago.Reader, notify func(uid string, version int64)) {
+func (f *Follower) follow(ctx context.Context, r *kafkago.Reader, notify func(conversation.Changes)) {
 	for {
 		m, err := r.ReadMessage(ctx)
 		if ctx.Err() != nil {
@@ -182,8 +340,14 @@ func (f *Follower) follow(ctx context.Context, r *kafkago.Reader, notify func(ui
 			f.log.Warn("change feed record skipped", "partition", m.Partition, "offset", m.Offset, "error", err.Error())
 			continue
 		}
-		for uid, v := range rec.Versions {
-			notify(uid, v)
+		changes := conversation.Changes{Versions: rec.Versions}
+		for _, w := range rec.Windows {
+			changes.Windows = append(changes.Windows, conversation.WindowChange{
+				Channel: conversation.ChannelKey{Key: w.Key, Type: w.Type}, LateMin: w.LateMin, LateMax: w.LateMax, MinKept: w.MinKept})
+		}
+		notify(changes)
+		if rec.AtMicros > 0 {
+			f.delay.Observe(max(0, time.Since(time.UnixMicro(rec.AtMicros)).Seconds()))
 		}
 	}
 }

@@ -113,13 +113,11 @@ func (a *api) sync(c *gin.Context) error {
 	return writeSync(c, items)
 }
 
-// seqRange is the part of a conversation's channel window its recents come from (contract §2.1): above
-// the user's delete point and the client's own last seq, up to the row's last_msg_seq, so a user never
-// sees what was deleted or what never reached them.
+// seqRange is a conversation's recents as conversation.RecentsRange defines them, with the client's own
+// last seq of the channel from last_msg_seqs.
 func (q *syncQuery) seqRange(row *conversation.Row) conversation.SeqRange {
 	ch := channelOf(row)
-	after := max(row.DeletedAtSeq, q.lastSeqs[ch])
-	return conversation.SeqRange{Channel: conversation.ChannelKeyOf(row.UID, ch), After: after, UpTo: row.LastMsgSeq, Count: q.msgCount}
+	return conversation.RecentsRange(row, conversation.ChannelKeyOf(row.UID, ch), q.lastSeqs[ch], q.msgCount)
 }
 
 // channelOf names a row's channel as its user (and last_msg_seqs) names it.

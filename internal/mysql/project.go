@@ -30,18 +30,20 @@ const (
 // conversation.ErrConflict when lock conflicts outlasted the retries.
 func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event) (conversation.BatchResult, error) {
 	var res conversation.BatchResult
-	var versions map[string]int64
+	var changes conversation.Changes
 	var applied time.Time
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		b := &batch{store: s, tx: tx}
 		var err error
+		var versions map[string]int64
 		res, versions, err = b.apply(ctx, events)
+		changes = conversation.Changes{Versions: versions, Windows: b.windows}
 		applied = time.Now()
 		return err
 	})
 	if err == nil {
 		res.CommitTime = time.Since(applied)
-		s.committed(ctx, versions)
+		s.committed(ctx, changes)
 	}
 	return res, err
 }
@@ -50,6 +52,8 @@ func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event) (co
 type batch struct {
 	store *Store
 	tx    *sqlx.Tx
+	// windows is what the batch does to its channels' windows that cached recents must learn.
+	windows []conversation.WindowChange
 }
 
 // apply runs the plan's steps against the transaction and returns the new version of each user whose
@@ -72,6 +76,7 @@ func (b *batch) apply(ctx context.Context, events []conversation.Event) (convers
 	}
 	route := conversation.Route(events, st, b.store.window)
 	res := route.Result
+	b.windows = conversation.WindowChanges(st, route)
 
 	rows, err := b.lockRows(ctx, route.RowKeys)
 	if err != nil {

@@ -40,10 +40,11 @@ type Options struct {
 	ConflictRetries int
 	// Now is the clock versions are taken from (default time.Now).
 	Now func() time.Time
-	// OnCommit, when set, is called after every transaction that changed conversation rows has
-	// committed, with each changed user's new version: readers that cache lists learn of changes from it
-	// (the change feed). It runs on the committing goroutine; it cannot undo or fail the commit.
-	OnCommit func(ctx context.Context, versions map[string]int64)
+	// OnCommit, when set, is called after every transaction that changed conversation rows or a
+	// channel's window other than by growing it at the top has committed, with what changed: readers that
+	// cache lists and recents learn of changes from it (the change feed). It runs on the committing
+	// goroutine, so it must not block; it cannot undo or fail the commit.
+	OnCommit func(ctx context.Context, changes conversation.Changes)
 	// TLS, when it names a CA file, makes every connection TLS, verified against that CA.
 	TLS TLS
 }
@@ -109,7 +110,7 @@ type Store struct {
 	window   int64
 	retries  int
 	now      func() time.Time
-	onCommit func(ctx context.Context, versions map[string]int64)
+	onCommit func(ctx context.Context, changes conversation.Changes)
 }
 
 // Open connects to the database named by dsn (go-sql-driver/mysql format). It does not wait for the
@@ -205,10 +206,10 @@ func (s *Store) Migrate(ctx context.Context, log *slog.Logger) error {
 	return nil
 }
 
-// committed reports a committed transaction's version changes to the OnCommit hook.
-func (s *Store) committed(ctx context.Context, versions map[string]int64) {
-	if s.onCommit != nil && len(versions) > 0 {
-		s.onCommit(ctx, versions)
+// committed reports what a committed transaction changed to the OnCommit hook.
+func (s *Store) committed(ctx context.Context, changes conversation.Changes) {
+	if s.onCommit != nil && !changes.Empty() {
+		s.onCommit(ctx, changes)
 	}
 }
 

@@ -321,7 +321,7 @@ func TestUserRowsAndVersionAgreeAfterPurge(t *testing.T) {
 
 func TestOnCommitReportsEachCommittedVersionChange(t *testing.T) {
 	var reported []map[string]int64
-	s, _ := testenv.Store(t, mysql.Options{OnCommit: func(_ context.Context, v map[string]int64) { reported = append(reported, v) }})
+	s, _ := testenv.Store(t, mysql.Options{OnCommit: func(_ context.Context, c conversation.Changes) { reported = append(reported, c.Versions) }})
 	ctx := context.Background()
 	apply(t, s, groupMsg("g1", 1, "alice", "alice", "bob"))
 	bob := rowsOf(t, s, "bob")["g1"]
@@ -345,5 +345,90 @@ func TestOnCommitReportsEachCommittedVersionChange(t *testing.T) {
 	}
 	if len(reported) != 2 {
 		t.Errorf("a no-op update was reported: %v", reported[2:])
+	}
+}
+
+// TestRecentsCountMessages: msg_count counts stored messages (contract §2.1); seqs never stored do not use
+// it up, wherever the gaps are.
+func TestRecentsCountMessages(t *testing.T) {
+	s, _ := testenv.Store(t, mysql.Options{})
+	g1 := conversation.ChannelKey{Key: "g1", Type: 2}
+	// Seqs 1..12; 3, 5, 6 and 10 never stored (no_persist).
+	var events []conversation.Event
+	for seq := int64(1); seq <= 12; seq++ {
+		if seq == 3 || seq == 5 || seq == 6 || seq == 10 {
+			continue // the projector drops them before the store (SkipSet.Projected)
+		}
+		events = append(events, groupMsg("g1", seq, "alice", "alice", "bob"))
+	}
+	apply(t, s, events...)
+	tests := []struct {
+		name   string
+		row    conversation.Row
+		client int64
+		count  int
+		want   string
+	}{
+		{"gap inside the newest seqs", conversation.Row{LastMsgSeq: 12}, 0, 3, "[12 11 9]"},
+		{"gaps at the window's start", conversation.Row{LastMsgSeq: 4}, 0, 3, "[4 2 1]"},
+		{"several gaps", conversation.Row{LastMsgSeq: 12}, 0, 6, "[12 11 9 8 7 4]"},
+		{"more than stored", conversation.Row{LastMsgSeq: 12}, 0, 20, "[12 11 9 8 7 4 2 1]"},
+		{"delete point inside a gap", conversation.Row{LastMsgSeq: 9, DeletedAtSeq: 5}, 0, 5, "[9 8 7]"},
+		{"last_msg_seqs trims", conversation.Row{LastMsgSeq: 12}, 7, 5, "[12 11 9 8]"},
+		{"last_msg_seqs inside a gap", conversation.Row{LastMsgSeq: 12}, 6, 10, "[12 11 9 8 7]"},
+		{"up to the row's last seq", conversation.Row{LastMsgSeq: 10}, 0, 2, "[9 8]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := conversation.RecentsRange(&tt.row, g1, tt.client, tt.count)
+			got, err := s.Recents(context.Background(), []conversation.SeqRange{r})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g := fmt.Sprint(seqsOf(got[g1])); g != tt.want {
+				t.Errorf("recents = %s, want %s", g, tt.want)
+			}
+		})
+	}
+}
+
+func seqsOf(ms []conversation.Message) []int64 {
+	out := []int64{}
+	for _, m := range ms {
+		out = append(out, m.MessageSeq)
+	}
+	return out
+}
+
+// TestOnCommitAnnouncesWindowChanges: what a cached stretch cannot learn from rows is announced: a
+// message inserted below its channel's newest seq, and a prune; a message on top is not.
+func TestOnCommitAnnouncesWindowChanges(t *testing.T) {
+	var reported []conversation.Changes
+	s, _ := testenv.Store(t, mysql.Options{RecentsWindow: 10,
+		OnCommit: func(_ context.Context, c conversation.Changes) { reported = append(reported, c) }})
+	g1 := conversation.ChannelKey{Key: "g1", Type: 2}
+	last := func() []conversation.WindowChange {
+		t.Helper()
+		if len(reported) == 0 {
+			t.Fatal("nothing reported")
+		}
+		return reported[len(reported)-1].Windows
+	}
+	apply(t, s, groupMsg("g1", 1, "alice", "alice", "bob"), groupMsg("g1", 2, "alice", "alice", "bob"), groupMsg("g1", 5, "alice", "alice", "bob"))
+	if w := last(); len(w) != 0 {
+		t.Errorf("messages on top announced %+v, want nothing", w)
+	}
+	apply(t, s, groupMsg("g1", 4, "alice", "alice", "bob"), groupMsg("g1", 3, "alice", "alice", "bob"), groupMsg("g1", 6, "alice", "alice", "bob"))
+	if w := last(); len(w) != 1 || w[0] != (conversation.WindowChange{Channel: g1, LateMin: 3, LateMax: 4}) {
+		t.Errorf("late messages announced %+v, want g1 late 3..4", w)
+	}
+	apply(t, s, groupMsg("g1", 12, "alice", "alice", "bob"))
+	if w := last(); len(w) != 1 || w[0] != (conversation.WindowChange{Channel: g1, MinKept: 3}) {
+		t.Errorf("prune announced %+v, want g1 kept from 3", w)
+	}
+	n := len(reported)
+	apply(t, s, groupMsg("g1", 4, "alice", "alice", "bob")) // a duplicate changes nothing
+	if len(reported) != n {
+		t.Errorf("a duplicate was announced: %+v", reported[n:])
 	}
 }

@@ -87,48 +87,79 @@ func (s *Store) UserVersion(ctx context.Context, uid string) (int64, error) {
 // recentsPerStatement bounds the ranges one recents query carries.
 const recentsPerStatement = 250
 
-// Recents returns the window's messages for each range, newest first, keyed by channel. Each range
-// becomes a primary-key range read of at most Count seqs, and all ranges go in one statement per
-// recentsPerStatement of them, so a sync costs a bounded number of round trips. Seqs missing from the
-// window (pruned, or never stored) are simply absent.
+const recentsColumns = `channel_key, channel_type, message_seq, message_id, client_msg_no, from_uid, channel_id,
+	sent_at, red_dot, setting, expire, payload`
+
+// Recents returns each range's recents (conversation.PickRecents: the newest Count window messages with
+// After < seq <= UpTo, newest first), keyed by channel. Count counts messages, not seqs: seqs never stored
+// (no_persist, sync_once, skipped, pruned) do not use it up. The first statement reads, per range, the
+// primary-key range of the Count seqs at or below UpTo, which holds all of them when the channel has no
+// gaps there; only the ranges that came back short with older seqs left to look at are asked again, with
+// a per-range ORDER BY ... LIMIT. A sync thus costs one round trip per recentsPerStatement ranges, two
+// when gaps are involved.
 func (s *Store) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
 	out := make(map[conversation.ChannelKey][]conversation.Message, len(ranges))
 	var todo []conversation.SeqRange
 	for _, r := range ranges {
-		if r.Count > 0 && r.UpTo > r.After {
+		if !r.Empty() {
 			todo = append(todo, r)
 		}
 	}
 	err := chunks(len(todo), recentsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 4*(hi-lo))
 		for _, r := range todo[lo:hi] {
-			from := max(r.After+1, r.UpTo-int64(r.Count)+1)
-			args = append(args, r.Channel.Key, r.Channel.Type, from, r.UpTo)
+			args = append(args, r.Channel.Key, r.Channel.Type, max(r.After+1, r.UpTo-int64(r.Count)+1), r.UpTo)
 		}
-		rows, err := s.db.QueryContext(ctx, `SELECT channel_key, channel_type, message_seq, message_id, client_msg_no,
-			from_uid, channel_id, sent_at, red_dot, setting, expire, payload FROM messages WHERE `+
+		return s.scanRecents(ctx, out, `SELECT `+recentsColumns+` FROM messages WHERE `+
 			orTuples(hi-lo, "channel_key = ? AND channel_type = ? AND message_seq BETWEEN ? AND ?")+
-			` ORDER BY channel_key, channel_type, message_seq DESC`, args...)
-		if err != nil {
-			return fmt.Errorf("select recents: %w", translate(err))
+			` ORDER BY channel_key, channel_type, message_seq DESC`, args)
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Ranges that met gaps: look below what the first read covered for the messages still missing.
+	var more []conversation.SeqRange
+	for _, r := range todo {
+		from := max(r.After+1, r.UpTo-int64(r.Count)+1)
+		if got := len(out[r.Channel]); got < r.Count && from > r.After+1 {
+			more = append(more, conversation.SeqRange{Channel: r.Channel, After: r.After, UpTo: from - 1, Count: r.Count - got})
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var k conversation.ChannelKey
-			var m conversation.Message
-			if err := rows.Scan(&k.Key, &k.Type, &m.MessageSeq, &m.MessageID, &m.ClientMsgNo, &m.FromUID, &m.ChannelID,
-				&m.Timestamp, &m.Header.RedDot, &m.Setting, &m.Expire, &m.Payload); err != nil {
-				return fmt.Errorf("scan message: %w", err)
-			}
-			m.ChannelType = k.Type
-			out[k] = append(out[k], m)
+	}
+	err = chunks(len(more), recentsPerStatement, func(lo, hi int) error {
+		args := make([]any, 0, 5*(hi-lo))
+		parts := make([]string, 0, hi-lo)
+		for _, r := range more[lo:hi] {
+			args = append(args, r.Channel.Key, r.Channel.Type, r.After, r.UpTo, r.Count)
+			parts = append(parts, `(SELECT `+recentsColumns+` FROM messages WHERE channel_key = ? AND channel_type = ?
+				AND message_seq > ? AND message_seq <= ? ORDER BY message_seq DESC LIMIT ?)`)
 		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("select recents: %w", translate(err))
-		}
-		return nil
+		return s.scanRecents(ctx, out, strings.Join(parts, " UNION ALL ")+
+			` ORDER BY channel_key, channel_type, message_seq DESC`, args)
 	})
 	return out, err
+}
+
+// scanRecents runs a recents query and appends its messages to out, in the order read.
+func (s *Store) scanRecents(ctx context.Context, out map[conversation.ChannelKey][]conversation.Message, query string, args []any) error {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("select recents: %w", translate(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k conversation.ChannelKey
+		var m conversation.Message
+		if err := rows.Scan(&k.Key, &k.Type, &m.MessageSeq, &m.MessageID, &m.ClientMsgNo, &m.FromUID, &m.ChannelID,
+			&m.Timestamp, &m.Header.RedDot, &m.Setting, &m.Expire, &m.Payload); err != nil {
+			return fmt.Errorf("scan message: %w", err)
+		}
+		m.ChannelType = k.Type
+		out[k] = append(out[k], m)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("select recents: %w", translate(err))
+	}
+	return nil
 }
 
 // Update applies change, given the row and the store clock in unix ms, to the user's conversation key in a transaction and, when change reports that
@@ -166,7 +197,7 @@ func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change fun
 		return nil
 	})
 	if err == nil && out.Version != before {
-		s.committed(ctx, map[string]int64{key.UID: out.Version})
+		s.committed(ctx, conversation.Changes{Versions: map[string]int64{key.UID: out.Version}})
 	}
 	return out, err
 }

@@ -10,6 +10,7 @@ import (
 type Metrics struct {
 	rows    *prometheus.CounterVec
 	recents *prometheus.CounterVec
+	load    *prometheus.HistogramVec
 }
 
 // NewMetrics creates the caches' metrics and registers them with reg; it fails when reg holds them already.
@@ -19,8 +20,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Conversation lists served: from memory alone, after an unchanged version check, or loaded."}, []string{"result"}),
 		recents: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "conv", Subsystem: "api", Name: "recents_cache_total",
 			Help: "Recents ranges asked of the cache, by hit or miss."}, []string{"result"}),
+		load: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "api", Name: "cache_load_seconds",
+			Help:    "Cache refreshes: reading what a cache misses from the database, by cache (rows, recents).",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14)}, []string{"cache"}),
 	}
-	if err := errors.Join(reg.Register(m.rows), reg.Register(m.recents)); err != nil {
+	m.load.WithLabelValues("rows")
+	m.load.WithLabelValues("recents")
+	if err := errors.Join(reg.Register(m.rows), reg.Register(m.recents), reg.Register(m.load)); err != nil {
 		return nil, err
 	}
 	return m, nil

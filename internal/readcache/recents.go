@@ -18,26 +18,31 @@ type RecentsSource interface {
 type RecentsOptions struct {
 	// MaxBytes bounds the payload bytes held (default 64 MiB); least recently used channels go first.
 	MaxBytes int
-	// Fill is how many seqs a miss loads at least (default 20), so the next requests of the channel's
+	// Fill is how many messages a miss loads at least (default 20), so the next requests of the channel's
 	// other members hit even when they ask for more than the first one did.
 	Fill int
-	// TTL bounds how long an entry is served (default 10 s).
-	TTL time.Duration
+	// MaxAge bounds how long a stretch is served after it was loaded (default 5 s). Announced changes
+	// (Apply) keep stretches exact; MaxAge bounds the harm of an announcement that was lost.
+	MaxAge time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Metrics count hits and misses (default: counted, not exported).
 	Metrics *Metrics
 }
 
-// Recents keeps the newest messages of busy channels in front of the store's recents query. Messages
-// are immutable and a conversation row names the newest seq its user may see, so a cached stretch of a
-// channel's seqs answers a recents request exactly whenever it covers the requested seqs, and needs no
-// invalidation when new messages arrive: a request for a seq above the stretch misses and reloads.
+// Recents keeps stretches of busy channels' windows (conversation.Stretch) in front of the store's
+// recents query. Messages are immutable and a conversation row names the newest seq its user may see, so
+// a cached stretch answers a recents request exactly whenever it holds all of the request's messages,
+// and needs nothing when new messages arrive on top: a request for a seq above the stretch misses and
+// reloads.
 //
-// What a cached stretch can get wrong is a message that arrives late, out of seq order, after the stretch
-// was loaded (absent from the stretch), and a message the channel's window pruned since (still in it).
-// Entries therefore expire after a TTL, which bounds both; unread counts are never affected, since rows
-// never come from this cache. Recents is safe for concurrent use.
+// What a stretch cannot see is a message inserted inside it after it was loaded (a late one, out of seq
+// order) and a message the window pruned since. The store announces both with every commit (the change
+// feed); Apply drops the stretches a late message falls into and trims pruned messages from the others,
+// so what is served is never older than what this replica has been told. A stretch whose load raced an
+// announcement of its channel is not kept. MaxAge bounds how long a stretch lives if an announcement is
+// lost (a crash between a commit and its announcement, or a full publish queue). Unread counts are never
+// affected: rows do not come from this cache. Recents is safe for concurrent use.
 type Recents struct {
 	src  RecentsSource
 	opts RecentsOptions
@@ -46,13 +51,21 @@ type Recents struct {
 	lru   *list.List // of *entry, most recently used first
 	index map[conversation.ChannelKey]*list.Element
 	bytes int
+	// gen counts Apply calls; touched holds the last one that named each channel, so a load that started
+	// before it is not kept. Past maxTouched entries touched is cleared and floor says every load that
+	// started before it is suspect.
+	gen     uint64
+	touched map[conversation.ChannelKey]uint64
+	floor   uint64
 }
 
-// entry holds every window message of one channel with lo <= seq <= hi, newest first.
+// maxTouched bounds the channels whose last announcement Recents remembers.
+const maxTouched = 200_000
+
+// entry is one channel's cached stretch.
 type entry struct {
 	key      conversation.ChannelKey
-	lo, hi   int64
-	msgs     []conversation.Message
+	stretch  conversation.Stretch
 	bytes    int
 	loadedAt time.Time
 }
@@ -65,37 +78,70 @@ func NewRecents(src RecentsSource, opts RecentsOptions) *Recents {
 	if opts.Fill <= 0 {
 		opts.Fill = 20
 	}
-	if opts.TTL <= 0 {
-		opts.TTL = 10 * time.Second
+	if opts.MaxAge <= 0 {
+		opts.MaxAge = 5 * time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	opts.Metrics = opts.Metrics.orUnregistered()
-	return &Recents{src: src, opts: opts, lru: list.New(), index: map[conversation.ChannelKey]*list.Element{}}
+	return &Recents{src: src, opts: opts, lru: list.New(), index: map[conversation.ChannelKey]*list.Element{},
+		touched: map[conversation.ChannelKey]uint64{}}
 }
 
-// Recents answers like Source.Recents: for each range, the window's messages with After < seq <= UpTo,
-// at most Count, newest first. Ranges the cache covers cost nothing; the others go to the source in
-// one call. Errors are the source's.
+// Apply brings the cached stretches up to date with announced window changes (from the change feed, or
+// a local commit): a stretch a late message falls into is dropped, pruned messages leave the others.
+func (c *Recents) Apply(changes []conversation.WindowChange) {
+	if len(changes) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	if len(c.touched)+len(changes) > maxTouched {
+		clear(c.touched)
+		c.floor = c.gen
+	}
+	for _, w := range changes {
+		c.touched[w.Channel] = c.gen
+		el, ok := c.index[w.Channel]
+		if !ok {
+			continue
+		}
+		e := el.Value.(*entry)
+		s, keep := e.stretch.Apply(w)
+		if !keep {
+			c.remove(el)
+			continue
+		}
+		c.bytes -= e.bytes
+		e.stretch, e.bytes = s, size(s.Msgs)
+		c.bytes += e.bytes
+	}
+}
+
+// Recents answers like Source.Recents (conversation.PickRecents per range). Ranges a cached stretch
+// answers cost nothing; the others go to the source in one call. Errors are the source's.
 func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
 	out := make(map[conversation.ChannelKey][]conversation.Message, len(ranges))
 	var miss []conversation.SeqRange
 	hits := 0
 	now := c.opts.Now()
 	c.mu.Lock()
+	gen := c.gen
 	for _, r := range ranges {
-		if r.Count <= 0 || r.UpTo <= r.After {
+		if r.Empty() {
 			continue
 		}
-		from := max(r.After+1, r.UpTo-int64(r.Count)+1)
 		if el, ok := c.index[r.Channel]; ok {
 			e := el.Value.(*entry)
-			if e.lo <= from && r.UpTo <= e.hi && now.Sub(e.loadedAt) < c.opts.TTL {
-				c.lru.MoveToFront(el)
-				out[r.Channel] = pick(e.msgs, from, r.UpTo)
-				hits++
-				continue
+			if now.Sub(e.loadedAt) < c.opts.MaxAge {
+				if msgs, ok := e.stretch.Answer(r); ok {
+					c.lru.MoveToFront(el)
+					out[r.Channel] = msgs
+					hits++
+					continue
+				}
 			}
 		}
 		miss = append(miss, r)
@@ -107,23 +153,28 @@ func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (
 		return out, nil
 	}
 
-	// Load at least Fill seqs below UpTo, whatever the request's After: other members ask for the same
-	// channel with other read points.
+	// Load at least Fill messages at or below UpTo, whatever the request's After: other members ask for
+	// the same channel with other read points.
 	load := make([]conversation.SeqRange, len(miss))
 	for i, r := range miss {
-		n := max(r.Count, c.opts.Fill)
-		load[i] = conversation.SeqRange{Channel: r.Channel, After: max(0, r.UpTo-int64(n)), UpTo: r.UpTo, Count: n}
+		load[i] = conversation.SeqRange{Channel: r.Channel, UpTo: r.UpTo, Count: max(r.Count, c.opts.Fill)}
 	}
+	start := time.Now()
 	loaded, err := c.src.Recents(ctx, load)
 	if err != nil {
 		return nil, err
 	}
+	c.opts.Metrics.load.WithLabelValues("recents").Observe(time.Since(start).Seconds())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, r := range miss {
-		msgs := loaded[r.Channel]
-		c.put(&entry{key: r.Channel, lo: load[i].After + 1, hi: r.UpTo, msgs: msgs, bytes: size(msgs), loadedAt: now})
-		out[r.Channel] = pick(msgs, max(r.After+1, r.UpTo-int64(r.Count)+1), r.UpTo)
+		s := conversation.StretchOf(load[i], loaded[r.Channel])
+		msgs, _ := s.Answer(r) // a stretch loaded for r holds r whole
+		out[r.Channel] = msgs
+		if c.gen > gen && (c.touched[r.Channel] > gen || c.floor > gen) {
+			continue // an announcement of the channel arrived while loading: the load may predate it
+		}
+		c.put(&entry{key: r.Channel, stretch: s, bytes: size(s.Msgs), loadedAt: now})
 	}
 	return out, nil
 }
@@ -131,37 +182,23 @@ func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (
 // put stores e, replacing the channel's older entry, and evicts least recently used entries over budget.
 func (c *Recents) put(e *entry) {
 	if el, ok := c.index[e.key]; ok {
-		old := el.Value.(*entry)
-		c.bytes -= old.bytes
-		c.lru.Remove(el)
+		c.remove(el)
 	}
 	if e.bytes > c.opts.MaxBytes {
-		delete(c.index, e.key)
 		return
 	}
 	c.index[e.key] = c.lru.PushFront(e)
 	c.bytes += e.bytes
 	for c.bytes > c.opts.MaxBytes {
-		last := c.lru.Back()
-		old := last.Value.(*entry)
-		c.lru.Remove(last)
-		delete(c.index, old.key)
-		c.bytes -= old.bytes
+		c.remove(c.lru.Back())
 	}
 }
 
-// pick returns the messages of msgs (newest first) with from <= seq <= upTo; the result shares msgs'
-// backing array and must not be modified.
-func pick(msgs []conversation.Message, from, upTo int64) []conversation.Message {
-	i := 0
-	for i < len(msgs) && msgs[i].MessageSeq > upTo {
-		i++
-	}
-	j := i
-	for j < len(msgs) && msgs[j].MessageSeq >= from {
-		j++
-	}
-	return msgs[i:j:j]
+func (c *Recents) remove(el *list.Element) {
+	e := el.Value.(*entry)
+	c.lru.Remove(el)
+	delete(c.index, e.key)
+	c.bytes -= e.bytes
 }
 
 // size approximates an entry's memory: payloads plus a fixed cost per message.

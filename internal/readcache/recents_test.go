@@ -26,6 +26,15 @@ func (w *window) add(ch conversation.ChannelKey, seqs ...int64) {
 	}
 }
 
+// prune deletes the channel's messages below minKept, as the store's window does.
+func (w *window) prune(ch conversation.ChannelKey, minKept int64) {
+	for s := range w.msgs[ch] {
+		if s < minKept {
+			delete(w.msgs[ch], s)
+		}
+	}
+}
+
 func (w *window) Recents(_ context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
 	w.calls++
 	out := map[conversation.ChannelKey][]conversation.Message{}
@@ -108,7 +117,7 @@ func TestCacheExpiresAndEvicts(t *testing.T) {
 	w := &window{msgs: map[conversation.ChannelKey]map[int64]conversation.Message{}}
 	w.add(g1, 1, 2, 3)
 	now := time.Unix(0, 0)
-	c := NewRecents(w, RecentsOptions{TTL: time.Second, Now: func() time.Time { return now }})
+	c := NewRecents(w, RecentsOptions{MaxAge: time.Second, Now: func() time.Time { return now }})
 	ctx := context.Background()
 	r := []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 3}}
 	_, _ = c.Recents(ctx, r)
@@ -133,5 +142,80 @@ func TestCacheExpiresAndEvicts(t *testing.T) {
 	}
 	if _, ok := small.index[g2]; !ok {
 		t.Errorf("the most recent channel was evicted")
+	}
+}
+
+// TestStaleStretchesAreNeverServed: after every change of the window and its announcement, every request
+// the cache answers equals the source's answer: a late message inside a cached stretch and a pruned
+// message are never served from the stretch loaded before them.
+func TestStaleStretchesAreNeverServed(t *testing.T) {
+	w := &window{msgs: map[conversation.ChannelKey]map[int64]conversation.Message{}}
+	w.add(g1, 1, 2, 4, 7, 8, 9, 10, 11, 12) // 3, 5, 6 still to come, late
+	c := NewRecents(w, RecentsOptions{Fill: 6, MaxAge: time.Hour})
+	ctx := context.Background()
+	check := func(step string) {
+		t.Helper()
+		for upTo := int64(1); upTo <= 12; upTo++ {
+			for after := int64(0); after < upTo; after++ {
+				for _, count := range []int{1, 3, 10} {
+					r := conversation.SeqRange{Channel: g1, After: after, UpTo: upTo, Count: count}
+					got, err := c.Recents(ctx, []conversation.SeqRange{r})
+					if err != nil {
+						t.Fatal(err)
+					}
+					want, _ := (&window{msgs: w.msgs}).Recents(ctx, []conversation.SeqRange{r})
+					if seqs(got[g1]) != seqs(want[g1]) {
+						t.Fatalf("%s: %+v answered %s, the window holds %s", step, r, seqs(got[g1]), seqs(want[g1]))
+					}
+				}
+			}
+		}
+	}
+	check("loaded")
+	w.add(g1, 6)
+	c.Apply([]conversation.WindowChange{{Channel: g1, LateMin: 6, LateMax: 6}})
+	check("late message inside the stretch")
+	w.add(g1, 3, 5)
+	c.Apply([]conversation.WindowChange{{Channel: g1, LateMin: 3, LateMax: 5}})
+	check("late messages at the bottom")
+	w.prune(g1, 8)
+	c.Apply([]conversation.WindowChange{{Channel: g1, MinKept: 8}})
+	check("pruned")
+}
+
+// racingWindow applies a change, and its announcement, while a load is in flight: the load may have read
+// the window before the change.
+type racingWindow struct {
+	*window
+	during func()
+}
+
+func (r *racingWindow) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
+	out, err := r.window.Recents(ctx, ranges)
+	if r.during != nil {
+		f := r.during
+		r.during = nil
+		f()
+	}
+	return out, err
+}
+
+func TestLoadRacingAnAnnouncementIsNotKept(t *testing.T) {
+	w := &window{msgs: map[conversation.ChannelKey]map[int64]conversation.Message{}}
+	w.add(g1, 1, 2, 4, 5)
+	src := &racingWindow{window: w}
+	c := NewRecents(src, RecentsOptions{MaxAge: time.Hour})
+	r := []conversation.SeqRange{{Channel: g1, UpTo: 5, Count: 3}}
+	src.during = func() {
+		w.add(g1, 3)
+		c.Apply([]conversation.WindowChange{{Channel: g1, LateMin: 3, LateMax: 3}})
+	}
+	first, _ := c.Recents(context.Background(), r)
+	if seqs(first[g1]) != "[5 4 2]" {
+		t.Fatalf("first answer %s, want what the load read, [5 4 2]", seqs(first[g1]))
+	}
+	again, _ := c.Recents(context.Background(), r)
+	if seqs(again[g1]) != "[5 4 3]" || w.calls != 2 {
+		t.Errorf("after the announcement: %s with %d loads, want [5 4 3] from a second load", seqs(again[g1]), w.calls)
 	}
 }

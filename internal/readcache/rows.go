@@ -119,10 +119,12 @@ func (c *Rows) Conversations(ctx context.Context, q conversation.Query) ([]conve
 	}
 	c.mu.Unlock()
 
+	loadStart := time.Now()
 	rows, version, err := c.src.UserRows(ctx, q.UID)
 	if err != nil {
 		return nil, err
 	}
+	c.opts.Metrics.load.WithLabelValues("rows").Observe(time.Since(loadStart).Seconds())
 	c.opts.Metrics.rows.WithLabelValues("loaded").Inc()
 	if len(rows) <= c.opts.MaxRowsPerUser {
 		c.put(&userRows{uid: q.UID, version: version, checked: start, rows: rows})

@@ -2,7 +2,9 @@ package readcache_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/mysql"
@@ -79,4 +81,61 @@ func TestRowsNeverServesAStaleList(t *testing.T) {
 	if got := unread(); got != 0 || src.fullReads != 3 {
 		t.Errorf("unrelated change: unread %d, %d reads", got, src.fullReads)
 	}
+}
+
+// TestRecentsFollowTheStoresAnnouncements: with the store's commit announcements applied, as the change
+// feed does, the recents cache answers exactly what the store does after a late message lands inside a
+// cached stretch and after the window prunes messages the cache holds.
+func TestRecentsFollowTheStoresAnnouncements(t *testing.T) {
+	var c *readcache.Recents
+	s, _ := testenv.Store(t, mysql.Options{RecentsWindow: 8, OnCommit: func(_ context.Context, ch conversation.Changes) { c.Apply(ch.Windows) }})
+	c = readcache.NewRecents(s, readcache.RecentsOptions{Fill: 10, MaxAge: time.Hour})
+	ctx := context.Background()
+	g1 := conversation.ChannelKey{Key: "g1", Type: 2}
+	apply := func(seqs ...int64) {
+		t.Helper()
+		var events []conversation.Event
+		for _, seq := range seqs {
+			events = append(events, message("g1", seq, "alice", "alice", "bob"))
+		}
+		if _, err := s.ApplyBatch(ctx, events); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(step string, upTo int64) {
+		t.Helper()
+		for after := int64(0); after < upTo; after++ {
+			for _, count := range []int{1, 2, 5, 10} {
+				r := []conversation.SeqRange{{Channel: g1, After: after, UpTo: upTo, Count: count}}
+				got, err := c.Recents(ctx, r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := s.Recents(ctx, r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(seqsOf(got[g1])) != fmt.Sprint(seqsOf(want[g1])) {
+					t.Fatalf("%s: after %d count %d: cache %v, store %v", step, after, count, seqsOf(got[g1]), seqsOf(want[g1]))
+				}
+			}
+		}
+	}
+	apply(1, 2, 4, 6, 7) // 3 and 5 come late
+	check("loaded", 7)
+	apply(5)
+	check("late message inside the cached stretch", 7)
+	apply(3)
+	check("late message at its bottom", 7)
+	apply(8, 9, 10, 11) // the window keeps seqs 4..11
+	check("pruned", 7)
+	check("pruned, newest", 11)
+}
+
+func seqsOf(ms []conversation.Message) []int64 {
+	out := []int64{}
+	for _, m := range ms {
+		out = append(out, m.MessageSeq)
+	}
+	return out
 }

@@ -1,0 +1,122 @@
+package changefeed_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/convsync/conversations/internal/changefeed"
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/testenv"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// TestFollowerReadsWhatWasPublished: what commits announce reaches a follower, merged per user (highest
+// version) and per channel (span of late seqs, highest watermark), and Close drains what is queued.
+func TestFollowerReadsWhatWasPublished(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.Topics(t, brokers, 1).Changes
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	f, err := changefeed.NewFollower(ctx, nil, brokers, topic, quiet, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan conversation.Changes, 16)
+	done := make(chan struct{})
+	go func() {
+		f.Run(ctx, func(c conversation.Changes) { got <- c })
+		close(done)
+	}()
+	p, err := changefeed.NewPublisher(nil, brokers, topic, quiet, prometheus.NewRegistry(), changefeed.PublisherOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g1 := conversation.ChannelKey{Key: "g:1", Type: 2}
+	p.AfterCommit(ctx, conversation.Changes{Versions: map[string]int64{"bob": 5, "alice": 5},
+		Windows: []conversation.WindowChange{{Channel: g1, LateMin: 7, LateMax: 7}}})
+	p.AfterCommit(ctx, conversation.Changes{Versions: map[string]int64{"bob": 6},
+		Windows: []conversation.WindowChange{{Channel: g1, LateMin: 3, LateMax: 4, MinKept: 2}}})
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	versions := map[string]int64{}
+	var windows []conversation.WindowChange
+	for len(versions) < 2 || versions["bob"] < 6 || !announced(windows, 3) {
+		c := <-got
+		for u, v := range c.Versions {
+			versions[u] = max(versions[u], v)
+		}
+		windows = append(windows, c.Windows...)
+	}
+	if versions["alice"] != 5 || versions["bob"] != 6 {
+		t.Errorf("versions %v, want alice 5, bob 6", versions)
+	}
+	// Merged or not, the announcements must cover late seqs 3, 4 and 7 and the watermark 2.
+	covers := func(seq int64) bool {
+		for _, w := range windows {
+			if w.Channel == g1 && w.LateMin <= seq && seq <= w.LateMax {
+				return true
+			}
+		}
+		return false
+	}
+	var minKept int64
+	for _, w := range windows {
+		minKept = max(minKept, w.MinKept)
+	}
+	if !covers(3) || !covers(4) || !covers(7) || minKept != 2 {
+		t.Errorf("windows %+v do not announce late 3, 4, 7 and watermark 2", windows)
+	}
+	cancel()
+	<-done // Run returns once its readers stopped
+}
+
+// announced reports whether some window change names late seq seq.
+func announced(ws []conversation.WindowChange, seq int64) bool {
+	for _, w := range ws {
+		if w.LateMin <= seq && seq <= w.LateMax {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPublishNeverBlocks: with a broker that never answers, AfterCommit still returns at once; what the
+// queue cannot hold is dropped and counted, and Close gives up after the write timeout.
+func TestPublishNeverBlocks(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // accepts connections, never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	reg := prometheus.NewRegistry()
+	p, err := changefeed.NewPublisher(nil, []string{ln.Addr().String()}, "changes", quiet, reg,
+		changefeed.PublisherOptions{QueueLen: 2, WriteTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		p.AfterCommit(t.Context(), conversation.Changes{Versions: map[string]int64{"u": int64(i + 1)}})
+	}
+	_ = p.Close() // the write fails: the broker never answered
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dropped float64
+	for _, mf := range mfs {
+		if mf.GetName() == "conv_changes_dropped_total" {
+			dropped = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if dropped < 40 {
+		t.Errorf("dropped %v of 50 commits, want most of them (queue of 2, writer stuck)", dropped)
+	}
+}
