@@ -25,7 +25,9 @@ import (
 	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/probes"
 	"github.com/convsync/conversations/internal/projector"
+	"github.com/convsync/conversations/internal/purge"
 )
 
 func main() {
@@ -86,6 +88,11 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	if err != nil {
 		return fmt.Errorf("register projector metrics: %w", err)
 	}
+	// Created even when purging is off, so its metrics always show.
+	purger, err := purge.New(store, cfg.TombstoneMaxAge, purgeInterval, reg, log)
+	if err != nil {
+		return fmt.Errorf("register purge metrics: %w", err)
+	}
 	skip := make([]uint8, len(cfg.SkipChannelTypes))
 	for i, t := range cfg.SkipChannelTypes {
 		skip[i] = uint8(t) // validated 1..255
@@ -112,8 +119,12 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	if err != nil {
 		return fmt.Errorf("listen on PROJECTOR_HTTP_ADDR: %w", err)
 	}
+	kafkaChecks := probes.NewKafka(cfg.KafkaBrokers, cfg.KafkaTopic, cfg.KafkaDLQTopic, kc.Transport())
+	defer kafkaChecks.Close()
+	go kafkaChecks.WarnDeadLetterLimit(ctx, log)
+	checks := probes.Checks{Database: store.Ping, Kafka: kafkaChecks.Check, DeadLetter: kafkaChecks.CheckDeadLetter, Loop: p.Failing}
 	srv := &http.Server{
-		Handler:           projector.Handler(p, reg),
+		Handler:           probes.Handler(checks, reg),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
@@ -137,7 +148,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	go func() {
 		defer close(purgeDone)
 		if cfg.TombstoneMaxAge > 0 {
-			projector.NewPurger(store, cfg.TombstoneMaxAge, purgeInterval, metrics, log).Run(ctx)
+			purger.Run(ctx)
 		}
 	}()
 

@@ -27,6 +27,12 @@ const (
 	ReasonInvalidValue = "invalid_value"
 )
 
+// DeadLetterReasons lists every Reason constant: a new reason added above belongs here too, so that
+// metrics export it from the start.
+func DeadLetterReasons() []string {
+	return []string{ReasonTooLarge, ReasonInvalidJSON, ReasonUnknownType, ReasonMissingField, ReasonWrongType, ReasonInvalidValue}
+}
+
 // BadEventError says why a record cannot be applied. It wraps ErrInvalid.
 type BadEventError struct {
 	Reason string // one of the Reason constants

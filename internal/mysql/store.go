@@ -19,6 +19,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -255,13 +256,15 @@ const (
 	errDeadlock        = 1213
 )
 
-// translate maps driver errors onto the domain's sentinels, keeping the original in the chain.
+// translate maps driver errors onto the domain's sentinels, keeping the original in the chain, and hides
+// what a server error quotes from the statement's values, so the store's errors are safe to log.
 func translate(err error) error {
 	if err == nil || errors.Is(err, conversation.ErrConflict) || errors.Is(err, conversation.ErrUnavailable) {
 		return err
 	}
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
+		err = redacted{err}
 		switch me.Number {
 		case errDeadlock, errLockWaitTimeout:
 			return fmt.Errorf("%w: %w", conversation.ErrConflict, err)
@@ -277,6 +280,16 @@ func translate(err error) error {
 	}
 	return err
 }
+
+// redacted is an error whose text has the quoted parts of a server error (a duplicate key's entry, an
+// incorrect string value) replaced: those are bound values, which are never logged (user ids, message
+// numbers). errors.Is and errors.As still reach the driver's error.
+type redacted struct{ err error }
+
+func (r redacted) Error() string { return quoted.ReplaceAllString(r.err.Error(), "'…'") }
+func (r redacted) Unwrap() error { return r.err }
+
+var quoted = regexp.MustCompile(`'[^']*'`)
 
 // placeholders returns n copies of tuple joined by commas: placeholders(2, "(?,?)") = "(?,?),(?,?)".
 func placeholders(n int, tuple string) string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
@@ -46,5 +47,16 @@ func TestTranslate(t *testing.T) {
 	}
 	if translate(nil) != nil {
 		t.Error("translate(nil) is not nil")
+	}
+}
+
+func TestTranslateHidesQuotedValues(t *testing.T) {
+	dup := &mysql.MySQLError{Number: 1062, Message: "Duplicate entry 'alice-g1-2' for key 'PRIMARY'"}
+	got := translate(fmt.Errorf("write conversations: %w", dup))
+	if s := got.Error(); strings.Contains(s, "alice") || !strings.Contains(s, "Error 1062") || !strings.Contains(s, "write conversations") {
+		t.Fatalf("translate = %q, want the statement and the error number without the entry", s)
+	}
+	if !errors.Is(got, dup) {
+		t.Fatal("the driver's error is no longer in the chain")
 	}
 }

@@ -54,8 +54,8 @@ func TestCommitsOnlyAfterTheBatchApplied(t *testing.T) {
 	if got := committed(t, brokers, group, topic, 1)[0]; got != -1 {
 		t.Fatalf("while the store fails, committed offset = %d, want none (-1)", got)
 	}
-	if r := p.Readiness(t.Context()); r.Ready || r.Loop != "retrying apply" {
-		t.Fatalf("while the store fails, readiness = %+v, want not ready, retrying apply", r)
+	if step := p.Failing(); step != "apply" {
+		t.Fatalf("while the store fails, Failing = %q, want apply (not ready)", step)
 	}
 	close(release)
 
@@ -66,8 +66,8 @@ func TestCommitsOnlyAfterTheBatchApplied(t *testing.T) {
 	if n := store.applied(); n != 10 {
 		t.Fatalf("applied %d events, want the 10 records once (one successful batch)", n)
 	}
-	if r := p.Readiness(t.Context()); !r.Ready {
-		t.Fatalf("after recovery, readiness = %+v, want ready", r)
+	if step := p.Failing(); step != "" {
+		t.Fatalf("after recovery, Failing = %q, want none (ready)", step)
 	}
 	if n := metricValue(t, reg, "conv_projector_apply_failures_total"); n != 3 {
 		t.Fatalf("apply_failures_total = %v, want 3", n)
@@ -182,7 +182,7 @@ func TestDeadLetterFailureBlocksTheCommit(t *testing.T) {
 	start(t, p)
 
 	eventually(t, 20*time.Second, "readiness reports the dead-letter step failing", func() bool {
-		return p.Readiness(t.Context()).Loop == "retrying dead_letter"
+		return p.Failing() == "dead_letter"
 	})
 	if got := committed(t, brokers, group, topic, 1)[0]; got != -1 {
 		t.Fatalf("while dead letters fail, committed offset = %d, want none (-1)", got)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/probes"
 	"github.com/convsync/conversations/internal/testenv"
 	"github.com/convsync/conversations/internal/topicadmin"
 )
@@ -206,8 +207,10 @@ func TestARecordTheEventsTopicAcceptsIsDeadLetteredWhole(t *testing.T) {
 	if got := metricValue(t, reg, "conv_projector_dead_letters_reduced_total"); got != 0 {
 		t.Errorf("dead_letters_reduced_total = %v, want 0", got)
 	}
-	if r := p.Readiness(t.Context()); r.DeadLetter != "ok" {
-		t.Errorf("readiness dead_letter = %q, want ok", r.DeadLetter)
+	kafka := probes.NewKafka(brokers, topic, dlq, nil)
+	defer kafka.Close()
+	if got := kafka.CheckDeadLetter(t.Context()); got != "ok" {
+		t.Errorf("readiness dead_letter = %q, want ok", got)
 	}
 }
 

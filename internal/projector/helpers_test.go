@@ -307,7 +307,6 @@ type fakeStore struct {
 	calls   int
 	batches []int
 	events  int
-	ping    error
 }
 
 func (f *fakeStore) ApplyBatch(ctx context.Context, events []conversation.Event) (conversation.BatchResult, error) {
@@ -326,8 +325,6 @@ func (f *fakeStore) ApplyBatch(ctx context.Context, events []conversation.Event)
 	f.events += len(events)
 	return conversation.BatchResult{Applied: len(events)}, nil
 }
-
-func (f *fakeStore) Ping(context.Context) error { return f.ping }
 
 func (f *fakeStore) applied() int {
 	f.mu.Lock()

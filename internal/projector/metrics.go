@@ -28,8 +28,6 @@ type Metrics struct {
 	commitFailures  prometheus.Counter
 	consumerLag     *prometheus.GaugeVec
 	commits         prometheus.Counter
-	purged          prometheus.Counter
-	purgeFailures   prometheus.Counter
 	stageSeconds    *prometheus.HistogramVec
 }
 
@@ -61,9 +59,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		commitFailures: counter("commit_failures_total", "Failed attempts to commit a batch's offsets (each is retried)."),
 		consumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "conv", Subsystem: "projector",
 			Name: "consumer_lag", Help: "Records behind the partition's end after the last committed batch."}, []string{"partition"}),
-		commits:       counter("commits_total", "Batches whose offsets were committed."),
-		purged:        counter("purged_total", "Tombstones purged for age."),
-		purgeFailures: counter("purge_failures_total", "Failed tombstone purge rounds."),
+		commits: counter("commits_total", "Batches whose offsets were committed."),
 		stageSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
 			Name: "stage_seconds", Help: "Where a record's time goes, by stage: fetch (record timestamp to fetched, per " +
 				"record), queue (fetched to its batch starting, per record), decode, apply (the store transaction up to its " +
@@ -73,14 +69,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, st := range []string{stageFetch, stageQueue, stageDecode, stageApply, stageDBCommit, stageOffsetCommit} {
 		m.stageSeconds.WithLabelValues(st)
 	}
-	for _, r := range []string{conversation.ReasonTooLarge, conversation.ReasonInvalidJSON, conversation.ReasonUnknownType,
-		conversation.ReasonMissingField, conversation.ReasonWrongType, conversation.ReasonInvalidValue} {
+	for _, r := range conversation.DeadLetterReasons() {
 		m.deadLettered.WithLabelValues(r) // every reason shows from the start, at 0, so rate() works at once
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.recordsConsumed, m.messagesApplied, m.duplicates, m.belowWindow,
 		m.skipped, m.memberships, m.rowsWritten, m.deadLettered, m.reducedLetters, m.batchSize, m.applySeconds, m.applyFailures,
-		m.dlqFailures, m.commitFailures, m.consumerLag, m.commits, m.purged, m.purgeFailures, m.stageSeconds} {
+		m.dlqFailures, m.commitFailures, m.consumerLag, m.commits, m.stageSeconds} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -10,6 +10,7 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/probes"
 	"github.com/convsync/conversations/internal/testenv"
 )
 
@@ -137,9 +138,13 @@ func TestDatabaseOutage(t *testing.T) {
 	p, reg := newProjector(t, Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group,
 		BatchMaxRecords: 20, BatchMaxWait: 10 * time.Millisecond,
 		RetryMinBackoff: 50 * time.Millisecond, RetryMaxBackoff: 300 * time.Millisecond}, proxied)
+	kafka := probes.NewKafka(brokers, topic, dlq, nil)
+	defer kafka.Close()
+	// As cmd/projector wires them.
+	checks := probes.Checks{Database: proxied.Ping, Kafka: kafka.Check, DeadLetter: kafka.CheckDeadLetter, Loop: p.Failing}
 	start(t, p)
 	waitCommittedToEnd(t, brokers, group, topic, 2, 20*time.Second)
-	if r := p.Readiness(t.Context()); !r.Ready {
+	if r := checks.Readiness(t.Context()); !r.Ready {
 		t.Fatalf("before the outage, readiness = %+v, want ready", r)
 	}
 
@@ -157,9 +162,9 @@ func TestDatabaseOutage(t *testing.T) {
 	}()
 	time.Sleep(80 * time.Millisecond)
 	proxy.cut()
-	var down Readiness
+	var down probes.Readiness
 	eventually(t, 10*time.Second, "readiness reports the database down", func() bool {
-		down = p.Readiness(t.Context())
+		down = checks.Readiness(t.Context())
 		return !down.Ready && down.Database == "unreachable" && down.Loop == "retrying apply"
 	})
 	<-produced
@@ -175,7 +180,7 @@ func TestDatabaseOutage(t *testing.T) {
 	proxy.restore()
 
 	waitCommittedToEnd(t, brokers, group, topic, 2, 30*time.Second)
-	eventually(t, 5*time.Second, "readiness recovers", func() bool { return p.Readiness(t.Context()).Ready })
+	eventually(t, 5*time.Second, "readiness recovers", func() bool { return checks.Readiness(t.Context()).Ready })
 	for _, r := range rows(t, direct) {
 		if r.UID == "alice" {
 			continue

@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"regexp"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -38,10 +37,10 @@ import (
 
 // Store is what the projector needs of the read model. ApplyBatch must apply a batch in one transaction
 // and exactly once per (storage key, message_seq): after it returns nil every event's effect is
-// committed, after an error nothing of the batch is (internal/mysql.Store is one).
+// committed, after an error nothing of the batch is (internal/mysql.Store is one). Its errors are logged
+// as they are, so they must carry no bound values.
 type Store interface {
 	ApplyBatch(ctx context.Context, events []conversation.Event) (conversation.BatchResult, error)
-	Ping(ctx context.Context) error
 }
 
 // Config says where the projector reads and writes and how it batches. The zero value of each tunable
@@ -152,7 +151,6 @@ type Projector struct {
 	readerConfig kafkago.ReaderConfig
 	reader       reader // set by Run: a kafka-go group reader joins its group as soon as it exists
 	dlq          writer
-	probe        *kafkago.Client
 	metrics      *Metrics
 	log          *slog.Logger
 
@@ -216,10 +214,18 @@ func New(cfg Config, store Store, metrics *Metrics, log *slog.Logger) (*Projecto
 		store:        timedStore{store, metrics},
 		readerConfig: rc,
 		dlq:          dlq,
-		probe:        &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: checkTimeout, Transport: cfg.Kafka.Transport()},
 		metrics:      metrics,
 		log:          log,
 	}, nil
+}
+
+// Failing returns the step of the batch loop that keeps failing and is being retried (dead_letter,
+// apply or commit), "" when none: while it is set the projector is not ready.
+func (p *Projector) Failing() string {
+	if step := p.failing.Load(); step != nil {
+		return *step
+	}
+	return ""
 }
 
 // ErrAbandoned is returned by Run when the batch in flight at shutdown could not be applied and committed
@@ -232,13 +238,9 @@ var ErrAbandoned = errors.New("in-flight batch abandoned at shutdown, uncommitte
 // running are retried, never returned (see the package's ack rules).
 func (p *Projector) Run(ctx context.Context) (err error) {
 	p.reader = timedReader{kafkago.NewReader(p.readerConfig), p.metrics}
-	go p.checkDeadLetterLimit(ctx)
 	defer func() {
 		// Closing the reader leaves the group, so the partitions move to another member at once.
 		err = errors.Join(err, p.reader.Close(), p.dlq.Close())
-		if t, ok := p.probe.Transport.(*kafkago.Transport); ok {
-			t.CloseIdleConnections()
-		}
 	}()
 	fctx, stopFetching := context.WithCancel(ctx)
 	queue, fetching := prefetch(fctx, p.reader, p.cfg.BatchMaxRecords, p.cfg.RetryMinBackoff, p.cfg.RetryMaxBackoff)
@@ -406,7 +408,7 @@ func (p *Projector) retry(ctx context.Context, step string, failures interface{ 
 		p.failing.Store(&step)
 		wait := backoff(p.cfg.RetryMinBackoff, p.cfg.RetryMaxBackoff, attempt)
 		p.log.Warn("step failed, retrying the batch", "step", step, "attempt", attempt, "retry_in", wait.String(),
-			"kind", errorKind(err), "error", redact(err))
+			"kind", errorKind(err), "error", err.Error())
 		if !sleep(ctx, wait) {
 			return ctx.Err()
 		}
@@ -461,9 +463,3 @@ func errorKind(err error) string {
 		return "other"
 	}
 }
-
-// quoted matches what a database error may quote from a statement's values (a duplicate key's entry).
-var quoted = regexp.MustCompile(`'[^']*'`)
-
-// redact is an error's text without quoted values, safe to log.
-func redact(err error) string { return quoted.ReplaceAllString(err.Error(), "'…'") }

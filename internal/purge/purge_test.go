@@ -1,0 +1,92 @@
+package purge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// fakeStore has left tombstones, all old enough, and records the purge calls; fail makes the next
+// call fail.
+type fakeStore struct {
+	mu    sync.Mutex
+	left  int64
+	calls []int
+	fail  bool
+}
+
+func (s *fakeStore) PurgeTombstones(_ context.Context, _ int64, limit int) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail {
+		s.fail = false
+		return 0, errors.New("database down")
+	}
+	n := min(s.left, int64(limit))
+	s.left -= n
+	s.calls = append(s.calls, int(n))
+	return n, nil
+}
+
+func (s *fakeStore) done() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.left == 0 && len(s.calls) >= 3
+}
+
+func run(t *testing.T, s *fakeStore) *Purger {
+	t.Helper()
+	p, err := New(s, time.Hour, 10*time.Millisecond, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !s.done() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting until all tombstones are purged")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	return p
+}
+
+func TestPurgerDeletesInBatchesOfAThousand(t *testing.T) {
+	s := &fakeStore{left: 2500}
+	p := run(t, s)
+	if !reflect.DeepEqual(s.calls[:3], []int{1000, 1000, 500}) {
+		t.Fatalf("first round deleted %v, want [1000 1000 500]", s.calls[:3])
+	}
+	if n := testutil.ToFloat64(p.purged); n != 2500 {
+		t.Fatalf("purged_total = %v, want 2500", n)
+	}
+}
+
+func TestPurgerCountsAFailedRoundAndGoesOn(t *testing.T) {
+	s := &fakeStore{left: 2500, fail: true}
+	p := run(t, s)
+	if n := testutil.ToFloat64(p.failures); n != 1 {
+		t.Fatalf("purge_failures_total = %v, want 1", n)
+	}
+}
+
+func TestNewRefusesASecondRegistration(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := New(&fakeStore{}, time.Hour, time.Hour, reg, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(&fakeStore{}, time.Hour, time.Hour, reg, slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("registering the purger's metrics twice succeeded, want an error")
+	}
+}
