@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caarlos0/env/v11"
+	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -28,8 +31,10 @@ import (
 )
 
 func main() {
+	// gin keeps its mode in a package variable, so only main sets it; debug mode only adds console noise.
+	gin.SetMode(gin.ReleaseMode)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx)
+	err := run(ctx, env.ToMap(os.Environ()), os.Stdout)
 	stop()
 	if err != nil {
 		slog.New(slog.NewJSONHandler(os.Stdout, nil)).Error("api failed", "error", err.Error())
@@ -46,12 +51,15 @@ const (
 	maxHeaderBytes    = 64 << 10
 )
 
-func run(ctx context.Context) error {
-	cfg, err := loadConfig(nil)
+// run serves until ctx is done, configured by environ (the process environment in main), logging JSON
+// lines to stdout. It returns an error when the configuration is invalid, the port cannot be bound, the
+// server fails, or the shutdown outlasts SHUTDOWN_TIMEOUT.
+func run(ctx context.Context, environ map[string]string, stdout io.Writer) error {
+	cfg, err := loadConfig(environ)
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	mysql.RouteDriverLog(log)
 
 	reg := prometheus.NewRegistry()

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -114,29 +113,14 @@ func TestRun(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	const token = "run-t0ken"
-	t.Setenv("MYSQL_DSN", dsn)
-	t.Setenv("API_HTTP_ADDR", addr)
-	t.Setenv("API_TOKEN", token)
-	t.Setenv("LOG_LEVEL", "debug")
-	t.Setenv("SHUTDOWN_TIMEOUT", "5s")
-
-	stdout := os.Stdout
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Stdout = w
-	t.Cleanup(func() { os.Stdout = stdout })
-	logs := make(chan string)
-	go func() {
-		b, _ := io.ReadAll(r)
-		logs <- string(b)
-	}()
+	environ := map[string]string{"MYSQL_DSN": dsn, "API_HTTP_ADDR": addr, "API_TOKEN": token, "LOG_LEVEL": "debug",
+		"SHUTDOWN_TIMEOUT": "5s"}
+	var logs testenv.LogBuffer
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
+	go func() { done <- run(ctx, environ, &logs) }()
 
 	base := "http://" + addr
 	deadline := time.Now().Add(10 * time.Second)
@@ -188,8 +172,7 @@ func TestRun(t *testing.T) {
 	if _, err := http.Get(base + "/healthz"); err == nil {
 		t.Fatal("still serving after stop")
 	}
-	w.Close()
-	out := <-logs
+	out := logs.String()
 	if strings.Contains(out, token) || strings.Contains(out, "convtest:convtest") {
 		t.Fatalf("a secret reached the log:\n%s", out)
 	}
@@ -211,8 +194,7 @@ func TestRun(t *testing.T) {
 
 // TestRunFailsOnBadConfig: run reports a bad environment instead of starting.
 func TestRunFailsOnBadConfig(t *testing.T) {
-	t.Setenv("SYNC_MAX_MSG_COUNT", "0")
-	err := run(context.Background())
+	err := run(context.Background(), map[string]string{"SYNC_MAX_MSG_COUNT": "0"}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "SYNC_MAX_MSG_COUNT") {
 		t.Fatalf("run = %v, want a config error", err)
 	}

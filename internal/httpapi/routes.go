@@ -99,8 +99,7 @@ func New(store Store, rows Rows, recents Recents, opts Options) (http.Handler, e
 	}
 	a := &api{store: store, rows: rows, recents: recents, opts: opts, log: opts.Logger, metrics: m}
 
-	// gin keeps its mode in a package variable; debug mode only adds console noise, so it is never used.
-	gin.SetMode(gin.ReleaseMode)
+	// gin's mode is process-wide: cmd/api's main sets it, not this constructor.
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	// A redirect would answer a POST with a 301/307 and no JSON body: unknown paths are a plain 404.
