@@ -133,10 +133,11 @@ func directLoad(ctx context.Context, dsn string, dbPID int, users []syncUser, ms
 		if incremental {
 			q.Version = u.version
 		}
-		rows, err := s.Conversations(ctx, q)
+		all, _, err := s.UserRows(ctx, u.uid)
 		if err != nil {
 			return err
 		}
+		rows := conversation.Select(all, q)
 		ranges := make([]conversation.SeqRange, 0, len(rows))
 		for _, r := range rows {
 			ranges = append(ranges, conversation.SeqRange{

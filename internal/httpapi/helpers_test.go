@@ -188,14 +188,14 @@ type fakeStore struct {
 	updated []conversation.ConvKey
 }
 
-func (s *fakeStore) Conversations(context.Context, conversation.Query) ([]conversation.Row, error) {
+func (s *fakeStore) UserRows(context.Context, string) ([]conversation.Row, int64, error) {
 	if s.panics {
 		panic("fake store: boom")
 	}
 	if s.err != nil {
-		return nil, s.err
+		return nil, 0, s.err
 	}
-	return s.rows, nil
+	return s.rows, 0, nil
 }
 
 func (s *fakeStore) Recents(_ context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {

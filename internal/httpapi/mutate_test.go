@@ -11,7 +11,7 @@ import (
 // row reads one conversation straight from the store, tombstones included.
 func (f *fixture) row(uid, channelID string, typ uint8) (conversation.Row, bool) {
 	f.t.Helper()
-	rows, err := f.store.Conversations(context.Background(), conversation.Query{UID: uid, IncludeDeleted: true})
+	rows, _, err := f.store.UserRows(context.Background(), uid)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -28,10 +28,11 @@ type Store interface {
 	Ping(ctx context.Context) error
 }
 
-// Rows selects a user's conversations for sync (conversation.Select's rules) in a bounded number of
-// queries. *mysql.Store implements it; so may a cache in front of it.
+// Rows reads all of a user's conversations, tombstones included, with the user's version, in a bounded
+// number of queries; sync selects among them (conversation.Select), in one place whatever serves them.
+// *mysql.Store implements it; so does readcache.Rows in front of it.
 type Rows interface {
-	Conversations(ctx context.Context, q conversation.Query) ([]conversation.Row, error)
+	UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error)
 }
 
 // Recents reads messages out of channel windows: for each range, the messages with After < message_seq

@@ -91,10 +91,11 @@ func (a *api) sync(c *gin.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), a.opts.RequestTimeout)
 	defer cancel()
-	rows, err := a.rows.Conversations(ctx, q.query)
+	all, _, err := a.rows.UserRows(ctx, q.query.UID)
 	if err != nil {
 		return err
 	}
+	rows := conversation.Select(all, q.query)
 	var recents map[conversation.ChannelKey][]conversation.Message
 	if q.msgCount > 0 && len(rows) > 0 {
 		ranges := make([]conversation.SeqRange, len(rows))

@@ -128,7 +128,7 @@ func TestVersionInvariant(t *testing.T) {
 	for syncOnce(2) > 0 { // writers are done: drain what is left, in small pages
 	}
 
-	rows, err := f.store.Conversations(context.Background(), conversation.Query{UID: uid, IncludeDeleted: true})
+	rows, _, err := f.store.UserRows(context.Background(), uid)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -199,7 +199,7 @@ func (b *batch) lockRows(ctx context.Context, keys []conversation.ConvKey) (map[
 		for _, k := range keys[lo:hi] {
 			args = append(args, k.UID, k.ChannelID, k.ChannelType)
 		}
-		rows, err := b.tx.QueryxContext(ctx, `SELECT `+prefixed("c.", rowColumns)+` FROM `+
+		rows, err := b.tx.QueryxContext(ctx, `SELECT `+rowColumnList("c.")+` FROM `+
 			keysTable(hi-lo, "k_uid", "k_id", "k_type")+` JOIN conversations c
 			ON c.uid = k.k_uid AND c.channel_id = k.k_id AND c.channel_type = k.k_type FOR UPDATE`, args...)
 		if err != nil {
@@ -229,40 +229,6 @@ func (b *batch) writeRows(ctx context.Context, rows []conversation.Row) error {
 		}
 		return nil
 	})
-}
-
-const rowColumns = `uid, channel_id, channel_type, unread, readed_to_msg_seq, last_msg_seq, last_client_msg_no,
-	last_msg_at, is_deleted, deleted_at_seq, deleted_at_ms, version`
-
-const selectRow = `SELECT ` + rowColumns + ` FROM conversations`
-
-// upsertRows is the multi-row write of whole conversation rows. VALUES() rather than a row alias: MariaDB
-// has no "AS new" (contract §4).
-func upsertRows(n int) string {
-	return `INSERT INTO conversations (` + rowColumns + `) VALUES ` + placeholders(n, "(?,?,?,?,?,?,?,?,?,?,?,?)") +
-		` ON DUPLICATE KEY UPDATE unread = VALUES(unread), readed_to_msg_seq = VALUES(readed_to_msg_seq),
-		last_msg_seq = VALUES(last_msg_seq), last_client_msg_no = VALUES(last_client_msg_no),
-		last_msg_at = VALUES(last_msg_at), is_deleted = VALUES(is_deleted), deleted_at_seq = VALUES(deleted_at_seq),
-		deleted_at_ms = VALUES(deleted_at_ms), version = VALUES(version)`
-}
-
-func appendRowArgs(args []any, r *conversation.Row) []any {
-	return append(args, r.UID, r.ChannelID, r.ChannelType, r.Unread, r.ReadedToMsgSeq, r.LastMsgSeq,
-		r.LastClientMsgNo, r.Timestamp, boolInt(r.Deleted), r.DeletedAtSeq, r.DeletedAtMS, r.Version)
-}
-
-type rowScanner interface{ Scan(dest ...any) error }
-
-func scanRow(rows rowScanner) (conversation.Row, error) {
-	var r conversation.Row
-	var deleted int
-	err := rows.Scan(&r.UID, &r.ChannelID, &r.ChannelType, &r.Unread, &r.ReadedToMsgSeq, &r.LastMsgSeq,
-		&r.LastClientMsgNo, &r.Timestamp, &deleted, &r.DeletedAtSeq, &r.DeletedAtMS, &r.Version)
-	if err != nil {
-		return r, fmt.Errorf("scan conversation: %w", err)
-	}
-	r.Deleted = deleted != 0
-	return r, nil
 }
 
 // bumpVersions gives each user of uids, which are sorted and unique, its next version (contract §3.6)
@@ -416,20 +382,4 @@ func keysTable(n int, cols ...string) string {
 // orTuples is "(cond) OR (cond) ...", for the few ranges of one sync; long lists go through keysTable.
 func orTuples(n int, cond string) string {
 	return "(" + strings.TrimSuffix(strings.Repeat("("+cond+") OR ", n), " OR ") + ")"
-}
-
-// prefixed qualifies each column of a comma-separated list.
-func prefixed(prefix, columns string) string {
-	cols := strings.Split(columns, ",")
-	for i, c := range cols {
-		cols[i] = prefix + strings.TrimSpace(c)
-	}
-	return strings.Join(cols, ", ")
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

@@ -35,7 +35,7 @@ func members(ch string, added bool, uids ...string) conversation.Event {
 
 func rowsOf(t *testing.T, s *mysql.Store, uid string) map[string]conversation.Row {
 	t.Helper()
-	rows, err := s.Conversations(context.Background(), conversation.Query{UID: uid, IncludeDeleted: true})
+	rows, _, err := s.UserRows(context.Background(), uid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,22 +231,27 @@ func TestConversationsLimitKeepsVersionsWhole(t *testing.T) {
 	apply(t, s, groupMsg("c", 1, "x", "bob"))                               // 5001
 	apply(t, s, groupMsg("d", 1, "x", "bob"))                               // 5002
 	ctx := context.Background()
-	rows, err := s.Conversations(ctx, conversation.Query{UID: "bob", Version: 1, Limit: 1})
+	// What sync selects out of the rows the store read (conversation.Select over UserRows).
+	selected := func(q conversation.Query) ([]conversation.Row, error) {
+		all, _, err := s.UserRows(ctx, q.UID)
+		return conversation.Select(all, q), err
+	}
+	rows, err := selected(conversation.Query{UID: "bob", Version: 1, Limit: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(rows) != 2 || rows[0].Version != 5000 || rows[1].Version != 5000 {
 		t.Errorf("limit 1 returned %+v, want both rows of version 5000", rows)
 	}
-	rows, err = s.Conversations(ctx, conversation.Query{UID: "bob", Version: 5000, Limit: 1})
+	rows, err = selected(conversation.Query{UID: "bob", Version: 5000, Limit: 1})
 	if err != nil || len(rows) != 1 || rows[0].ChannelID != "c" {
 		t.Errorf("next page = %+v (%v), want c", rows, err)
 	}
-	rows, err = s.Conversations(ctx, conversation.Query{UID: "bob", Version: 5002, Limit: 1})
+	rows, err = selected(conversation.Query{UID: "bob", Version: 5002, Limit: 1})
 	if err != nil || len(rows) != 0 || rows == nil {
 		t.Errorf("past the end = %#v (%v), want an empty, non-nil slice", rows, err)
 	}
-	rows, err = s.Conversations(ctx, conversation.Query{UID: "bob", MaxFull: 3})
+	rows, err = selected(conversation.Query{UID: "bob", MaxFull: 3})
 	if err != nil || len(rows) != 3 {
 		t.Fatalf("full sync capped at 3 = %d rows (%v)", len(rows), err)
 	}

@@ -12,16 +12,6 @@ import (
 	"github.com/convsync/conversations/internal/conversation"
 )
 
-// Conversations returns the rows of q.UID that q selects (conversation.Select), in one query. Errors
-// wrap conversation.ErrUnavailable when the database cannot be reached.
-func (s *Store) Conversations(ctx context.Context, q conversation.Query) ([]conversation.Row, error) {
-	rows, _, err := s.UserRows(ctx, q.UID)
-	if err != nil {
-		return nil, err
-	}
-	return conversation.Select(rows, q), nil
-}
-
 // UserRows returns every conversation of uid, tombstones included, and the user's version (0 for a user
 // with none), read by one statement so that both come from one snapshot: the rows are exactly those
 // committed up to that version. A user's rows are few (a conversation list), so selection happens in
@@ -37,15 +27,12 @@ func (s *Store) UserRows(ctx context.Context, uid string) ([]conversation.Row, i
 	for rows.Next() {
 		var hasRow bool
 		var r conversation.Row
-		var deleted int
-		if err := rows.Scan(&version, &hasRow, &r.UID, &r.ChannelID, &r.ChannelType, &r.Unread, &r.ReadedToMsgSeq, &r.LastMsgSeq,
-			&r.LastClientMsgNo, &r.Timestamp, &deleted, &r.DeletedAtSeq, &r.DeletedAtMS, &r.Version); err != nil {
+		if err := rows.Scan(append([]any{&version, &hasRow}, rowDest(&r)...)...); err != nil {
 			return nil, 0, fmt.Errorf("scan conversation: %w", err)
 		}
 		if !hasRow { // the user has a version but no rows left (tombstones purged)
 			continue
 		}
-		r.Deleted = deleted != 0
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -53,22 +40,6 @@ func (s *Store) UserRows(ctx context.Context, uid string) ([]conversation.Row, i
 	}
 	return out, version, nil
 }
-
-// userRowsSQL reads the user's version and rows in one statement (one read view). The outer join keeps
-// the version of a user whose rows were all purged; COALESCE keeps such a line scannable.
-var userRowsSQL = func() string {
-	cols := strings.Split(strings.ReplaceAll(rowColumns, "\n", ""), ",")
-	for i, c := range cols {
-		c = strings.TrimSpace(c)
-		zero := "0"
-		if c == "uid" || c == "channel_id" || c == "last_client_msg_no" {
-			zero = "''"
-		}
-		cols[i] = "COALESCE(c." + c + ", " + zero + ")"
-	}
-	return `SELECT v.version, c.uid IS NOT NULL, ` + strings.Join(cols, ", ") +
-		` FROM user_versions v LEFT JOIN conversations c ON c.uid = v.uid WHERE v.uid = ?`
-}()
 
 // UserVersion returns the user's version: it changes exactly when one of the user's rows does, so it
 // tells whether rows read earlier are still current. One primary-key read.

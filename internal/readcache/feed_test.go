@@ -39,9 +39,9 @@ func TestRowsWithChangeFeed(t *testing.T) {
 	ctx := context.Background()
 	version := func() int64 {
 		t.Helper()
-		rows, err := c.Conversations(ctx, conversation.Query{UID: "u"})
+		rows, _, err := c.UserRows(ctx, "u")
 		if err != nil || len(rows) != 1 {
-			t.Fatalf("Conversations = %v, %v", rows, err)
+			t.Fatalf("UserRows = %v, %v", rows, err)
 		}
 		return rows[0].Version
 	}

@@ -92,60 +92,62 @@ func (c *Rows) Notify(uid string, version int64) {
 	c.announced[uid] = version
 }
 
-// Conversations returns the rows q selects (conversation.Select), as current as the user's version read
-// at the start of the call. Errors are the source's.
-func (c *Rows) Conversations(ctx context.Context, q conversation.Query) ([]conversation.Row, error) {
+// UserRows returns all of uid's rows, tombstones included, and their version, like the source: as
+// current as the user's version read at the start of the call, or, with MaxAge, from memory as
+// described on Rows. The rows are shared with the cache: callers must not modify them
+// (conversation.Select does not). Errors are the source's.
+func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
 	start := c.opts.Now()
 	if c.opts.MaxAge > 0 {
-		if rows, ok := c.fresh(q.UID, start); ok {
+		if e, ok := c.fresh(uid, start); ok {
 			c.opts.Metrics.rows.WithLabelValues("memory").Inc()
-			return conversation.Select(rows, q), nil
+			return e.rows, e.version, nil
 		}
 	}
-	version, err := c.src.UserVersion(ctx, q.UID)
+	version, err := c.src.UserVersion(ctx, uid)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	c.mu.Lock()
-	if el, ok := c.index[q.UID]; ok {
+	if el, ok := c.index[uid]; ok {
 		if e := el.Value.(*userRows); e.version == version {
 			e.checked = start
 			c.lru.MoveToFront(el)
 			rows := e.rows
 			c.mu.Unlock()
 			c.opts.Metrics.rows.WithLabelValues("checked").Inc()
-			return conversation.Select(rows, q), nil
+			return rows, version, nil
 		}
 	}
 	c.mu.Unlock()
 
 	loadStart := time.Now()
-	rows, version, err := c.src.UserRows(ctx, q.UID)
+	rows, version, err := c.src.UserRows(ctx, uid)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	c.opts.Metrics.load.WithLabelValues("rows").Observe(time.Since(loadStart).Seconds())
 	c.opts.Metrics.rows.WithLabelValues("loaded").Inc()
 	if len(rows) <= c.opts.MaxRowsPerUser {
-		c.put(&userRows{uid: q.UID, version: version, checked: start, rows: rows})
+		c.put(&userRows{uid: uid, version: version, checked: start, rows: rows})
 	}
-	return conversation.Select(rows, q), nil
+	return rows, version, nil
 }
 
 // fresh returns the cached list of uid when it may be served without asking the database.
-func (c *Rows) fresh(uid string, now time.Time) ([]conversation.Row, bool) {
+func (c *Rows) fresh(uid string, now time.Time) (userRows, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.index[uid]
 	if !ok {
-		return nil, false
+		return userRows{}, false
 	}
 	e := el.Value.(*userRows)
 	if e.version < c.announced[uid] || !e.checked.After(c.checkedBefore) || now.Sub(e.checked) >= c.opts.MaxAge {
-		return nil, false
+		return userRows{}, false
 	}
 	c.lru.MoveToFront(el)
-	return e.rows, true
+	return *e, true
 }
 
 // put stores e unless a newer list of the user is already there, and evicts over MaxUsers.

@@ -41,11 +41,11 @@ func TestRowsNeverServesAStaleList(t *testing.T) {
 	}
 	unread := func() int64 {
 		t.Helper()
-		rows, err := c.Conversations(ctx, conversation.Query{UID: "bob"})
+		rows, _, err := c.UserRows(ctx, "bob")
 		if err != nil {
 			t.Fatal(err)
 		}
-		direct, err := s.Conversations(ctx, conversation.Query{UID: "bob"})
+		direct, _, err := s.UserRows(ctx, "bob")
 		if err != nil {
 			t.Fatal(err)
 		}
