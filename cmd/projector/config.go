@@ -10,12 +10,13 @@ import (
 	"github.com/caarlos0/env/v11"
 	gomysql "github.com/go-sql-driver/mysql"
 
+	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
 )
 
 // config is the projector's configuration, read from the environment. Each field's default is the
-// envDefault beside it.
+// envDefault beside it, or the one its comment names.
 type config struct {
 	// MySQLDSN is the read model's database, go-sql-driver format. Default
 	// conv:conv@tcp(127.0.0.1:3306)/conversations. Its password is never logged.
@@ -58,8 +59,9 @@ type config struct {
 	// RecentsWindow is how many of a channel's newest messages are kept for recents. Default 200.
 	RecentsWindow int64 `env:"RECENTS_WINDOW" envDefault:"200"`
 	// SkipChannelTypes lists channel types whose messages update no conversation (contract §3.2).
-	// Default 6,7,8,9; empty skips none.
-	SkipChannelTypes []int `env:"SKIP_CHANNEL_TYPES" envDefault:"6,7,8,9" envSeparator:","`
+	// Unset: conversation.DefaultSkippedChannelTypes (6,7,8,9); set but empty: none. (No envDefault tag:
+	// the env library would also apply it to an empty value, and the list has its home in the domain.)
+	SkipChannelTypes []int `env:"SKIP_CHANNEL_TYPES" envSeparator:","`
 	// MaxEventBytes: a larger record is dead-lettered as too_large. Default 1048576 (1 MiB).
 	MaxEventBytes int `env:"MAX_EVENT_BYTES" envDefault:"1048576"`
 	// TombstoneMaxAge purges deleted conversations older than this, every minute. Default 0: keep
@@ -74,6 +76,11 @@ func loadConfig(environ map[string]string) (config, error) {
 	var c config
 	if err := env.ParseWithOptions(&c, env.Options{Environment: environ}); err != nil {
 		return c, fmt.Errorf("config: %w", byVariable(err))
+	}
+	if _, set := environ["SKIP_CHANNEL_TYPES"]; !set {
+		for _, t := range conversation.DefaultSkippedChannelTypes() {
+			c.SkipChannelTypes = append(c.SkipChannelTypes, int(t))
+		}
 	}
 	if err := c.validate(); err != nil {
 		return c, fmt.Errorf("config: %w", err)

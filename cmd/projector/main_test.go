@@ -31,6 +31,10 @@ func TestConfigDefaults(t *testing.T) {
 		c.ShutdownTimeout != 10*time.Second {
 		t.Fatalf("defaults = %+v", c)
 	}
+	none, err := loadConfig(map[string]string{"SKIP_CHANNEL_TYPES": ""})
+	if err != nil || len(none.SkipChannelTypes) != 0 {
+		t.Fatalf("SKIP_CHANNEL_TYPES set but empty = %v (%v), want no type skipped", none.SkipChannelTypes, err)
+	}
 }
 
 func TestConfigReportsEveryInvalidValueAtOnce(t *testing.T) {
