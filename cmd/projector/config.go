@@ -67,6 +67,10 @@ type config struct {
 	// TombstoneMaxAge purges deleted conversations older than this, every minute. Default 0: keep
 	// them forever. Example: 720h.
 	TombstoneMaxAge time.Duration `env:"TOMBSTONE_MAX_AGE" envDefault:"0"`
+	// PoisonAttempts is how many times in a row a batch may fail with an error that is not transient
+	// (not an unreachable database, not a lock conflict) before it is split to find the records that fail
+	// alone, which are dead-lettered as apply_failed. Default 5.
+	PoisonAttempts int `env:"POISON_ATTEMPTS" envDefault:"5"`
 	// ShutdownTimeout is how long the in-flight batch may take to finish after SIGTERM. Default 10s.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 }
@@ -134,6 +138,9 @@ func (c config) validate() error {
 			errs = append(errs, fmt.Errorf("SKIP_CHANNEL_TYPES: %d is outside 1..255", t))
 		}
 	}
+	if c.PoisonAttempts < 1 {
+		errs = append(errs, fmt.Errorf("POISON_ATTEMPTS: %d, want > 0", c.PoisonAttempts))
+	}
 	if c.MaxEventBytes < 1 {
 		errs = append(errs, fmt.Errorf("MAX_EVENT_BYTES: %d, want > 0", c.MaxEventBytes))
 	}
@@ -186,6 +193,7 @@ func (c config) LogValue() slog.Value {
 		slog.Int64("recents_window", c.RecentsWindow),
 		slog.Any("skip_channel_types", c.SkipChannelTypes),
 		slog.Int("max_event_bytes", c.MaxEventBytes),
+		slog.Int("poison_attempts", c.PoisonAttempts),
 		slog.String("tombstone_max_age", c.TombstoneMaxAge.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 	)

@@ -110,6 +110,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		MaxEventBytes:   cfg.MaxEventBytes,
 		Skip:            conversation.NewSkipSet(skip...),
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		PoisonAttempts:  cfg.PoisonAttempts,
 	}, store, metrics, log)
 	if err != nil {
 		return err

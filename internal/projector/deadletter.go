@@ -26,7 +26,13 @@ const (
 	// HeaderValueBytes is on reduced dead letters only: the size of the original value, of which the
 	// letter's value is the first ReducedValueBytes at most. The original's own headers are not kept.
 	HeaderValueBytes = "x-dlq-value-bytes"
+	// HeaderErrorClass is on apply_failed dead letters: the class of the store's error (see errorClass).
+	HeaderErrorClass = "x-dlq-error-class"
 )
+
+// ReasonApplyFailed is the dead-letter reason of a record that decoded but that the store failed to apply
+// alone, with an error that is not transient, PoisonAttempts times in a row (see Projector.apply).
+const ReasonApplyFailed = "apply_failed"
 
 // Bounds of what a dead letter adds or keeps. A dead letter must fit the dead-letter topic: its headers
 // are small whatever the record, and a reduced one is small whatever the record was.
@@ -45,14 +51,16 @@ const reasonUnknown = "unknown"
 
 // decode splits a batch into the events to apply, in order, and the dead letters of the records that can
 // never be applied. Each bad record is logged here, once, by position and never by content.
-func (p *Projector) decode(msgs []kafkago.Message) ([]conversation.Event, []kafkago.Message) {
+// srcs[i] is the record of events[i].
+func (p *Projector) decode(msgs []kafkago.Message) (events []conversation.Event, srcs, dead []kafkago.Message) {
 	defer p.metrics.since(stageDecode, time.Now())
-	events := make([]conversation.Event, 0, len(msgs))
-	var dead []kafkago.Message
+	events = make([]conversation.Event, 0, len(msgs))
+	srcs = make([]kafkago.Message, 0, len(msgs))
 	for _, m := range msgs {
 		e, err := conversation.DecodeEvent(m.Value, m.Time, p.cfg.MaxEventBytes)
 		if err == nil {
 			events = append(events, e)
+			srcs = append(srcs, m)
 			continue
 		}
 		reason, field := reasonUnknown, ""
@@ -64,7 +72,7 @@ func (p *Projector) decode(msgs []kafkago.Message) ([]conversation.Event, []kafk
 			"reason", reason, "field", field, "value_bytes", len(m.Value))
 		dead = append(dead, deadLetter(m, reason, err))
 	}
-	return events, dead
+	return events, srcs, dead
 }
 
 // deadLetter is the dead-letter record of m: its key, value and headers, plus the x- headers above.

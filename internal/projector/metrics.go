@@ -21,6 +21,7 @@ type Metrics struct {
 	rowsWritten     prometheus.Counter
 	deadLettered    *prometheus.CounterVec
 	reducedLetters  prometheus.Counter
+	isolated        prometheus.Counter
 	batchSize       prometheus.Histogram
 	applySeconds    prometheus.Histogram
 	applyFailures   prometheus.Counter
@@ -49,6 +50,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "dead_lettered_total", Help: "Bad records sent to the dead-letter topic, by reason."}, []string{"reason"}),
 		reducedLetters: counter("dead_letters_reduced_total",
 			"Dead letters the dead-letter topic refused for size, written reduced (headers and a prefix of the value)."),
+		isolated: counter("poison_records_total",
+			"Records that decoded but failed alone to apply, with an error that is not transient: dead-lettered as apply_failed."),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
 			Name: "batch_size", Help: "Records per batch.", Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500}}),
 		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
@@ -69,12 +72,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, st := range []string{stageFetch, stageQueue, stageDecode, stageApply, stageDBCommit, stageOffsetCommit} {
 		m.stageSeconds.WithLabelValues(st)
 	}
-	for _, r := range conversation.DeadLetterReasons() {
+	for _, r := range append(conversation.DeadLetterReasons(), ReasonApplyFailed) {
 		m.deadLettered.WithLabelValues(r) // every reason shows from the start, at 0, so rate() works at once
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.recordsConsumed, m.messagesApplied, m.duplicates, m.belowWindow,
-		m.skipped, m.memberships, m.rowsWritten, m.deadLettered, m.reducedLetters, m.batchSize, m.applySeconds, m.applyFailures,
+		m.skipped, m.memberships, m.rowsWritten, m.deadLettered, m.reducedLetters, m.isolated, m.batchSize, m.applySeconds, m.applyFailures,
 		m.dlqFailures, m.commitFailures, m.consumerLag, m.commits, m.stageSeconds} {
 		errs = append(errs, reg.Register(c))
 	}

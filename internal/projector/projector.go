@@ -76,6 +76,10 @@ type Config struct {
 	// ShutdownTimeout is how long the in-flight batch may still take to apply and commit once the
 	// context is done (default 10s). After that it is abandoned uncommitted.
 	ShutdownTimeout time.Duration
+	// PoisonAttempts is how many times in a row a batch may fail with an error that is not transient
+	// before it is isolated: split until the records that fail alone are found and dead-lettered as
+	// apply_failed (default 5).
+	PoisonAttempts int
 	// RetryMinBackoff and RetryMaxBackoff bound the wait between two attempts at a failing step
 	// (defaults 100ms and 5s).
 	RetryMinBackoff, RetryMaxBackoff time.Duration
@@ -93,6 +97,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxEventBytes <= 0 {
 		c.MaxEventBytes = 1 << 20
+	}
+	if c.PoisonAttempts <= 0 {
+		c.PoisonAttempts = 5
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
@@ -320,37 +327,16 @@ func (p *Projector) process(ctx context.Context, msgs []kafkago.Message) error {
 	bctx, cancel := graceContext(ctx, p.cfg.ShutdownTimeout)
 	defer cancel()
 
-	events, dead := p.decode(msgs)
-	pending := dead
-	if err := p.retry(bctx, "dead_letter", p.metrics.dlqFailures, func(ctx context.Context) error {
-		var err error
-		var reduced int
-		pending, reduced, err = writePending(ctx, p.dlq, pending)
-		if reduced > 0 {
-			p.metrics.reducedLetters.Add(float64(reduced))
-			p.log.Warn("dead letters over the dead-letter topic's size limit, written reduced", "count", reduced,
-				"dlq_topic", p.cfg.DLQTopic)
-		}
-		return err
-	}); err != nil {
+	events, srcs, dead := p.decode(msgs)
+	if err := p.deadLetter(bctx, dead); err != nil {
 		return p.abandoned(msgs, "dead_letter", err)
 	}
-	for _, d := range dead {
-		p.metrics.deadLettered.WithLabelValues(reasonOf(d)).Inc()
-	}
 	// Messages that have no effect by rule never reach the store (contract §3.2).
-	events, skipped := p.cfg.Skip.Filter(events)
+	events, srcs, skipped := p.filter(events, srcs)
 	res := conversation.BatchResult{}
 	if len(events) > 0 {
-		if err := p.retry(bctx, "apply", p.metrics.applyFailures, func(ctx context.Context) error {
-			start := time.Now()
-			var err error
-			if res, err = p.store.ApplyBatch(ctx, events); err != nil {
-				return err
-			}
-			p.metrics.applySeconds.Observe(time.Since(start).Seconds())
-			return nil
-		}); err != nil {
+		var err error
+		if res, err = p.apply(bctx, events, srcs); err != nil {
 			return p.abandoned(msgs, "apply", err)
 		}
 	}
@@ -367,6 +353,115 @@ func (p *Projector) process(ctx context.Context, msgs []kafkago.Message) error {
 		p.metrics.consumerLag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
 	}
 	return nil
+}
+
+// deadLetter writes dead letters until they are all written (retrying any failure; a letter too large
+// for the dead-letter topic is written reduced) and counts them by reason.
+func (p *Projector) deadLetter(ctx context.Context, dead []kafkago.Message) error {
+	pending := dead
+	if err := p.retry(ctx, "dead_letter", p.metrics.dlqFailures, func(ctx context.Context) error {
+		var err error
+		var reduced int
+		pending, reduced, err = writePending(ctx, p.dlq, pending)
+		if reduced > 0 {
+			p.metrics.reducedLetters.Add(float64(reduced))
+			p.log.Warn("dead letters over the dead-letter topic's size limit, written reduced", "count", reduced,
+				"dlq_topic", p.cfg.DLQTopic)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, d := range dead {
+		p.metrics.deadLettered.WithLabelValues(reasonOf(d)).Inc()
+	}
+	return nil
+}
+
+// filter drops the messages that have no effect by rule (Config.Skip), keeping srcs aligned.
+func (p *Projector) filter(events []conversation.Event, srcs []kafkago.Message) ([]conversation.Event, []kafkago.Message, int) {
+	keptEvents, keptSrcs := events[:0], srcs[:0]
+	for i, e := range events {
+		if e.Message != nil && !p.cfg.Skip.Projected(e.Message) {
+			continue
+		}
+		keptEvents, keptSrcs = append(keptEvents, e), append(keptSrcs, srcs[i])
+	}
+	return keptEvents, keptSrcs, len(events) - len(keptEvents)
+}
+
+// transient reports whether a store error may go away by itself: the database unreachable, or lock
+// conflicts that outlasted the store's own retries. Those are retried for as long as they last.
+func transient(err error) bool {
+	return errors.Is(err, conversation.ErrUnavailable) || errors.Is(err, conversation.ErrConflict)
+}
+
+// apply applies the batch's events in one transaction, retrying failures with backoff. After
+// PoisonAttempts failures in a row that are not transient, the batch is isolated: applied in halves,
+// recursively, in event order, until the events that fail alone are found; those are dead-lettered as
+// apply_failed and the others applied. A transient failure at any point is retried as such, and resets
+// the count. It returns an error only when ctx ends first; then the batch's offsets must not move.
+func (p *Projector) apply(ctx context.Context, events []conversation.Event, srcs []kafkago.Message) (conversation.BatchResult, error) {
+	var res conversation.BatchResult
+	nonTransient := 0
+	err := p.retry(ctx, "apply", p.metrics.applyFailures, func(ctx context.Context) error {
+		if nonTransient >= p.cfg.PoisonAttempts {
+			r, err := p.isolate(ctx, events, srcs)
+			res = r
+			return err
+		}
+		start := time.Now()
+		r, err := p.store.ApplyBatch(ctx, events)
+		switch {
+		case err == nil:
+			p.metrics.applySeconds.Observe(time.Since(start).Seconds())
+			res = r
+		case transient(err):
+			nonTransient = 0
+		default:
+			nonTransient++
+		}
+		return err
+	})
+	return res, err
+}
+
+// isolate applies events in halves, recursively and in order, dead-letters each event that fails alone
+// with an error that is not transient, and returns the sum of what the applied parts did. A transient
+// error stops it: the caller retries, and the parts already applied are then duplicates, which change
+// nothing (the store applies each (storage key, message_seq) once, and membership changes re-applied
+// in order end in the same state).
+func (p *Projector) isolate(ctx context.Context, events []conversation.Event, srcs []kafkago.Message) (conversation.BatchResult, error) {
+	r, err := p.store.ApplyBatch(ctx, events)
+	switch {
+	case err == nil:
+		return r, nil
+	case transient(err) || ctx.Err() != nil:
+		return r, err
+	case len(events) == 1:
+		m := srcs[0]
+		p.metrics.isolated.Inc()
+		p.log.Error("record fails alone, dead-lettered", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset,
+			"reason", ReasonApplyFailed, "class", errorClass(err), "error", err.Error())
+		letter := deadLetter(m, ReasonApplyFailed, err)
+		letter.Headers = append(letter.Headers, kafkago.Header{Key: HeaderErrorClass, Value: []byte(errorClass(err))})
+		return conversation.BatchResult{}, p.deadLetter(ctx, []kafkago.Message{letter})
+	}
+	half := len(events) / 2
+	left, err := p.isolate(ctx, events[:half], srcs[:half])
+	if err != nil {
+		return left, err
+	}
+	right, err := p.isolate(ctx, events[half:], srcs[half:])
+	return sum(left, right), err
+}
+
+// sum adds up what two transactions did.
+func sum(a, b conversation.BatchResult) conversation.BatchResult {
+	return conversation.BatchResult{Applied: a.Applied + b.Applied, Duplicates: a.Duplicates + b.Duplicates,
+		BelowWindow: a.BelowWindow + b.BelowWindow, Skipped: a.Skipped + b.Skipped,
+		Memberships: a.Memberships + b.Memberships, RowsWritten: a.RowsWritten + b.RowsWritten,
+		CommitTime: a.CommitTime + b.CommitTime}
 }
 
 func (p *Projector) abandoned(msgs []kafkago.Message, step string, err error) error {
@@ -448,6 +543,21 @@ func graceContext(ctx context.Context, grace time.Duration) (context.Context, co
 	return gctx, func() {
 		stop()
 		cancel()
+	}
+}
+
+// errorClass names the class of a store error that is not transient, for an apply_failed dead letter:
+// invalid (the store refused a value), else the Go type of the innermost error, e.g. *mysql.MySQLError.
+func errorClass(err error) string {
+	if errors.Is(err, conversation.ErrInvalid) {
+		return "invalid"
+	}
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return fmt.Sprintf("%T", err)
+		}
+		err = next
 	}
 }
 

@@ -163,8 +163,8 @@ func TestDecodeDeadLettersEachKindOfBadRecord(t *testing.T) {
 				{Topic: "events", Partition: 3, Offset: 42, Key: []byte("the-key"), Value: []byte(tt.value),
 					Headers: []kafkago.Header{{Key: "traceparent", Value: []byte("00-abc")}}},
 			}
-			events, dead := p.decode(in)
-			if len(events) != 1 || events[0].Message == nil || events[0].Message.MessageSeq != 1 {
+			events, srcs, dead := p.decode(in)
+			if len(events) != 1 || len(srcs) != 1 || srcs[0].Offset != 41 || events[0].Message == nil || events[0].Message.MessageSeq != 1 {
 				t.Fatalf("events = %+v, want the one good record", events)
 			}
 			if len(dead) != 1 {
