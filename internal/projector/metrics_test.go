@@ -15,7 +15,8 @@ func TestDeadLetterReasonsStartAtZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Every reason is exported from the start, so rate() and alerts work before the first dead letter.
-	for _, r := range conversation.DeadLetterReasons() {
+	reasons := append(conversation.DeadLetterReasons(), ReasonApplyFailed)
+	for _, r := range reasons {
 		if n := metricValue(t, reg, "conv_projector_dead_lettered_total", "reason", r); n != 0 {
 			t.Errorf("dead_lettered_total{reason=%q} = %v, want 0", r, n)
 		}
@@ -25,7 +26,7 @@ func TestDeadLetterReasonsStartAtZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range families {
-		if f.GetName() == "conv_projector_dead_lettered_total" && len(f.GetMetric()) != len(conversation.DeadLetterReasons()) {
+		if f.GetName() == "conv_projector_dead_lettered_total" && len(f.GetMetric()) != len(reasons) {
 			t.Errorf("dead_lettered_total has %d series, want one per reason", len(f.GetMetric()))
 		}
 	}
