@@ -144,7 +144,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	var recents httpapi.Recents = store
 	if maxAge > 0 && cfg.RecentsCacheBytes > 0 {
 		recentsCache = readcache.NewRecents(store, readcache.RecentsOptions{MaxBytes: cfg.RecentsCacheBytes, MaxAge: maxAge,
-			Metrics: cacheMetrics})
+			Encode: httpapi.EncodeRecent, Metrics: cacheMetrics})
 		recents = recentsCache
 	}
 	if follower != nil && rows != nil {

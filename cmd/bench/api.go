@@ -139,29 +139,14 @@ func directLoad(ctx context.Context, dsn string, dbPID int, users []syncUser, ms
 		}
 		rows := conversation.Select(all, q)
 		ranges := make([]conversation.SeqRange, 0, len(rows))
-		for _, r := range rows {
-			ranges = append(ranges, conversation.SeqRange{
-				Channel: conversation.ChannelKeyOf(u.uid, conversation.Channel{ID: r.ChannelID, Type: r.ChannelType}),
-				After:   r.DeletedAtSeq, UpTo: r.LastMsgSeq, Count: msgCount,
-			})
+		for i := range rows {
+			r := &rows[i]
+			ch := conversation.ChannelKeyOf(u.uid, conversation.Channel{ID: r.ChannelID, Type: r.ChannelType})
+			ranges = append(ranges, conversation.RecentsRange(r, ch, 0, msgCount))
 		}
 		_, err = s.Recents(ctx, ranges)
 		return err
 	}), nil
-}
-
-// freshness produces a steady peer-workload stream at rate events/s for d (the same users, groups and
-// pairs, new messages), with a probe message to user "probe" every 100 ms, and measures from each probe's
-// produce call until a sync of "probe" shows it.
-func (e *env) freshness(ctx context.Context, topic string, api *proc, rate float64, d time.Duration) (p50, p99 time.Duration, n int, err error) {
-	cfg := trafficgen.Peer()
-	cfg.Messages = int(rate*d.Seconds()) + 1
-	cfg.SeqBase = 1_000_000 // above every seq of the ingest run: new messages in the same channels
-	records, _, err := trafficgen.Generate(cfg)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	return measureFreshness(ctx, e.brokers, topic, newSyncClient(api.addr, 1), records, rate, d)
 }
 
 func percentile(sorted []time.Duration, p int) time.Duration {

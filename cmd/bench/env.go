@@ -123,12 +123,17 @@ func (e *env) apiEnv(dsn, topic string) map[string]string {
 // start runs one of the built binaries with env vars on top of the bench's own environment and waits
 // until its /readyz answers 200.
 func (e *env) start(ctx context.Context, name string, vars map[string]string) (*proc, error) {
+	addrVar := map[string]string{"projector": "PROJECTOR_HTTP_ADDR", "api": "API_HTTP_ADDR"}[name]
+	return e.startCmd(ctx, name, exec.Command(filepath.Join(e.binDir, name)), addrVar, vars)
+}
+
+// startCmd starts cmd with its listen address in addrVar and vars on top of the bench's environment,
+// and waits until its /readyz answers 200.
+func (e *env) startCmd(ctx context.Context, name string, cmd *exec.Cmd, addrVar string, vars map[string]string) (*proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	addrVar := map[string]string{"projector": "PROJECTOR_HTTP_ADDR", "api": "API_HTTP_ADDR"}[name]
-	cmd := exec.Command(filepath.Join(e.binDir, name))
 	cmd.Env = append(os.Environ(), addrVar+"="+addr, "LOG_LEVEL=warn")
 	for k, v := range vars {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -208,6 +213,33 @@ func (p *proc) metric(name string) (float64, error) {
 		sum += v
 	}
 	return sum, sc.Err()
+}
+
+// metrics returns every sample the process exposes, keyed by name and label set as exposed
+// (`name{label="v"}`, or the bare name).
+func (p *proc) metrics() (map[string]float64, error) {
+	resp, err := http.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out, sc.Err()
 }
 
 func freeAddr() (string, error) {

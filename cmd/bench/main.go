@@ -36,6 +36,8 @@ type figure struct {
 	Baseline *float64 `json:"baseline,omitempty"`
 	Ratio    *float64 `json:"ratio,omitempty"`
 	Target   string   `json:"target,omitempty"`
+	// Stages is the latency budget beside a latency figure: mean ms per stage over the same run.
+	Stages map[string]float64 `json:"stages_ms,omitempty"`
 }
 
 type report struct{ figures []figure }
@@ -47,6 +49,11 @@ func (r *report) add(name string, value float64, unit string) {
 func (r *report) vs(name string, value float64, unit string, baseline float64, target string) {
 	ratio := value / baseline
 	r.emit(figure{Name: name, Value: value, Unit: unit, Baseline: &baseline, Ratio: &ratio, Target: target})
+}
+
+// latency adds a latency figure with the run's stage breakdown beside it.
+func (r *report) latency(name string, d time.Duration, stages map[string]float64) {
+	r.emit(figure{Name: name, Value: ms(d), Unit: "ms", Stages: stages})
 }
 
 func (r *report) emit(f figure) {
@@ -85,7 +92,11 @@ func run(ctx context.Context) error {
 	duration := flag.Duration("duration", 20*time.Second, "length of each API load run")
 	scale := flag.Float64("scale", 1, "multiplies the size of the projector workloads")
 	freshRate := flag.Float64("freshness-rate", 0, "events/s of the freshness run (0: half the measured maximum)")
+	fixtureDSN := flag.String("serve-fixture", "", "internal: serve the sync fixture read from this DSN (the baseline of peer.*.vs_fixture)")
 	flag.Parse()
+	if *fixtureDSN != "" {
+		return serveFixture(ctx, *fixtureDSN)
+	}
 	sections := map[string]bool{}
 	for _, s := range strings.Split(*only, ",") {
 		sections[strings.TrimSpace(s)] = true
@@ -209,42 +220,39 @@ func run(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			fixture, err := e.startFixture(ctx, dsn)
+			if err != nil {
+				return err
+			}
 			for _, mc := range []int{10, 1} {
 				progress("peer: sync msg_count %d, 32 clients, %s", mc, *duration)
 				r := apiLoad(ctx, api, e.dbPID, users, mc, 32, *duration, false)
+				progress("peer: fixture baseline, msg_count %d, 32 clients, %s", mc, *duration)
+				fx := apiLoad(ctx, fixture, 0, users, mc, 32, *duration, false)
 				peer := map[int]float64{10: peerReqPerCPUMsg10, 1: peerReqPerCPUMsg1}[mc]
 				name := fmt.Sprintf("peer.sync_msg%d", mc)
 				rep.add(name+".req_per_s", r.rate(), "req/s")
 				rep.add(name+".p50", ms(r.p50), "ms")
 				rep.add(name+".p99", ms(r.p99), "ms")
 				rep.vs(name+".req_per_cpu_s", float64(r.requests)/r.cpu, "req/CPU-s", peer, "≥ 2 (vs WuKongIM)")
+				rep.vs(name+".vs_fixture", float64(r.requests)/r.cpu, "req/CPU-s", float64(fx.requests)/fx.cpu, "≥ 0.8")
 				if len(r.cpuPer) == 2 {
 					rep.add(name+".api_cpu_us_per_req", 1e6*r.cpuPer[0]/float64(r.requests), "µs")
 					rep.add(name+".db_cpu_us_per_req", 1e6*r.cpuPer[1]/float64(r.requests), "µs")
 				}
+				rep.add(name+".fixture_cpu_us_per_req", 1e6*fx.cpu/float64(fx.requests), "µs")
 			}
+			fixture.stop()
 		}
 		if sections["freshness"] {
-			rate := res.events // half the measured maximum of the same workload
-			if *freshRate > 0 {
-				rate = 2 * *freshRate
+			if err := freshnessSection(ctx, e, rep, topic, projector, api, res.events, *freshRate); err != nil {
+				return err
 			}
-			progress("freshness: %.0f events/s for 10s", rate/2)
-			sum0, _ := projector.metric("conv_projector_batch_size_sum")
-			count0, _ := projector.metric("conv_projector_batch_size_count")
-			p50, p99, n, err := e.freshness(ctx, topic, api, rate/2, 10*time.Second)
+			lost, err := lostAnnouncement(ctx, dsn, api)
 			if err != nil {
 				return err
 			}
-			sum1, _ := projector.metric("conv_projector_batch_size_sum")
-			count1, _ := projector.metric("conv_projector_batch_size_count")
-			if count1 > count0 {
-				rep.add("freshness.mean_batch", (sum1-sum0)/(count1-count0), "records")
-			}
-			rep.add("freshness.rate", rate/2, "events/s")
-			rep.add("freshness.p50", ms(p50), "ms")
-			rep.add("freshness.p99", ms(p99), "ms")
-			progress("freshness: %d probes, p50 %s, p99 %s", n, fmtMS(p50), fmtMS(p99))
+			rep.emit(figure{Name: "feed.lost_announcement_ms", Value: ms(lost), Unit: "ms", Target: "≤ 5000 (SYNC_CACHE_MAX_AGE)"})
 		}
 		maxRSS.projector = max(maxRSS.projector, peakRSSMiB(projector.cmd.Process.Pid))
 		maxRSS.api = max(maxRSS.api, peakRSSMiB(api.cmd.Process.Pid))
@@ -257,5 +265,64 @@ func run(ctx context.Context) error {
 	}
 	fmt.Println()
 	rep.table()
+	return nil
+}
+
+// freshnessSection measures produce-to-visible latency on the peer stream: at 100 and 1,000 events/s, the
+// highest rate the projector sustains, half of it, and (the figure kept from earlier runs) half the
+// backlog maximum. Each run's messages continue the seqs above the previous runs'.
+func freshnessSection(ctx context.Context, e *env, rep *report, topic string, projector, api *proc, ingestMax, fixedRate float64) error {
+	seqBase := int64(1_000_000)
+	next := func() int64 { seqBase += 1_000_000; return seqBase }
+	measure := func(name string, rate float64, d time.Duration) (freshResult, error) {
+		progress("freshness: %s, %.0f events/s for %s", name, rate, d)
+		r, err := e.freshness(ctx, topic, projector, api, freshRun{rate: rate, d: d, seqBase: next()})
+		if err != nil {
+			return r, fmt.Errorf("freshness %s: %w", name, err)
+		}
+		progress("freshness: %s: %d probes, p50 %s, p99 %s, mean batch %.1f; %s", name, r.probes, fmtMS(r.p50), fmtMS(r.p99),
+			r.meanBatch, formatStages(r.stages))
+		return r, nil
+	}
+	for _, fr := range []struct {
+		name   string
+		rate   float64
+		target string
+	}{{"r100", 100, "p99 ≤ 25 ms"}, {"r1000", 1000, "p99 ≤ 50 ms"}} {
+		r, err := measure(fr.name, fr.rate, 15*time.Second)
+		if err != nil {
+			return err
+		}
+		rep.latency("freshness."+fr.name+".p50", r.p50, r.stages)
+		rep.emit(figure{Name: "freshness." + fr.name + ".p99", Value: ms(r.p99), Unit: "ms", Stages: r.stages, Target: fr.target})
+	}
+	steady, err := e.steadyMax(ctx, topic, projector, ingestMax, 8*time.Second, 4, next()+10_000_000)
+	seqBase += 20_000_000 // past the probes' seqs
+	if err != nil {
+		return err
+	}
+	rep.add("freshness.steady_max", steady, "events/s")
+	if steady > 0 {
+		r, err := measure("half_steady", steady/2, 15*time.Second)
+		if err != nil {
+			return err
+		}
+		rep.latency("freshness.half_steady.p50", r.p50, r.stages)
+		rep.emit(figure{Name: "freshness.half_steady.p99", Value: ms(r.p99), Unit: "ms", Stages: r.stages, Target: "≤ 250 ms"})
+	}
+	rate := ingestMax / 2 // half the measured backlog maximum of the same workload
+	if fixedRate > 0 {
+		rate = fixedRate
+	}
+	r, err := measure("half the backlog maximum", rate, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	if r.meanBatch > 0 {
+		rep.add("freshness.mean_batch", r.meanBatch, "records")
+	}
+	rep.add("freshness.rate", rate, "events/s")
+	rep.latency("freshness.p50", r.p50, r.stages)
+	rep.latency("freshness.p99", r.p99, r.stages)
 	return nil
 }

@@ -114,6 +114,10 @@ type Message struct {
 	Payload     []byte
 	// Subscribers, when non-nil, are the only recipients of this message (group-like channels).
 	Subscribers []string
+	// Encoded, when set, is the message as sync's recents put it on the wire, encoded once by whoever
+	// keeps the message in memory (the recents cache) so that each answer only copies it. Messages never
+	// change, so neither does it. Empty for messages fresh from the store or an event.
+	Encoded []byte
 }
 
 // Key returns where the message is stored.

@@ -35,8 +35,9 @@ type Rows interface {
 	UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error)
 }
 
-// Recents reads messages out of channel windows: for each range, the messages with After < message_seq
-// <= UpTo, at most Count, newest first, keyed by channel. *mysql.Store implements it; so may a cache in
+// Recents reads messages out of channel windows: for each range, its recents as
+// conversation.PickRecents defines them (the newest Count messages with After < message_seq <= UpTo,
+// newest first), keyed by channel. *mysql.Store implements it; so may a cache in
 // front of it. One call serves a whole sync, so an implementation can batch its reads.
 type Recents interface {
 	Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error)

@@ -1,10 +1,8 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"math"
 	"net/http"
 	"strconv"
@@ -83,7 +81,7 @@ func (a *api) parseSync(r *http.Request) (syncQuery, error) {
 }
 
 // sync answers POST /conversation/sync: one store read for the rows, one Recents call for all their
-// recents, whatever the number of conversations.
+// recents, whatever the number of conversations, encoded by appendSync.
 func (a *api) sync(c *gin.Context) error {
 	q, err := a.parseSync(c.Request)
 	if err != nil {
@@ -106,12 +104,7 @@ func (a *api) sync(c *gin.Context) error {
 			return err
 		}
 	}
-	items := make([]syncItem, len(rows))
-	for i := range rows {
-		row := &rows[i]
-		items[i] = newSyncItem(row, recents[conversation.ChannelKeyOf(row.UID, channelOf(row))])
-	}
-	return writeSync(c, items)
+	return writeSync(c, rows, recents)
 }
 
 // seqRange is a conversation's recents as conversation.RecentsRange defines them, with the client's own
@@ -200,23 +193,16 @@ func newSyncItem(row *conversation.Row, msgs []conversation.Message) syncItem {
 	return it
 }
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+var bufPool = sync.Pool{New: func() any { return new([]byte) }}
 
-// writeSync writes the bare array; items is never nil, so an empty answer is [], never null.
-func writeSync(c *gin.Context, items []syncItem) error {
-	buf := bufPool.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 1<<20 { // do not let one huge answer pin its buffer
-			buf.Reset()
-			bufPool.Put(buf)
-		}
-	}()
-	buf.Reset()
-	enc := json.NewEncoder(buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(items); err != nil {
-		return err
+// writeSync writes the bare array of rows with their recents; [] when empty, never null.
+func writeSync(c *gin.Context, rows []conversation.Row, recents map[conversation.ChannelKey][]conversation.Message) error {
+	bp := bufPool.Get().(*[]byte)
+	b := appendSync((*bp)[:0], rows, recents)
+	c.Data(http.StatusOK, contentTypeJSON, b)
+	if cap(b) <= 1<<20 { // do not let one huge answer pin its buffer
+		*bp = b[:0]
+		bufPool.Put(bp)
 	}
-	c.Data(http.StatusOK, contentTypeJSON, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 	return nil
 }

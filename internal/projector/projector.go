@@ -349,6 +349,7 @@ func (p *Projector) process(ctx context.Context, msgs []kafkago.Message) error {
 		return p.abandoned(msgs, "commit", err)
 	}
 	p.metrics.commits.Inc()
+	p.metrics.recordsCommitted.Add(float64(len(msgs)))
 	for _, m := range last {
 		p.metrics.consumerLag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
 	}

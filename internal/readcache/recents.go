@@ -24,6 +24,9 @@ type RecentsOptions struct {
 	// MaxAge bounds how long a stretch is served after it was loaded (default 5 s). Announced changes
 	// (Apply) keep stretches exact; MaxAge bounds the harm of an announcement that was lost.
 	MaxAge time.Duration
+	// Encode, when set, gives each loaded message its wire form (conversation.Message.Encoded), so every
+	// answer that serves it from the cache only copies bytes (httpapi.EncodeRecent).
+	Encode func(*conversation.Message) []byte
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Metrics count hits and misses (default: counted, not exported).
@@ -164,6 +167,13 @@ func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (
 	if err != nil {
 		return nil, err
 	}
+	if c.opts.Encode != nil {
+		for _, msgs := range loaded {
+			for i := range msgs {
+				msgs[i].Encoded = c.opts.Encode(&msgs[i])
+			}
+		}
+	}
 	c.opts.Metrics.load.WithLabelValues("recents").Observe(time.Since(start).Seconds())
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -205,7 +215,7 @@ func (c *Recents) remove(el *list.Element) {
 func size(msgs []conversation.Message) int {
 	n := 0
 	for _, m := range msgs {
-		n += len(m.Payload) + len(m.ClientMsgNo) + len(m.FromUID) + len(m.ChannelID) + 96
+		n += len(m.Payload) + len(m.ClientMsgNo) + len(m.FromUID) + len(m.ChannelID) + len(m.Encoded) + 96
 	}
 	return n
 }
