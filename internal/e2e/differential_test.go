@@ -60,7 +60,7 @@ func TestDifferentialAndReplay(t *testing.T) {
 	lag := consumerLag(t, p)
 	for series, v := range lag {
 		if v != 0 {
-			t.Errorf("caught up, yet %s = %v", series, v)
+			t.Errorf("caught up, yet conv_projector_consumer_lag{partition=%q} = %v", series, v)
 		}
 	}
 	if len(lag) == 0 {

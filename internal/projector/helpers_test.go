@@ -18,6 +18,7 @@ import (
 	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/testenv"
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 // testLog discards logs unless TEST_LOG=1.
@@ -144,21 +145,9 @@ func produceErr(brokers []string, topic string, recs ...record) error {
 // endOffsets returns the offset after the last record of each partition of topic.
 func endOffsets(t testing.TB, brokers []string, topic string, partitions int) map[int]int64 {
 	t.Helper()
-	c := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 10 * time.Second}
-	reqs := make([]kafkago.OffsetRequest, partitions)
-	for i := range partitions {
-		reqs[i] = kafkago.LastOffsetOf(i)
-	}
-	res, err := c.ListOffsets(context.Background(), &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
-	if err != nil {
-		t.Fatalf("list offsets: %v", err)
-	}
-	out := map[int]int64{}
-	for _, p := range res.Topics[topic] {
-		if p.Error != nil {
-			t.Fatalf("list offsets of partition %d: %v", p.Partition, p.Error)
-		}
-		out[p.Partition] = p.LastOffset
+	out, err := topicadmin.EndOffsets(t.Context(), &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 10 * time.Second}, topic)
+	if err != nil || len(out) != partitions {
+		t.Fatalf("end offsets of %s = %v (%v), want %d partitions", topic, out, err, partitions)
 	}
 	return out
 }
@@ -166,21 +155,9 @@ func endOffsets(t testing.TB, brokers []string, topic string, partitions int) ma
 // committed returns the group's committed offset of each partition of topic (-1: none).
 func committed(t testing.TB, brokers []string, group, topic string, partitions int) map[int]int64 {
 	t.Helper()
-	c := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 10 * time.Second}
-	ps := make([]int, partitions)
-	for i := range ps {
-		ps[i] = i
-	}
-	res, err := c.OffsetFetch(context.Background(), &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
-	if err != nil {
-		t.Fatalf("fetch committed offsets: %v", err)
-	}
-	if res.Error != nil {
-		t.Fatalf("fetch committed offsets: %v", res.Error)
-	}
-	out := map[int]int64{}
-	for _, p := range res.Topics[topic] {
-		out[p.Partition] = p.CommittedOffset
+	out, err := topicadmin.CommittedOffsets(t.Context(), &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 10 * time.Second}, group, topic)
+	if err != nil || len(out) != partitions {
+		t.Fatalf("committed offsets of %s = %v (%v), want %d partitions", group, out, err, partitions)
 	}
 	return out
 }

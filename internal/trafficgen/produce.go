@@ -9,6 +9,8 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 // ProducerConfig says where and how records are written.
@@ -141,36 +143,17 @@ func TopicRecords(ctx context.Context, brokers []string, topic string) (int64, e
 		return 0, err
 	}
 	client := &kafkago.Client{Addr: kafkago.TCP(brokers...), Transport: transport, Timeout: 10 * time.Second}
-	md, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
-	if err != nil {
-		return 0, fmt.Errorf("metadata of %s: %w", topic, err)
-	}
-	var reqs []kafkago.OffsetRequest
-	for _, p := range md.Topics[0].Partitions {
-		reqs = append(reqs, kafkago.LastOffsetOf(p.ID))
-	}
 	// A partition created a moment ago may answer "not leader" for a little while.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		n, err := endOffsetsSum(ctx, client, topic, reqs)
+		end, err := topicadmin.EndOffsets(ctx, client, topic)
 		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			var n int64
+			for _, o := range end {
+				n += o
+			}
 			return n, err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func endOffsetsSum(ctx context.Context, client *kafkago.Client, topic string, reqs []kafkago.OffsetRequest) (int64, error) {
-	res, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
-	if err != nil {
-		return 0, fmt.Errorf("end offsets of %s: %w", topic, err)
-	}
-	var n int64
-	for _, p := range res.Topics[topic] {
-		if p.Error != nil {
-			return 0, fmt.Errorf("end offset of %s/%d: %w", topic, p.Partition, p.Error)
-		}
-		n += p.LastOffset
-	}
-	return n, nil
 }
