@@ -33,7 +33,7 @@ type config struct {
 	MySQLMaxOpenConns int `env:"MYSQL_MAX_OPEN_CONNS" envDefault:"32"`
 	// SyncCacheUsers is how many users' conversation lists the API keeps in memory (default 100000; 0
 	// turns the cache off). Without the change feed a cached list is served only after checking that the
-	// user's version is unchanged (never stale; it saves reading the rows). With the feed it is served
+	// user's version is unchanged (what reading the rows then would give; it saves reading them). With the feed it is served
 	// until a newer version is announced, or for at most SyncCacheMaxAge if an announcement was lost.
 	SyncCacheUsers int `env:"SYNC_CACHE_USERS" envDefault:"100000"`
 	// KafkaBrokers, when set, turns the change feed on: the API follows KafkaChangesTopic to learn which

@@ -27,7 +27,7 @@ type RowsOptions struct {
 	// MaxAge > 0 lets a list be served with no database read at all for MaxAge after it was last
 	// checked, as long as no newer version of the user was announced through Notify (the change feed).
 	// It bounds how stale a list can be when an announcement is lost. 0 checks the version on every
-	// request: never stale, one primary-key read per sync.
+	// request: as current as reading the rows at that moment, for one primary-key read per sync.
 	MaxAge time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
