@@ -5,7 +5,8 @@
 // Ack rules, i.e. when a record's offset is committed:
 //   - Only once the record reached one of its two ends: its event was applied by a store transaction that
 //     committed, or the record itself was written to the dead-letter topic with acks from all in-sync
-//     replicas. Nothing else acknowledges a record: no timeout, no error, no shutdown.
+//     replicas. Nothing else acknowledges a record: no timeout, no error, no shutdown. (A message that has
+//     no effect by rule, contract §3.2, is applied by not sending it to the store; it is counted.)
 //   - A batch's offsets are committed together, after every record of the batch reached its end.
 //   - A failure never skips a record. A store error of any kind (unreachable, lock conflict, other), a
 //     failed dead-letter write and a failed commit are all retried, the same batch again, with exponential
