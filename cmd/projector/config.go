@@ -71,6 +71,9 @@ type config struct {
 	// (not an unreachable database, not a lock conflict) before it is split to find the records that fail
 	// alone, which are dead-lettered as apply_failed. Default 5.
 	PoisonAttempts int `env:"POISON_ATTEMPTS" envDefault:"5"`
+	// StallAfter turns /healthz red (503) when the consume loop made no progress for that long while
+	// records wait: a hung database or broker call, a stuck client. Default 2m.
+	StallAfter time.Duration `env:"STALL_AFTER" envDefault:"2m"`
 	// ShutdownTimeout is how long the in-flight batch may take to finish after SIGTERM. Default 10s.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 }
@@ -138,6 +141,9 @@ func (c config) validate() error {
 			errs = append(errs, fmt.Errorf("SKIP_CHANNEL_TYPES: %d is outside 1..255", t))
 		}
 	}
+	if c.StallAfter <= 0 {
+		errs = append(errs, fmt.Errorf("STALL_AFTER: %s, want > 0", c.StallAfter))
+	}
 	if c.PoisonAttempts < 1 {
 		errs = append(errs, fmt.Errorf("POISON_ATTEMPTS: %d, want > 0", c.PoisonAttempts))
 	}
@@ -194,6 +200,7 @@ func (c config) LogValue() slog.Value {
 		slog.Any("skip_channel_types", c.SkipChannelTypes),
 		slog.Int("max_event_bytes", c.MaxEventBytes),
 		slog.Int("poison_attempts", c.PoisonAttempts),
+		slog.Duration("stall_after", c.StallAfter),
 		slog.String("tombstone_max_age", c.TombstoneMaxAge.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 	)

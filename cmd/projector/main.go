@@ -111,6 +111,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		Skip:            conversation.NewSkipSet(skip...),
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		PoisonAttempts:  cfg.PoisonAttempts,
+		StallAfter:      cfg.StallAfter,
 	}, store, metrics, log)
 	if err != nil {
 		return err
@@ -123,7 +124,8 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	kafkaChecks := probes.NewKafka(cfg.KafkaBrokers, cfg.KafkaTopic, cfg.KafkaDLQTopic, kc.Transport())
 	defer kafkaChecks.Close()
 	go kafkaChecks.WarnDeadLetterLimit(ctx, log)
-	checks := probes.Checks{Database: store.Ping, Kafka: kafkaChecks.Check, DeadLetter: kafkaChecks.CheckDeadLetter, Loop: p.Failing}
+	checks := probes.Checks{Database: store.Ping, Kafka: kafkaChecks.Check, DeadLetter: kafkaChecks.CheckDeadLetter, Loop: p.Failing,
+		Live: p.Stalled}
 	srv := &http.Server{
 		Handler:           probes.Handler(checks, reg),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -44,6 +44,9 @@ type Checks struct {
 	DeadLetter func(ctx context.Context) string
 	// Loop returns the step the consume loop keeps retrying, "" when none (projector.Projector.Failing).
 	Loop func() string
+	// Live returns nil while the process can make progress, else why not (projector.Projector.Stalled);
+	// nil Live is always live.
+	Live func() error
 }
 
 // CheckTimeout bounds each readiness check, well within a Kubernetes probe's default timeout.
@@ -71,12 +74,21 @@ func (c Checks) Readiness(ctx context.Context) Readiness {
 	return r
 }
 
-// Handler serves /healthz (200 while the process runs), /readyz (200 when ready, else 503, with the
-// Readiness as JSON either way) and /metrics (what gatherer holds, in Prometheus text format).
+// Handler serves /healthz (200 {"status":"ok"} while the process is live, else 503
+// {"status":"stalled","error":"..."} so that an orchestrator restarts it), /readyz (200 when ready, else
+// 503, with the Readiness as JSON either way) and /metrics (what gatherer holds, in Prometheus text
+// format).
 func Handler(checks Checks, gatherer prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		if checks.Live != nil {
+			if err := checks.Live(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_ = json.NewEncoder(w).Encode(map[string]string{"status": "stalled", "error": err.Error()})
+				return
+			}
+		}
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, req *http.Request) {

@@ -26,7 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -81,6 +81,13 @@ type Config struct {
 	// before it is isolated: split until the records that fail alone are found and dead-lettered as
 	// apply_failed (default 5).
 	PoisonAttempts int
+	// StallAfter is how long the loop may make no progress while records wait (a batch in hand, or
+	// records behind the last commit of a partition it owns) before Stalled reports it (default 2m):
+	// far longer than any batch takes, so only a hung call or a stuck client trips it.
+	StallAfter time.Duration
+	// AssignmentCheckInterval is how often the member asks the group which partitions it owns, to drop
+	// the others from the lag gauge and from liveness (default 10s).
+	AssignmentCheckInterval time.Duration
 	// RetryMinBackoff and RetryMaxBackoff bound the wait between two attempts at a failing step
 	// (defaults 100ms and 5s).
 	RetryMinBackoff, RetryMaxBackoff time.Duration
@@ -98,6 +105,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxEventBytes <= 0 {
 		c.MaxEventBytes = 1 << 20
+	}
+	if c.StallAfter <= 0 {
+		c.StallAfter = 2 * time.Minute
+	}
+	if c.AssignmentCheckInterval <= 0 {
+		c.AssignmentCheckInterval = 10 * time.Second
 	}
 	if c.PoisonAttempts <= 0 {
 		c.PoisonAttempts = 5
@@ -164,6 +177,9 @@ type Projector struct {
 
 	// failing names the step being retried ("" when none), for readiness.
 	failing atomic.Pointer[string]
+	// progress is for liveness (Stalled) and the lag gauge; clientID finds this member in its group.
+	progress progress
+	clientID string
 }
 
 // New returns a Projector reading cfg.Topic in group cfg.GroupID. It connects nothing yet: Run joins the
@@ -173,6 +189,9 @@ func New(cfg Config, store Store, metrics *Metrics, log *slog.Logger) (*Projecto
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("projector config: %w", err)
 	}
+	clientID := newClientID()
+	dialer := cfg.Kafka.Dialer()
+	dialer.ClientID = clientID
 	rc := kafkago.ReaderConfig{
 		Brokers: cfg.Brokers,
 		GroupID: cfg.GroupID,
@@ -190,7 +209,7 @@ func New(cfg Config, store Store, metrics *Metrics, log *slog.Logger) (*Projecto
 		// Another instance joining or leaving the group is noticed within a second, not three.
 		HeartbeatInterval: time.Second,
 		SessionTimeout:    cfg.SessionTimeout,
-		Dialer:            cfg.Kafka.Dialer(),
+		Dialer:            dialer,
 		ErrorLogger: kafkago.LoggerFunc(func(format string, args ...any) {
 			log.Warn("kafka consumer", "detail", fmt.Sprintf(format, args...))
 		}),
@@ -217,14 +236,17 @@ func New(cfg Config, store Store, metrics *Metrics, log *slog.Logger) (*Projecto
 		// The loop retries the whole write itself, with its own backoff and readiness.
 		MaxAttempts: 3,
 	}
-	return &Projector{
+	p := &Projector{
 		cfg:          cfg,
 		store:        timedStore{store, metrics},
 		readerConfig: rc,
 		dlq:          dlq,
 		metrics:      metrics,
 		log:          log,
-	}, nil
+		clientID:     clientID,
+	}
+	p.progress.lag = map[int]int64{}
+	return p, nil
 }
 
 // Failing returns the step of the batch loop that keeps failing and is being retried (dead_letter,
@@ -246,12 +268,20 @@ var ErrAbandoned = errors.New("in-flight batch abandoned at shutdown, uncommitte
 // running are retried, never returned (see the package's ack rules).
 func (p *Projector) Run(ctx context.Context) (err error) {
 	p.reader = timedReader{kafkago.NewReader(p.readerConfig), p.metrics}
+	p.moved()
 	defer func() {
 		// Closing the reader leaves the group, so the partitions move to another member at once.
 		err = errors.Join(err, p.reader.Close(), p.dlq.Close())
 	}()
+	wctx, stopWatching := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	watching.Go(func() { p.watchAssignment(wctx) })
+	defer func() {
+		stopWatching()
+		watching.Wait()
+	}()
 	fctx, stopFetching := context.WithCancel(ctx)
-	queue, fetching := prefetch(fctx, p.reader, p.cfg.BatchMaxRecords, p.cfg.RetryMinBackoff, p.cfg.RetryMaxBackoff)
+	queue, fetching := prefetch(fctx, progressFetcher{p.reader, p}, p.cfg.BatchMaxRecords, p.cfg.RetryMinBackoff, p.cfg.RetryMaxBackoff)
 	defer func() {
 		stopFetching()
 		fetching() // before the reader closes
@@ -327,6 +357,12 @@ func (p *Projector) process(ctx context.Context, msgs []kafkago.Message) error {
 	p.metrics.batchSize.Observe(float64(len(msgs)))
 	bctx, cancel := graceContext(ctx, p.cfg.ShutdownTimeout)
 	defer cancel()
+	p.moved()
+	p.progress.inBatch.Store(true)
+	defer func() {
+		p.moved()
+		p.progress.inBatch.Store(false)
+	}()
 
 	events, srcs, dead := p.decode(msgs)
 	if err := p.deadLetter(bctx, dead); err != nil {
@@ -351,9 +387,7 @@ func (p *Projector) process(ctx context.Context, msgs []kafkago.Message) error {
 	}
 	p.metrics.commits.Inc()
 	p.metrics.recordsCommitted.Add(float64(len(msgs)))
-	for _, m := range last {
-		p.metrics.consumerLag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
-	}
+	p.committedLag(last)
 	return nil
 }
 
@@ -435,6 +469,7 @@ func (p *Projector) apply(ctx context.Context, events []conversation.Event, srcs
 // in order end in the same state).
 func (p *Projector) isolate(ctx context.Context, events []conversation.Event, srcs []kafkago.Message) (conversation.BatchResult, error) {
 	r, err := p.store.ApplyBatch(ctx, events)
+	p.moved()
 	switch {
 	case err == nil:
 		return r, nil
@@ -491,6 +526,7 @@ func lastPerPartition(msgs []kafkago.Message) []kafkago.Message {
 func (p *Projector) retry(ctx context.Context, step string, failures interface{ Inc() }, op func(context.Context) error) error {
 	for attempt := 1; ; attempt++ {
 		err := op(ctx)
+		p.moved()
 		if err == nil {
 			if attempt > 1 {
 				p.failing.Store(nil)

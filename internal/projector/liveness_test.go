@@ -1,0 +1,135 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/probes"
+	"github.com/convsync/conversations/internal/testenv"
+)
+
+// ago moves the loop's and the fetcher's last progress back by d, as if nothing had happened since:
+// what a hang looks like, without waiting for it.
+func (p *Projector) ago(d time.Duration) {
+	t := time.Now().Add(-d).UnixNano()
+	p.progress.loopAt.Store(t)
+	p.progress.fetchAt.Store(t)
+}
+
+func TestAHungCallTurnsLivenessRed(t *testing.T) {
+	t.Parallel()
+	brokers, topic, dlq := integration(t, 1)
+	applying, release := make(chan struct{}), make(chan struct{})
+	store := &fakeStore{apply: func(context.Context, int, []conversation.Event) error {
+		select {
+		case applying <- struct{}{}:
+		default:
+		}
+		<-release // a call that hangs, deaf to its context
+		return nil
+	}}
+	group := testenv.Name("group.")
+	p, reg := newProjector(t, Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group, StallAfter: time.Minute}, store)
+	srv := httptest.NewServer(probes.Handler(probes.Checks{Live: p.Stalled}, reg))
+	defer srv.Close()
+	healthz := func() int {
+		res, err := http.Get(srv.URL + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+
+	r := start(t, p)
+	defer func() {
+		close(release)
+		_ = r.stop(t)
+	}()
+	produce(t, brokers, topic, groupMsg(t, "g1", 1, "alice", []string{"bob"}))
+	<-applying
+	if err := p.Stalled(); err != nil || healthz() != 200 {
+		t.Fatalf("Stalled = %v just after the call began, want live", err)
+	}
+	p.ago(2 * time.Minute)
+	if err := p.Stalled(); !errors.Is(err, ErrStalled) {
+		t.Fatalf("Stalled = %v with a batch hung past StallAfter, want ErrStalled", err)
+	}
+	if code := healthz(); code != 503 {
+		t.Fatalf("/healthz = %d with the loop hung, want 503", code)
+	}
+}
+
+func TestLivenessStates(t *testing.T) {
+	p, _ := newProjector(t, Config{Brokers: []string{"unused:1"}, Topic: "t", DLQTopic: "d", GroupID: "g", StallAfter: time.Minute}, &fakeStore{})
+	tests := []struct {
+		name    string
+		inBatch bool
+		lag     map[int]int64
+		idle    time.Duration
+		stalled bool
+	}{
+		{name: "idle and caught up, for long", idle: time.Hour},
+		{name: "records behind, fetching recently", lag: map[int]int64{0: 5}, idle: time.Second},
+		{name: "records behind, no fetch for longer than the bound", lag: map[int]int64{0: 0, 3: 5}, idle: 2 * time.Minute, stalled: true},
+		{name: "a batch in hand, moving", inBatch: true, idle: time.Second},
+		{name: "a batch in hand, no step for longer than the bound", inBatch: true, idle: 2 * time.Minute, stalled: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p.progress.inBatch.Store(tt.inBatch)
+			p.progress.lag = map[int]int64{}
+			for k, v := range tt.lag {
+				p.progress.lag[k] = v
+			}
+			p.ago(tt.idle)
+			if err := p.Stalled(); errors.Is(err, ErrStalled) != tt.stalled {
+				t.Errorf("Stalled = %v, want stalled %v", err, tt.stalled)
+			}
+		})
+	}
+}
+
+// The lag gauge reports only the partitions this member owns: when a second member joins and takes some
+// of them, the first one stops reporting those.
+func TestTheLagGaugeDropsPartitionsHandedToAnotherMember(t *testing.T) {
+	t.Parallel()
+	brokers, topic, dlq := integration(t, 2)
+	var recs []record
+	for i := range 20 {
+		recs = append(recs, groupMsg(t, "g"+itoa(int64(i)), 1, "alice", []string{"bob"}))
+	}
+	produce(t, brokers, topic, recs...)
+	group := testenv.Name("group.")
+	cfg := Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group, AssignmentCheckInterval: 50 * time.Millisecond}
+	first, reg := newProjector(t, cfg, &fakeStore{})
+	start(t, first)
+	waitCommittedToEnd(t, brokers, group, topic, 2, 30*time.Second)
+	if n := lagSeries(t, reg); n != 2 {
+		t.Fatalf("the only member reports %d partitions' lag, want 2", n)
+	}
+	second, _ := newProjector(t, cfg, &fakeStore{})
+	start(t, second)
+	eventually(t, 30*time.Second, "the first member reports one partition's lag", func() bool { return lagSeries(t, reg) == 1 })
+}
+
+func lagSeries(t testing.TB, g prometheus.Gatherer) int {
+	t.Helper()
+	families, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "conv_projector_consumer_lag" {
+			return len(f.GetMetric())
+		}
+	}
+	return 0
+}
