@@ -89,6 +89,11 @@ type Row struct {
 	Version         int64
 	// DeletedAtMS is when the row became a tombstone (unix ms), for purging old tombstones.
 	DeletedAtMS int64
+	// Follows marks a member of a large channel (contract §5): the row is the member's state at Base,
+	// and Derive gives the conversation now. Hidden marks a row that is no conversation (yet): a member
+	// who joined and has received nothing since, or a former one. Sync never shows a hidden row.
+	Follows, Hidden bool
+	Base            Base
 }
 
 // Header is WuKongIM's message header. Each flag is 0 or 1.

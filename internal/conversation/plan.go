@@ -54,6 +54,10 @@ type MessageKey struct {
 type ChannelState struct {
 	MaxSeq     int64
 	MinKeptSeq int64
+	// Large is set while the channel fans out at read time (contract §5).
+	Large bool
+	// Broadcast counts the messages delivered to the stored membership.
+	Broadcast Broadcast
 }
 
 // BatchScope is what a batch touches, known from its events alone.
@@ -122,13 +126,18 @@ type Delivery struct {
 	Msg *Message
 }
 
-// ChannelUpdate is a channel whose newest seq moved in the batch, with its new watermark. Pruned is
-// set when the watermark moved: the window's messages below MinKeptSeq are to be deleted.
+// ChannelUpdate is a channel whose newest seq, broadcast state or mode moved in the batch, with its new
+// watermark. Pruned is set when the watermark moved: the window's messages below MinKeptSeq are to be
+// deleted. Arrived is set when broadcast messages arrived: the store then gives Broadcast.Version the
+// channel's next version (StampChannels).
 type ChannelUpdate struct {
 	Key        ChannelKey
 	MaxSeq     int64
 	MinKeptSeq int64
 	Pruned     bool
+	Large      bool
+	Broadcast  Broadcast
+	Arrived    bool
 }
 
 // Member is one user's membership of one channel.
@@ -145,29 +154,98 @@ type Routing struct {
 	Messages []*Message
 	// Deliveries are the recipients' effects, in event order.
 	Deliveries []Delivery
-	// RowKeys are the deliveries' conversation keys, sorted and unique: the rows to lock, in order.
+	// Follow says, for rows of large channels (contract §5) whose following the batch decides, whether
+	// the row follows its channel after the batch: members who acted in the batch, and every member of
+	// a channel that crossed the threshold.
+	Follow map[ConvKey]bool
+	// RowKeys are the deliveries' and Follow's conversation keys, sorted and unique: the rows to lock,
+	// in order.
 	RowKeys []ConvKey
-	// Channels are the channels whose newest seq moved, sorted.
+	// Channels are the channels whose newest seq, broadcast state or mode moved, sorted.
 	Channels []ChannelUpdate
+	// Late are the broadcast messages of large channels that arrived below their channel's newest seq.
+	Late []LateMsg
 	// MembersAdded and MembersRemoved are the batch's net membership change, sorted.
 	MembersAdded, MembersRemoved []Member
 }
 
-// Route walks a batch's events in order (contract §3.3, §3.4, §4): a membership change takes effect
-// for the messages after it; a message already applied (before or earlier in the batch) is a
-// duplicate; one below its channel's watermark is treated as already applied; every other message is
-// applied once and delivered to its recipients. window is how many newest seqs a channel keeps.
-// events must all be projected (SkipSet.Projected). Route does not modify st.
+// RouteOptions configure Route.
+type RouteOptions struct {
+	// Window is how many newest seqs a channel keeps.
+	Window int64
+	// Large says when a channel fans out at read time (zero: never).
+	Large LargeThresholds
+}
+
+// Route walks a batch's events in order with per-member fan-out for every channel; see RouteWith.
 func Route(events []Event, st BatchState, window int64) Routing {
-	var r Routing
+	return RouteWith(events, st, RouteOptions{Window: window})
+}
+
+// RouteWith walks a batch's events in order (contract §3.3, §3.4, §4, §5): a membership change takes
+// effect for the messages after it; a message already applied (before or earlier in the batch) is a
+// duplicate; one below its channel's watermark is treated as already applied; every other message is
+// applied once and delivered to its recipients. events must all be projected (SkipSet.Projected).
+// RouteWith does not modify st.
+//
+// A channel that is large before and after the batch fans out at read time: its broadcast messages are
+// delivered only to the members who act in the batch (send, receive an inline message, join, leave),
+// whose rows are then written at the channel's state after the batch; the others derive theirs at sync
+// (Derive). A channel that is small at either end of the batch fans out to every member for the whole
+// batch, and a crossing rewrites every member's row once: following when it became large, plain when
+// it became small. So the mode changes only between batches and no answer changes with it.
+func RouteWith(events []Event, st BatchState, opts RouteOptions) Routing {
+	r := Routing{Follow: map[ConvKey]bool{}}
 	members := make(map[ChannelKey]*memberSet)
-	seen := make(map[MessageKey]bool)
-	moved := make(map[ChannelKey]ChannelState)
 	for _, e := range events {
-		k := e.Key()
-		if needsMembers(e) && members[k] == nil {
+		if k := e.Key(); needsMembers(e) && members[k] == nil {
 			members[k] = newMemberSet(st.Members[k])
 		}
+	}
+	// Each channel's mode for the batch, from its membership at the end, and who acts in it.
+	endLarge := map[ChannelKey]bool{}
+	for k, ms := range members {
+		endLarge[k] = opts.Large.large(st.Channels[k].Large, ms.countAfter(events, k))
+	}
+	readTime := func(k ChannelKey) bool {
+		end, ok := endLarge[k]
+		return st.Channels[k].Large && (!ok || end)
+	}
+	active := map[ChannelKey]map[string]bool{}
+	for _, e := range events {
+		k := e.Key()
+		if !readTime(k) {
+			continue
+		}
+		if active[k] == nil {
+			active[k] = map[string]bool{}
+		}
+		if e.Membership != nil {
+			for _, u := range e.Membership.UIDs {
+				active[k][u] = true
+			}
+			continue
+		}
+		if e.Message.FromUID != "" {
+			active[k][e.Message.FromUID] = true
+		}
+		for _, u := range e.Message.Subscribers {
+			active[k][u] = true
+		}
+	}
+	activeSorted := map[ChannelKey][]string{}
+	for k, set := range active {
+		for u := range set {
+			activeSorted[k] = append(activeSorted[k], u)
+		}
+		slices.Sort(activeSorted[k])
+	}
+
+	seen := make(map[MessageKey]bool)
+	moved := make(map[ChannelKey]ChannelState)
+	arrived := make(map[ChannelKey]bool)
+	for _, e := range events {
+		k := e.Key()
 		if e.Membership != nil {
 			members[k].change(e.Membership)
 			r.Result.Memberships++
@@ -188,20 +266,71 @@ func Route(events []Event, st BatchState, window int64) Routing {
 			continue
 		}
 		seen[mk] = true
+		broadcast := m.ChannelType != ChannelTypePerson && m.Subscribers == nil
+		if broadcast {
+			b := &ch.Broadcast
+			b.Arrivals++
+			if m.Header.RedDot == 1 {
+				b.RedDots++
+			}
+			if readTime(k) && m.MessageSeq < ch.MaxSeq {
+				r.Late = append(r.Late, LateMsg{Channel: k, Arrival: b.Arrivals, Seq: m.MessageSeq,
+					RedDot: m.Header.RedDot == 1, ClientMsgNo: m.ClientMsgNo, Timestamp: m.Timestamp})
+			}
+			if m.MessageSeq > b.MaxSeq {
+				b.MaxSeq, b.ClientMsgNo, b.Timestamp = m.MessageSeq, m.ClientMsgNo, m.Timestamp
+			}
+			arrived[k] = true
+		}
 		ch.MaxSeq = max(ch.MaxSeq, m.MessageSeq)
 		moved[k] = ch
 		r.Messages = append(r.Messages, m)
 		r.Result.Applied++
-		var stored []string
-		if ms := members[k]; ms != nil {
-			stored = ms.list()
-		}
-		for _, uid := range Recipients(m, stored) {
-			r.Deliveries = append(r.Deliveries, Delivery{ConvKeyFor(m, uid), m})
+		switch ms := members[k]; {
+		case broadcast && readTime(k):
+			for _, uid := range activeSorted[k] {
+				if ms.current[uid] {
+					r.Deliveries = append(r.Deliveries, Delivery{ConvKeyFor(m, uid), m})
+				}
+			}
+		default:
+			var stored []string
+			if ms != nil {
+				stored = ms.list()
+			}
+			for _, uid := range Recipients(m, stored) {
+				r.Deliveries = append(r.Deliveries, Delivery{ConvKeyFor(m, uid), m})
+			}
 		}
 	}
-	r.RowKeys = rowKeys(r.Deliveries)
-	r.Channels = channelUpdates(moved, window)
+	for k, ms := range members {
+		start, end := st.Channels[k].Large, endLarge[k]
+		conv := func(uid string) ConvKey { return ConvKey{UID: uid, ChannelID: k.Key, ChannelType: k.Type} }
+		switch {
+		case start && end:
+			for _, uid := range activeSorted[k] {
+				r.Follow[conv(uid)] = ms.current[uid]
+			}
+		case end: // became large: every member follows from now on
+			for uid := range ms.current {
+				r.Follow[conv(uid)] = true
+			}
+		case start: // became small: every follower gets its plain row
+			for uid := range ms.initial {
+				r.Follow[conv(uid)] = false
+			}
+		}
+		if start != end {
+			ch, ok := moved[k]
+			if !ok {
+				ch = st.Channels[k]
+			}
+			ch.Large = end
+			moved[k] = ch
+		}
+	}
+	r.RowKeys = rowKeys(r.Deliveries, r.Follow)
+	r.Channels = channelUpdates(moved, arrived, opts.Window)
 	for k, ms := range members {
 		r.MembersAdded, r.MembersRemoved = ms.diff(k, r.MembersAdded, r.MembersRemoved)
 	}
@@ -210,13 +339,19 @@ func Route(events []Event, st BatchState, window int64) Routing {
 	return r
 }
 
-func rowKeys(ds []Delivery) []ConvKey {
-	seen := make(map[ConvKey]bool, len(ds))
-	keys := make([]ConvKey, 0, len(ds))
+func rowKeys(ds []Delivery, follow map[ConvKey]bool) []ConvKey {
+	seen := make(map[ConvKey]bool, len(ds)+len(follow))
+	keys := make([]ConvKey, 0, len(ds)+len(follow))
 	for _, d := range ds {
 		if !seen[d.Key] {
 			seen[d.Key] = true
 			keys = append(keys, d.Key)
+		}
+	}
+	for k := range follow {
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
 		}
 	}
 	slices.SortFunc(keys, ConvKey.Compare)
@@ -225,10 +360,11 @@ func rowKeys(ds []Delivery) []ConvKey {
 
 // channelUpdates moves each changed channel's watermark so that its window keeps exactly the newest
 // window seqs.
-func channelUpdates(moved map[ChannelKey]ChannelState, window int64) []ChannelUpdate {
+func channelUpdates(moved map[ChannelKey]ChannelState, arrived map[ChannelKey]bool, window int64) []ChannelUpdate {
 	out := make([]ChannelUpdate, 0, len(moved))
 	for k, st := range moved {
-		u := ChannelUpdate{Key: k, MaxSeq: st.MaxSeq, MinKeptSeq: st.MinKeptSeq}
+		u := ChannelUpdate{Key: k, MaxSeq: st.MaxSeq, MinKeptSeq: st.MinKeptSeq, Large: st.Large,
+			Broadcast: st.Broadcast, Arrived: arrived[k]}
 		if newMin := st.MaxSeq - window + 1; newMin > st.MinKeptSeq {
 			u.MinKeptSeq, u.Pruned = newMin, true
 		}
@@ -236,6 +372,16 @@ func channelUpdates(moved map[ChannelKey]ChannelState, window int64) []ChannelUp
 	}
 	slices.SortFunc(out, func(a, b ChannelUpdate) int { return a.Key.Compare(b.Key) })
 	return out
+}
+
+// StampChannels gives every channel that had broadcast arrivals its next version,
+// max(nowMS, previous + 1).
+func (r Routing) StampChannels(nowMS int64) {
+	for i := range r.Channels {
+		if u := &r.Channels[i]; u.Arrived {
+			u.Broadcast.Version = max(nowMS, u.Broadcast.Version+1)
+		}
+	}
 }
 
 func (m Member) compare(o Member) int {
@@ -285,6 +431,33 @@ func (ms *memberSet) change(e *Membership) {
 	}
 }
 
+// countAfter returns how many members the channel k has after every membership event of events,
+// without changing ms.
+func (ms *memberSet) countAfter(events []Event, k ChannelKey) int {
+	var delta map[string]bool
+	for _, e := range events {
+		if e.Membership == nil || e.Key() != k {
+			continue
+		}
+		if delta == nil {
+			delta = map[string]bool{}
+		}
+		for _, u := range e.Membership.UIDs {
+			delta[u] = e.Membership.Added
+		}
+	}
+	n := len(ms.current)
+	for u, in := range delta {
+		switch {
+		case in && !ms.current[u]:
+			n++
+		case !in && ms.current[u]:
+			n--
+		}
+	}
+	return n
+}
+
 // diff appends the channel's net change over the batch to added and removed.
 func (ms *memberSet) diff(k ChannelKey, added, removed []Member) ([]Member, []Member) {
 	for u := range ms.current {
@@ -312,35 +485,80 @@ type RowChanges struct {
 // that changed. rows holds the existing rows among the deliveries' keys; a key without a row gets a
 // new one. All deliveries to one row end in one value, so each row is written once per batch.
 func ApplyDeliveries(deliveries []Delivery, rows map[ConvKey]Row) RowChanges {
+	return ApplyRouting(BatchState{}, Routing{Deliveries: deliveries}, rows, nil)
+}
+
+// ApplyRouting returns the rows a routed batch changes. rows holds the existing rows among r.RowKeys as
+// stored (followers at their base; ApplyRouting derives them first, with st's channel states and late,
+// the late messages of their channels since their bases: rows is modified). Each delivery applies to
+// its row in order (ApplyMessage), all of a row's deliveries ending in one value. Then r.Follow is
+// settled: a row that follows its channel after the batch gets the channel's state after the batch as
+// its base, one that stops following becomes a plain row, and a follower with no conversation is a
+// hidden row. A row is returned when its fields changed or its following did; each is written once.
+func ApplyRouting(st BatchState, r Routing, rows map[ConvKey]Row, late map[ChannelKey][]LateMsg) RowChanges {
+	DeriveRows(rows, st.Channels, late)
 	type state struct {
 		row             Row
 		exists, changed bool
 	}
 	states := make(map[ConvKey]*state, len(rows))
-	for _, d := range deliveries {
-		s := states[d.Key]
+	get := func(k ConvKey) *state {
+		s := states[k]
 		if s == nil {
-			r, ok := rows[d.Key]
+			r, ok := rows[k]
 			if !ok {
-				r = Row{ConvKey: d.Key}
+				r = Row{ConvKey: k}
 			}
-			s = &state{row: r, exists: ok}
-			states[d.Key] = s
+			s = &state{row: r, exists: ok && !r.Hidden}
+			states[k] = s
 		}
+		return s
+	}
+	for _, d := range r.Deliveries {
+		s := get(d.Key)
 		var changed bool
 		s.row, changed = ApplyMessage(s.row, s.exists, d.Msg)
 		s.exists = true
 		s.changed = s.changed || changed
 	}
+	for k := range r.Follow {
+		get(k)
+	}
+	ends := make(map[ChannelKey]ChannelState, len(r.Channels))
+	for _, u := range r.Channels {
+		ends[u.Key] = ChannelState{MaxSeq: u.MaxSeq, MinKeptSeq: u.MinKeptSeq, Large: u.Large, Broadcast: u.Broadcast}
+	}
 	var c RowChanges
 	users := map[string]bool{}
-	for _, s := range states {
-		if s.changed {
-			c.Rows = append(c.Rows, s.row)
-			if !users[s.row.UID] {
-				users[s.row.UID] = true
-				c.UIDs = append(c.UIDs, s.row.UID)
+	for k, s := range states {
+		start, had := rows[k]
+		following := had && start.Follows
+		follows := following
+		if want, ok := r.Follow[k]; ok {
+			follows = want
+		}
+		if !s.exists {
+			if (!had && !follows) || (had && follows == following) {
+				continue // no conversation before or after, and nothing to record
 			}
+			s.row = Row{ConvKey: k, Hidden: true, Version: start.Version}
+		}
+		s.row.Follows, s.row.Base = follows, Base{}
+		if follows {
+			ck := ChannelKey{Key: k.ChannelID, Type: k.ChannelType}
+			end, ok := ends[ck]
+			if !ok {
+				end = st.Channels[ck]
+			}
+			s.row.Base = BaseOf(end)
+		}
+		if !s.changed && follows == following {
+			continue
+		}
+		c.Rows = append(c.Rows, s.row)
+		if !users[k.UID] {
+			users[k.UID] = true
+			c.UIDs = append(c.UIDs, k.UID)
 		}
 	}
 	slices.SortFunc(c.Rows, func(a, b Row) int { return a.ConvKey.Compare(b.ConvKey) })

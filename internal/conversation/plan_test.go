@@ -142,8 +142,9 @@ func TestRoute(t *testing.T) {
 			state:  BatchState{Members: map[ChannelKey][]string{gkey("g1"): {"a", "b"}}},
 			want: routed{Result: BatchResult{Applied: 3, Memberships: 2}, Messages: []string{"g1:1", "g1:2", "g1:3"},
 				Deliveries: []string{"a/g1:1", "b/g1:1", "a/g1:2", "b/g1:2", "c/g1:2", "a/g1:3", "c/g1:3"},
-				Channels:   []ChannelUpdate{{Key: gkey("g1"), MaxSeq: 3}},
-				Added:      []Member{{gkey("g1"), "c"}}, Removed: []Member{{gkey("g1"), "b"}}},
+				Channels: []ChannelUpdate{{Key: gkey("g1"), MaxSeq: 3, Arrived: true,
+					Broadcast: Broadcast{Arrivals: 3, RedDots: 3, MaxSeq: 3, ClientMsgNo: "c3", Timestamp: 103}}},
+				Added: []Member{{gkey("g1"), "c"}}, Removed: []Member{{gkey("g1"), "b"}}},
 		},
 		{
 			name:   "a join undone in the same batch is no net change",

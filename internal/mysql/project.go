@@ -74,7 +74,8 @@ func (b *batch) apply(ctx context.Context, events []conversation.Event) (convers
 	if st.Members, err = b.loadMembers(ctx, scope.Members); err != nil {
 		return conversation.BatchResult{}, nil, err
 	}
-	route := conversation.Route(events, st, b.store.window)
+	route := conversation.RouteWith(events, st, conversation.RouteOptions{Window: b.store.window, Large: b.store.large})
+	route.StampChannels(b.store.nowMS())
 	res := route.Result
 	b.windows = conversation.WindowChanges(st, route)
 
@@ -82,7 +83,11 @@ func (b *batch) apply(ctx context.Context, events []conversation.Event) (convers
 	if err != nil {
 		return res, nil, err
 	}
-	changes := conversation.ApplyDeliveries(route.Deliveries, rows)
+	late, err := loadLate(ctx, b.tx, followedSince(rows))
+	if err != nil {
+		return res, nil, err
+	}
+	changes := conversation.ApplyRouting(st, route, rows, late)
 	var versions map[string]int64
 	if len(changes.Rows) > 0 {
 		if versions, err = b.store.bumpVersions(ctx, b.tx, changes.UIDs); err != nil {
@@ -95,6 +100,9 @@ func (b *batch) apply(ctx context.Context, events []conversation.Event) (convers
 	}
 	res.RowsWritten = len(changes.Rows)
 	if err := b.insertMessages(ctx, route.Messages); err != nil {
+		return res, nil, err
+	}
+	if err := b.insertLate(ctx, route.Late); err != nil {
 		return res, nil, err
 	}
 	if err := b.saveChannels(ctx, route.Channels); err != nil {
@@ -120,7 +128,7 @@ func (b *batch) lockChannels(ctx context.Context, keys []conversation.ChannelKey
 			placeholders(len(part), "(?,?)")+` ON DUPLICATE KEY UPDATE max_seq = max_seq`, args...); err != nil {
 			return fmt.Errorf("lock channels: %w", err)
 		}
-		rows, err := b.tx.QueryContext(ctx, `SELECT c.channel_key, c.channel_type, c.max_seq, c.min_kept_seq FROM `+
+		rows, err := b.tx.QueryContext(ctx, `SELECT c.channel_key, c.channel_type, `+prefixed("c.", channelStateColumns)+` FROM `+
 			keysTable(len(part), "k_key", "k_type")+` JOIN channels c ON c.channel_key = k.k_key AND c.channel_type = k.k_type`, args...)
 		if err != nil {
 			return fmt.Errorf("read channels: %w", err)
@@ -128,9 +136,9 @@ func (b *batch) lockChannels(ctx context.Context, keys []conversation.ChannelKey
 		defer rows.Close()
 		for rows.Next() {
 			var k conversation.ChannelKey
-			var st conversation.ChannelState
-			if err := rows.Scan(&k.Key, &k.Type, &st.MaxSeq, &st.MinKeptSeq); err != nil {
-				return fmt.Errorf("scan channel: %w", err)
+			st, err := scanChannelState(rows, &k.Key, &k.Type)
+			if err != nil {
+				return err
 			}
 			out[k] = st
 		}
@@ -231,6 +239,94 @@ func (b *batch) writeRows(ctx context.Context, rows []conversation.Row) error {
 	})
 }
 
+// channelStateColumns are a channels row's conversation.ChannelState.
+const channelStateColumns = `max_seq, min_kept_seq, large, arrivals, red_dots, bc_max_seq, bc_client_msg_no, bc_msg_at, version`
+
+// scanChannelState scans channelStateColumns, after the given leading destinations.
+func scanChannelState(rows rowScanner, lead ...any) (conversation.ChannelState, error) {
+	var st conversation.ChannelState
+	var large int
+	b := &st.Broadcast
+	if err := rows.Scan(append(lead, &st.MaxSeq, &st.MinKeptSeq, &large, &b.Arrivals, &b.RedDots, &b.MaxSeq,
+		&b.ClientMsgNo, &b.Timestamp, &b.Version)...); err != nil {
+		return st, fmt.Errorf("scan channel: %w", err)
+	}
+	st.Large = large != 0
+	return st, nil
+}
+
+// followedSince returns, for each channel with followers among rows, the lowest base among them: the
+// late messages a derivation of those rows needs are those that arrived after it.
+func followedSince(rows map[conversation.ConvKey]conversation.Row) map[conversation.ChannelKey]int64 {
+	out := map[conversation.ChannelKey]int64{}
+	for k, r := range rows {
+		if !r.Follows {
+			continue
+		}
+		ck := conversation.ChannelKey{Key: k.ChannelID, Type: k.ChannelType}
+		if a, ok := out[ck]; !ok || r.Base.Arrivals < a {
+			out[ck] = r.Base.Arrivals
+		}
+	}
+	return out
+}
+
+// loadLate reads the late messages of each channel of since that arrived after its arrival number.
+func loadLate(ctx context.Context, q sqlx.QueryerContext, since map[conversation.ChannelKey]int64) (map[conversation.ChannelKey][]conversation.LateMsg, error) {
+	out := map[conversation.ChannelKey][]conversation.LateMsg{}
+	keys := make([]conversation.ChannelKey, 0, len(since))
+	for k := range since {
+		keys = append(keys, k)
+	}
+	return out, chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
+		args := make([]any, 0, 3*(hi-lo))
+		for _, k := range keys[lo:hi] {
+			args = append(args, k.Key, k.Type, since[k])
+		}
+		rows, err := q.QueryContext(ctx, `SELECT `+prefixed("l.", lateColumns)+` FROM `+keysTable(hi-lo, "k_key", "k_type", "k_after")+
+			` JOIN late_messages l ON l.channel_key = k.k_key AND l.channel_type = k.k_type AND l.arrival > k.k_after`, args...)
+		if err != nil {
+			return fmt.Errorf("read late messages: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			m, err := scanLate(rows)
+			if err != nil {
+				return err
+			}
+			out[m.Channel] = append(out[m.Channel], m)
+		}
+		return rows.Err()
+	})
+}
+
+const lateColumns = `channel_key, channel_type, arrival, message_seq, red_dot, client_msg_no, sent_at`
+
+func scanLate(rows rowScanner, lead ...any) (conversation.LateMsg, error) {
+	var m conversation.LateMsg
+	var redDot int
+	if err := rows.Scan(append(lead, &m.Channel.Key, &m.Channel.Type, &m.Arrival, &m.Seq, &redDot, &m.ClientMsgNo, &m.Timestamp)...); err != nil {
+		return m, fmt.Errorf("scan late message: %w", err)
+	}
+	m.RedDot = redDot != 0
+	return m, nil
+}
+
+// insertLate records the batch's late broadcast messages of large channels.
+func (b *batch) insertLate(ctx context.Context, late []conversation.LateMsg) error {
+	return chunks(len(late), rowsPerStatement, func(lo, hi int) error {
+		args := make([]any, 0, 7*(hi-lo))
+		for _, m := range late[lo:hi] {
+			args = append(args, m.Channel.Key, m.Channel.Type, m.Arrival, m.Seq, m.RedDot, m.ClientMsgNo, m.Timestamp)
+		}
+		if _, err := b.tx.ExecContext(ctx, `INSERT INTO late_messages (`+lateColumns+`) VALUES `+
+			placeholders(hi-lo, "(?,?,?,?,?,?,?)"), args...); err != nil {
+			return fmt.Errorf("insert late messages: %w", err)
+		}
+		return nil
+	})
+}
+
 // bumpVersions gives each user of uids, which are sorted and unique, its next version (contract §3.6)
 // and returns them. The upsert takes each user's version row lock until commit, in sorted order, so two transactions that change rows of one
 // user get versions in the order they commit.
@@ -321,12 +417,17 @@ func (b *batch) saveChannels(ctx context.Context, updates []conversation.Channel
 		return fmt.Errorf("prune windows: %w", err)
 	}
 	return chunks(len(updates), rowsPerStatement, func(lo, hi int) error {
-		args := make([]any, 0, 4*(hi-lo))
+		args := make([]any, 0, 11*(hi-lo))
 		for _, u := range updates[lo:hi] {
-			args = append(args, u.Key.Key, u.Key.Type, u.MaxSeq, u.MinKeptSeq)
+			bc := &u.Broadcast
+			args = append(args, u.Key.Key, u.Key.Type, u.MaxSeq, u.MinKeptSeq, u.Large, bc.Arrivals, bc.RedDots,
+				bc.MaxSeq, bc.ClientMsgNo, bc.Timestamp, bc.Version)
 		}
-		_, err := b.tx.ExecContext(ctx, `INSERT INTO channels (channel_key, channel_type, max_seq, min_kept_seq) VALUES `+
-			placeholders(hi-lo, "(?,?,?,?)")+` ON DUPLICATE KEY UPDATE max_seq = VALUES(max_seq), min_kept_seq = VALUES(min_kept_seq)`, args...)
+		_, err := b.tx.ExecContext(ctx, `INSERT INTO channels (channel_key, channel_type, `+channelStateColumns+`) VALUES `+
+			placeholders(hi-lo, "(?,?,?,?,?,?,?,?,?,?,?)")+` ON DUPLICATE KEY UPDATE max_seq = VALUES(max_seq),
+			min_kept_seq = VALUES(min_kept_seq), large = VALUES(large), arrivals = VALUES(arrivals),
+			red_dots = VALUES(red_dots), bc_max_seq = VALUES(bc_max_seq), bc_client_msg_no = VALUES(bc_client_msg_no),
+			bc_msg_at = VALUES(bc_msg_at), version = VALUES(version)`, args...)
 		if err != nil {
 			return fmt.Errorf("save channels: %w", err)
 		}
@@ -382,4 +483,13 @@ func keysTable(n int, cols ...string) string {
 // orTuples is "(cond) OR (cond) ...", for the few ranges of one sync; long lists go through keysTable.
 func orTuples(n int, cond string) string {
 	return "(" + strings.TrimSuffix(strings.Repeat("("+cond+") OR ", n), " OR ") + ")"
+}
+
+// prefixed qualifies each column of a comma-separated list.
+func prefixed(prefix, columns string) string {
+	cols := strings.Split(columns, ",")
+	for i, c := range cols {
+		cols[i] = prefix + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
 }

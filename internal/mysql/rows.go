@@ -29,6 +29,13 @@ var convColumns = []struct {
 	{"deleted_at_seq", func(r *conversation.Row) any { return &r.DeletedAtSeq }, false},
 	{"deleted_at_ms", func(r *conversation.Row) any { return &r.DeletedAtMS }, false},
 	{"version", func(r *conversation.Row) any { return &r.Version }, false},
+	// Followers of large channels (contract §5): the row is the member's state at its base.
+	{"follows", func(r *conversation.Row) any { return &r.Follows }, false},
+	{"hidden", func(r *conversation.Row) any { return &r.Hidden }, false},
+	{"base_arrivals", func(r *conversation.Row) any { return &r.Base.Arrivals }, false},
+	{"base_red_dots", func(r *conversation.Row) any { return &r.Base.RedDots }, false},
+	{"base_max_seq", func(r *conversation.Row) any { return &r.Base.MaxSeq }, false},
+	{"base_floor", func(r *conversation.Row) any { return &r.Base.Floor }, false},
 }
 
 // rowColumnList is the columns, qualified by prefix ("c." or ""), for a select or insert list.

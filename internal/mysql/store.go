@@ -48,6 +48,10 @@ type Options struct {
 	OnCommit func(ctx context.Context, changes conversation.Changes)
 	// TLS, when it names a CA file, makes every connection TLS, verified against that CA.
 	TLS TLS
+	// LargeChannelMembers is the stored membership at which a group-like channel fans out at read time
+	// (contract §5); it stops below half of it. 0 (the default) keeps per-member fan-out everywhere and
+	// turns large channels back into per-member rows as batches touch their membership.
+	LargeChannelMembers int
 }
 
 // TLS is how to reach a server that requires TLS with a private CA. Binaries embed it in their
@@ -112,6 +116,7 @@ type Store struct {
 	retries  int
 	now      func() time.Time
 	onCommit func(ctx context.Context, changes conversation.Changes)
+	large    conversation.LargeThresholds
 }
 
 // Open connects to the database named by dsn (go-sql-driver/mysql format). It does not wait for the
@@ -143,7 +148,8 @@ func Open(dsn string, opts Options) (*Store, error) {
 	db.SetMaxOpenConns(opts.MaxOpenConns)
 	db.SetMaxIdleConns(opts.MaxOpenConns)
 	db.SetConnMaxLifetime(30 * time.Minute)
-	s := &Store{db: db, window: opts.RecentsWindow, retries: opts.ConflictRetries, now: opts.Now, onCommit: opts.OnCommit}
+	s := &Store{db: db, window: opts.RecentsWindow, retries: opts.ConflictRetries, now: opts.Now, onCommit: opts.OnCommit,
+		large: conversation.LargeThresholdsOf(opts.LargeChannelMembers)}
 	if s.window <= 0 {
 		s.window = 200
 	}

@@ -15,7 +15,9 @@ import (
 // UserRows returns every conversation of uid, tombstones included, and the user's version (0 for a user
 // with none), read by one statement so that both come from one snapshot: the rows are exactly those
 // committed up to that version. A user's rows are few (a conversation list), so selection happens in
-// memory, in one place: conversation.Select.
+// memory, in one place: conversation.Select. Conversations of large channels (contract §5) are derived
+// from the member's row and the channel's state, which one more statement reads for all of them at
+// once; a user who follows no large channel costs one statement.
 func (s *Store) UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
 	rows, err := s.db.QueryContext(ctx, userRowsSQL, uid)
 	if err != nil {
@@ -24,6 +26,7 @@ func (s *Store) UserRows(ctx context.Context, uid string) ([]conversation.Row, i
 	defer rows.Close()
 	var version int64
 	out := []conversation.Row{}
+	since := map[conversation.ChannelKey]int64{}
 	for rows.Next() {
 		var hasRow bool
 		var r conversation.Row
@@ -33,12 +36,82 @@ func (s *Store) UserRows(ctx context.Context, uid string) ([]conversation.Row, i
 		if !hasRow { // the user has a version but no rows left (tombstones purged)
 			continue
 		}
+		if r.Follows {
+			since[conversation.ChannelKey{Key: r.ChannelID, Type: r.ChannelType}] = r.Base.Arrivals
+		} else if r.Hidden {
+			continue
+		}
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, 0, fmt.Errorf("select conversations: %w", translate(err))
 	}
-	return out, version, nil
+	if len(since) == 0 {
+		return out, version, nil
+	}
+	channels, late, err := s.largeStates(ctx, since)
+	if err != nil {
+		return nil, 0, err
+	}
+	derived := out[:0]
+	for _, r := range out {
+		if r.Follows {
+			ck := conversation.ChannelKey{Key: r.ChannelID, Type: r.ChannelType}
+			if r = conversation.Derive(r, channels[ck].Broadcast, late[ck]); r.Hidden {
+				continue
+			}
+		}
+		derived = append(derived, r)
+	}
+	return derived, version, nil
+}
+
+// largeStates reads, in one statement (one snapshot, so that the late messages are those the channel
+// state counts), the state of each channel of since and its late messages that arrived after the
+// arrival number since gives it.
+func (s *Store) largeStates(ctx context.Context, since map[conversation.ChannelKey]int64) (map[conversation.ChannelKey]conversation.ChannelState, map[conversation.ChannelKey][]conversation.LateMsg, error) {
+	channels := make(map[conversation.ChannelKey]conversation.ChannelState, len(since))
+	late := map[conversation.ChannelKey][]conversation.LateMsg{}
+	keys := make([]conversation.ChannelKey, 0, len(since))
+	for k := range since {
+		keys = append(keys, k)
+	}
+	err := chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
+		args := make([]any, 0, 3*(hi-lo))
+		for _, k := range keys[lo:hi] {
+			args = append(args, k.Key, k.Type, since[k])
+		}
+		rows, err := s.db.QueryContext(ctx, `SELECT `+prefixed("ch.", channelStateColumns)+`, COALESCE(l.arrival, 0),
+			COALESCE(l.message_seq, 0), COALESCE(l.red_dot, 0), COALESCE(l.client_msg_no, ''), COALESCE(l.sent_at, 0),
+			ch.channel_key, ch.channel_type FROM `+keysTable(hi-lo, "k_key", "k_type", "k_after")+`
+			JOIN channels ch ON ch.channel_key = k.k_key AND ch.channel_type = k.k_type
+			LEFT JOIN late_messages l ON l.channel_key = k.k_key AND l.channel_type = k.k_type AND l.arrival > k.k_after`, args...)
+		if err != nil {
+			return fmt.Errorf("select large channels: %w", translate(err))
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var st conversation.ChannelState
+			var large, redDot int
+			var m conversation.LateMsg
+			b := &st.Broadcast
+			if err := rows.Scan(&st.MaxSeq, &st.MinKeptSeq, &large, &b.Arrivals, &b.RedDots, &b.MaxSeq, &b.ClientMsgNo,
+				&b.Timestamp, &b.Version, &m.Arrival, &m.Seq, &redDot, &m.ClientMsgNo, &m.Timestamp,
+				&m.Channel.Key, &m.Channel.Type); err != nil {
+				return fmt.Errorf("scan large channel: %w", err)
+			}
+			st.Large, m.RedDot = large != 0, redDot != 0
+			channels[m.Channel] = st
+			if m.Arrival > 0 {
+				late[m.Channel] = append(late[m.Channel], m)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("select large channels: %w", translate(err))
+		}
+		return nil
+	})
+	return channels, late, err
 }
 
 // UserVersion returns the user's version: it changes exactly when one of the user's rows does, so it
@@ -142,6 +215,17 @@ func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change fun
 	var out conversation.Row
 	var before int64
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		// A follower's row is derived from its channel's state (contract §5), so the channel is locked
+		// first (the projector's lock order: channel, conversation, user version) and read with it.
+		var ch conversation.ChannelState
+		if key.ChannelType != conversation.ChannelTypePerson {
+			var err error
+			ch, err = scanChannelState(tx.QueryRowxContext(ctx, `SELECT `+channelStateColumns+
+				` FROM channels WHERE channel_key = ? AND channel_type = ? FOR UPDATE`, key.ChannelID, key.ChannelType))
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
 		row, err := scanRow(tx.QueryRowxContext(ctx, selectRow+
 			` WHERE uid = ? AND channel_id = ? AND channel_type = ? FOR UPDATE`, key.UID, key.ChannelID, key.ChannelType))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -150,11 +234,25 @@ func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change fun
 		if err != nil {
 			return err
 		}
+		if row.Follows {
+			ck := conversation.ChannelKey{Key: key.ChannelID, Type: key.ChannelType}
+			late, err := loadLate(ctx, tx, map[conversation.ChannelKey]int64{ck: row.Base.Arrivals})
+			if err != nil {
+				return err
+			}
+			row = conversation.Derive(row, ch.Broadcast, late[ck])
+		}
+		if row.Hidden {
+			return conversation.ErrNotFound
+		}
 		before = row.Version
 		next, changed := change(row, s.nowMS())
 		if !changed {
 			out = row
 			return nil
+		}
+		if next.Follows {
+			next.Base = conversation.BaseOf(ch)
 		}
 		versions, err := s.bumpVersions(ctx, tx, []string{key.UID})
 		if err != nil {
@@ -176,7 +274,7 @@ func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change fun
 // PurgeTombstones deletes at most limit tombstones deleted before beforeMS and returns how many went.
 // A purged conversation no longer tells other devices it was deleted; a later message creates it anew.
 func (s *Store) PurgeTombstones(ctx context.Context, beforeMS int64, limit int) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM conversations WHERE is_deleted = 1 AND deleted_at_ms < ? LIMIT ?`, beforeMS, limit)
+	res, err := s.db.ExecContext(ctx, `DELETE FROM conversations WHERE is_deleted = 1 AND follows = 0 AND deleted_at_ms < ? LIMIT ?`, beforeMS, limit)
 	if err != nil {
 		return 0, fmt.Errorf("purge tombstones: %w", translate(err))
 	}

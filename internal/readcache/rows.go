@@ -60,6 +60,9 @@ type userRows struct {
 	version int64
 	checked time.Time // when the version was last known current
 	rows    []conversation.Row
+	// large is set when the list holds conversations of large channels (contract §5): those change with
+	// their channel, not with the user's version, so the list is never served from memory.
+	large bool
 }
 
 // NewRows returns a rows cache in front of src.
@@ -110,7 +113,7 @@ func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, in
 	}
 	c.mu.Lock()
 	if el, ok := c.index[uid]; ok {
-		if e := el.Value.(*userRows); e.version == version {
+		if e := el.Value.(*userRows); e.version == version && !e.large {
 			e.checked = start
 			c.lru.MoveToFront(el)
 			rows := e.rows
@@ -129,7 +132,7 @@ func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, in
 	c.opts.Metrics.load.WithLabelValues("rows").Observe(time.Since(loadStart).Seconds())
 	c.opts.Metrics.rows.WithLabelValues("loaded").Inc()
 	if len(rows) <= c.opts.MaxRowsPerUser {
-		c.put(&userRows{uid: uid, version: version, checked: start, rows: rows})
+		c.put(&userRows{uid: uid, version: version, checked: start, rows: rows, large: followsAny(rows)})
 	}
 	return rows, version, nil
 }
@@ -143,7 +146,7 @@ func (c *Rows) fresh(uid string, now time.Time) (userRows, bool) {
 		return userRows{}, false
 	}
 	e := el.Value.(*userRows)
-	if e.version < c.announced[uid] || !e.checked.After(c.checkedBefore) || now.Sub(e.checked) >= c.opts.MaxAge {
+	if e.large || e.version < c.announced[uid] || !e.checked.After(c.checkedBefore) || now.Sub(e.checked) >= c.opts.MaxAge {
 		return userRows{}, false
 	}
 	c.lru.MoveToFront(el)
@@ -168,4 +171,14 @@ func (c *Rows) put(e *userRows) {
 		c.lru.Remove(last)
 		delete(c.index, last.Value.(*userRows).uid)
 	}
+}
+
+// followsAny reports whether rows hold a conversation of a large channel.
+func followsAny(rows []conversation.Row) bool {
+	for i := range rows {
+		if rows[i].Follows {
+			return true
+		}
+	}
+	return false
 }

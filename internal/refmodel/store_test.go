@@ -154,3 +154,103 @@ func mutate(ctx context.Context, t *testing.T, store *mysql.Store, model *refmod
 		}
 	}
 }
+
+// TestStoreMatchesModelLarge is TestStoreMatchesModel with large channels at a threshold of 3 members
+// (contract §5): most groups fan out at read time, and cross the threshold both ways with churn. The
+// database's tables then hold followers' bases, not conversations, so what is compared is what sync
+// reads: Store.UserRows of every user, against the model's rows (versions excepted).
+func TestStoreMatchesModelLarge(t *testing.T) {
+	const window = 12
+	store, dsn := testenv.Store(t, mysql.Options{RecentsWindow: window, LargeChannelMembers: 3})
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	model := refmodel.New(refmodel.Options{Window: window})
+	skip := conversation.DefaultSkipSet()
+	recs, _, err := trafficgen.Generate(trafficgen.Differential(3000, 11))
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := len(recs) / 3
+	rng := rand.New(rand.NewPCG(11, 11))
+	for phase, part := range [][]trafficgen.Record{recs[:third], recs[third : 2*third], recs[2*third:]} {
+		if phase > 0 {
+			mutate(ctx, t, store, model, rng, 40)
+		}
+		for _, r := range part {
+			_ = model.Apply(r.Value)
+		}
+		applyPartitioned(ctx, t, store, &skip, part, uint64(phase))
+		compareSync(ctx, t, store, db, model)
+	}
+	var followers int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM conversations WHERE follows = 1`).Scan(&followers); err != nil {
+		t.Fatal(err)
+	}
+	if followers == 0 {
+		t.Fatal("no channel is large: the test tests nothing")
+	}
+	t.Logf("followers=%d", followers)
+}
+
+// compareSync compares every user's rows as the store reads them for sync with the model's.
+func compareSync(ctx context.Context, t *testing.T, store *mysql.Store, db *sql.DB, model *refmodel.Model) {
+	t.Helper()
+	want := map[refmodel.Key]refmodel.Row{}
+	for _, r := range model.Rows() {
+		r.ChangedAt = 0
+		want[r.Key] = r
+	}
+	uids, err := db.QueryContext(ctx, `SELECT uid FROM user_versions`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var users []string
+	for uids.Next() {
+		var u string
+		if err := uids.Scan(&u); err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, u)
+	}
+	uids.Close()
+	bad, seen := 0, 0
+	report := func(format string, args ...any) {
+		if bad++; bad <= 20 {
+			t.Errorf(format, args...)
+		}
+	}
+	for _, uid := range users {
+		rows, _, err := store.UserRows(ctx, uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range rows {
+			k := refmodel.Key{UID: g.UID, ChannelID: g.ChannelID, ChannelType: g.ChannelType}
+			got := refmodel.Row{Key: k, Unread: g.Unread, ReadedToMsgSeq: g.ReadedToMsgSeq, DeletedAtSeq: g.DeletedAtSeq,
+				IsDeleted: g.Deleted, LastMsgSeq: g.LastMsgSeq, LastClientMsgNo: g.LastClientMsgNo, Timestamp: g.Timestamp}
+			w, ok := want[k]
+			switch {
+			case !ok:
+				report("%v: unexpected %+v", k, got)
+			case got != w:
+				report("%v: got %+v (follows %v), want %+v", k, got, g.Follows, w)
+			}
+			if ok {
+				seen++
+			}
+			if g.Version <= 0 {
+				report("%v: version %d", k, g.Version)
+			}
+		}
+	}
+	if seen != len(want) {
+		report("sync returned %d of the model's %d conversations", seen, len(want))
+	}
+	if bad > 0 {
+		t.Fatalf("%d differences from the model", bad)
+	}
+}

@@ -1,0 +1,234 @@
+package conversation_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/refmodel"
+	"github.com/convsync/conversations/internal/trafficgen"
+)
+
+// memStore carries out the batch plan the way internal/mysql does, in memory: it is the plan's
+// differential test without a database (the store's own runs the same streams through SQL).
+type memStore struct {
+	window   int64
+	large    conversation.LargeThresholds
+	channels map[conversation.ChannelKey]conversation.ChannelState
+	applied  map[conversation.MessageKey]bool
+	members  map[conversation.ChannelKey]map[string]bool
+	rows     map[conversation.ConvKey]conversation.Row
+	late     map[conversation.ChannelKey][]conversation.LateMsg
+	version  int64
+	written  int
+}
+
+func newMemStore(window int64, threshold int) *memStore {
+	return &memStore{window: window, large: conversation.LargeThresholdsOf(threshold),
+		channels: map[conversation.ChannelKey]conversation.ChannelState{}, applied: map[conversation.MessageKey]bool{},
+		members: map[conversation.ChannelKey]map[string]bool{}, rows: map[conversation.ConvKey]conversation.Row{},
+		late: map[conversation.ChannelKey][]conversation.LateMsg{}}
+}
+
+func (s *memStore) apply(events []conversation.Event) {
+	scope := conversation.ScopeOf(events)
+	st := conversation.BatchState{Channels: map[conversation.ChannelKey]conversation.ChannelState{},
+		Applied: map[conversation.MessageKey]bool{}, Members: map[conversation.ChannelKey][]string{}}
+	for _, k := range scope.Channels {
+		st.Channels[k] = s.channels[k]
+	}
+	for _, mk := range conversation.SeqsToCheck(events, st.Channels) {
+		if s.applied[mk] {
+			st.Applied[mk] = true
+		}
+	}
+	for _, k := range scope.Members {
+		for u := range s.members[k] {
+			st.Members[k] = append(st.Members[k], u)
+		}
+	}
+	route := conversation.RouteWith(events, st, conversation.RouteOptions{Window: s.window, Large: s.large})
+	s.version++
+	route.StampChannels(s.version)
+	rows := map[conversation.ConvKey]conversation.Row{}
+	for _, k := range route.RowKeys {
+		if r, ok := s.rows[k]; ok {
+			rows[k] = r
+		}
+	}
+	changes := conversation.ApplyRouting(st, route, rows, s.late)
+	versions := map[string]int64{}
+	for _, u := range changes.UIDs {
+		versions[u] = s.version
+	}
+	changes.Stamp(versions)
+	for _, r := range changes.Rows {
+		s.rows[r.ConvKey] = r
+	}
+	s.written += len(changes.Rows)
+	for _, m := range route.Messages {
+		s.applied[conversation.MessageKey{Channel: m.Key(), Seq: m.MessageSeq}] = true
+	}
+	for _, l := range route.Late {
+		s.late[l.Channel] = append(s.late[l.Channel], l)
+	}
+	for _, u := range route.Channels {
+		s.channels[u.Key] = conversation.ChannelState{MaxSeq: u.MaxSeq, MinKeptSeq: u.MinKeptSeq, Large: u.Large, Broadcast: u.Broadcast}
+	}
+	for _, m := range route.MembersAdded {
+		if s.members[m.Channel] == nil {
+			s.members[m.Channel] = map[string]bool{}
+		}
+		s.members[m.Channel][m.UID] = true
+	}
+	for _, m := range route.MembersRemoved {
+		delete(s.members[m.Channel], m.UID)
+	}
+}
+
+// derived is every conversation as sync sees it, tombstones included.
+func (s *memStore) derived() map[conversation.ConvKey]conversation.Row {
+	out := map[conversation.ConvKey]conversation.Row{}
+	for k, r := range s.rows {
+		ck := conversation.ChannelKey{Key: k.ChannelID, Type: k.ChannelType}
+		if r = conversation.Derive(r, s.channels[ck].Broadcast, s.late[ck]); !r.Hidden {
+			out[k] = r
+		}
+	}
+	return out
+}
+
+// update is Store.Update: derive, change, rebase.
+func (s *memStore) update(k conversation.ConvKey, change func(conversation.Row, int64) (conversation.Row, bool)) {
+	r, ok := s.rows[k]
+	if !ok {
+		return
+	}
+	ck := conversation.ChannelKey{Key: k.ChannelID, Type: k.ChannelType}
+	r = conversation.Derive(r, s.channels[ck].Broadcast, s.late[ck])
+	if r.Hidden {
+		return
+	}
+	next, changed := change(r, 1)
+	if !changed {
+		return
+	}
+	if next.Follows {
+		next.Base = conversation.BaseOf(s.channels[ck])
+	}
+	s.version++
+	next.Version = s.version
+	s.rows[k] = next
+}
+
+func compareWithModel(t *testing.T, got map[conversation.ConvKey]conversation.Row, model *refmodel.Model) {
+	t.Helper()
+	bad := 0
+	want := map[conversation.ConvKey]bool{}
+	for _, w := range model.Rows() {
+		k := conversation.ConvKey{UID: w.UID, ChannelID: w.ChannelID, ChannelType: w.ChannelType}
+		want[k] = true
+		g, ok := got[k]
+		gf := fmt.Sprintf("%+v", refmodel.Row{Key: w.Key, Unread: g.Unread, ReadedToMsgSeq: g.ReadedToMsgSeq,
+			DeletedAtSeq: g.DeletedAtSeq, IsDeleted: g.Deleted, LastMsgSeq: g.LastMsgSeq, LastClientMsgNo: g.LastClientMsgNo,
+			Timestamp: g.Timestamp})
+		w.ChangedAt = 0
+		if wf := fmt.Sprintf("%+v", w); !ok || gf != wf {
+			bad++
+			if bad < 20 {
+				t.Errorf("%v: got %s (present %v, follows %v), want %s", k, gf, ok, g.Follows, wf)
+			}
+		}
+	}
+	for k, g := range got {
+		if !want[k] {
+			bad++
+			if bad < 20 {
+				t.Errorf("%v: unexpected %+v", k, g)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d conversations differ from the model", bad)
+	}
+}
+
+// TestLargeMatchesModel runs the differential stream through the plan with a threshold of 3 members
+// (most groups are large, and cross it both ways with churn), with random batches, redeliveries and
+// API mutations, and checks every conversation against per-member fan-out (refmodel).
+func TestLargeMatchesModel(t *testing.T) {
+	for seed := uint64(1); seed <= 12; seed++ {
+		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
+			const window = 12
+			recs, _, err := trafficgen.Generate(trafficgen.Differential(3000, seed))
+			if err != nil {
+				t.Fatal(err)
+			}
+			model := refmodel.New(refmodel.Options{Window: window})
+			store := newMemStore(window, 3)
+			skip := conversation.DefaultSkipSet()
+			rng := rand.New(rand.NewPCG(seed, 1))
+			var evs []conversation.Event
+			for _, r := range recs {
+				_ = model.Apply(r.Value)
+				ev, err := conversation.DecodeEvent(r.Value, time.Unix(1700000000, 0), 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p, _ := skip.Filter([]conversation.Event{ev}); len(p) == 1 {
+					evs = append(evs, ev)
+				}
+				if len(evs) >= 1+rng.IntN(60) {
+					store.apply(evs)
+					if rng.IntN(5) == 0 {
+						store.apply(evs[rng.IntN(len(evs)):])
+					}
+					evs = nil
+					if rng.IntN(3) == 0 { // store and model agree here: the API acts between batches
+						mutateBoth(store, model, rng)
+					}
+				}
+			}
+			store.apply(evs)
+			compareWithModel(t, store.derived(), model)
+			followers := 0
+			for _, r := range store.rows {
+				if r.Follows {
+					followers++
+				}
+			}
+			if followers == 0 {
+				t.Fatal("no channel was large: the test tests nothing")
+			}
+			t.Logf("rows=%d followers=%d written=%d", len(store.rows), followers, store.written)
+		})
+	}
+}
+
+func mutateBoth(store *memStore, model *refmodel.Model, rng *rand.Rand) {
+	rows := model.Rows()
+	if len(rows) == 0 {
+		return
+	}
+	r := rows[rng.IntN(len(rows))]
+	k := conversation.ConvKey{UID: r.UID, ChannelID: r.ChannelID, ChannelType: r.ChannelType}
+	switch rng.IntN(3) {
+	case 0:
+		model.Delete(r.UID, r.ChannelID, r.ChannelType)
+		store.update(k, conversation.Delete)
+	case 1:
+		unread := int64(rng.IntN(5))
+		model.SetUnread(r.UID, r.ChannelID, r.ChannelType, unread)
+		store.update(k, func(row conversation.Row, _ int64) (conversation.Row, bool) {
+			return conversation.SetUnread(row, unread)
+		})
+	default:
+		model.ClearUnread(r.UID, r.ChannelID, r.ChannelType)
+		store.update(k, func(row conversation.Row, _ int64) (conversation.Row, bool) { return conversation.SetUnread(row, 0) })
+	}
+}
+
+var _ = slices.Sort[[]string]
