@@ -151,6 +151,9 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		followCtx, stopFollowing := context.WithCancel(ctx)
 		var following sync.WaitGroup
 		following.Go(func() { follower.Run(followCtx, notify) })
+		// Revalidate what the caches hold in bulk before SYNC_CACHE_MAX_AGE runs out, rather than one
+		// database read per list and per stretch as requests find them expired.
+		following.Go(func() { refreshCaches(followCtx, maxAge/4, log, rows, recentsCache) })
 		defer func() {
 			stopFollowing()
 			following.Wait()
@@ -199,4 +202,27 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 	log.Info("api stopped")
 	return nil
+}
+
+// refreshCaches revalidates the caches every interval until ctx ends. A failure is logged: the requests
+// then revalidate what they need themselves.
+func refreshCaches(ctx context.Context, interval time.Duration, log *slog.Logger, rows *readcache.Rows, recents *readcache.Recents) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := rows.Refresh(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("conversation list refresh failed", "error", err.Error())
+		}
+		if recents == nil {
+			continue
+		}
+		if err := recents.Refresh(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("recents refresh failed", "error", err.Error())
+		}
+	}
 }

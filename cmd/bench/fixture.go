@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/convsync/conversations/internal/conversation"
@@ -121,6 +122,7 @@ func serveFixture(ctx context.Context, dsn string) error {
 	if err != nil {
 		return fmt.Errorf("load fixture: %w", err)
 	}
+	gin.SetMode(gin.ReleaseMode) // as cmd/api's main does
 	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	h, err := httpapi.New(f, f, f, httpapi.Options{Logger: log, Registry: prometheus.NewRegistry()})
 	if err != nil {
@@ -130,7 +132,9 @@ func serveFixture(ctx context.Context, dsn string) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	// The API's server settings (cmd/api), so the two differ only in where answers come from.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
 	go func() {
 		<-ctx.Done()
 		_ = srv.Close()

@@ -128,6 +128,38 @@ func (s *Store) UserVersion(ctx context.Context, uid string) (int64, error) {
 	return v, nil
 }
 
+// versionsPerStatement bounds the users one UserVersions query asks for.
+const versionsPerStatement = 500
+
+// UserVersions returns the current version of each of uids that has one (a user with none is absent),
+// one primary-key lookup per user, versionsPerStatement users per statement: how caches revalidate many
+// lists at once.
+func (s *Store) UserVersions(ctx context.Context, uids []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(uids))
+	err := chunks(len(uids), versionsPerStatement, func(lo, hi int) error {
+		args := make([]any, 0, hi-lo)
+		for _, u := range uids[lo:hi] {
+			args = append(args, u)
+		}
+		rows, err := s.db.QueryContext(ctx, `SELECT uid, version FROM user_versions WHERE uid IN (`+
+			strings.TrimSuffix(strings.Repeat("?,", hi-lo), ",")+`)`, args...)
+		if err != nil {
+			return fmt.Errorf("select user versions: %w", translate(err))
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var u string
+			var v int64
+			if err := rows.Scan(&u, &v); err != nil {
+				return fmt.Errorf("scan user version: %w", err)
+			}
+			out[u] = v
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
 // recentsPerStatement bounds the ranges one recents query carries.
 const recentsPerStatement = 250
 

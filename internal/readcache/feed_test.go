@@ -15,11 +15,21 @@ import (
 type fakeRows struct {
 	version             int64
 	versionReads, loads int
+	bulkReads           int
 }
 
 func (f *fakeRows) UserRows(context.Context, string) ([]conversation.Row, int64, error) {
 	f.loads++
 	return []conversation.Row{{ConvKey: conversation.ConvKey{UID: "u", ChannelID: "g", ChannelType: 2}, Version: f.version}}, f.version, nil
+}
+
+func (f *fakeRows) UserVersions(_ context.Context, uids []string) (map[string]int64, error) {
+	f.bulkReads++
+	out := map[string]int64{}
+	for _, u := range uids {
+		out[u] = f.version
+	}
+	return out, nil
 }
 
 func (f *fakeRows) UserVersion(context.Context, string) (int64, error) {
@@ -90,4 +100,39 @@ func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
 	_ = c.Write(&m) // a counter always writes
 	return m.GetCounter().GetValue()
+}
+
+func TestRowsRefreshRevalidatesInBulk(t *testing.T) {
+	now := time.Unix(1000, 0)
+	src := &fakeRows{version: 1}
+	c := NewRows(src, RowsOptions{MaxAge: 4 * time.Second, Now: func() time.Time { return now }})
+	ctx := context.Background()
+	get := func() int64 {
+		t.Helper()
+		_, v, err := c.UserRows(ctx, "u")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	get() // loaded at 1000 s
+	now = now.Add(3 * time.Second)
+	if err := c.Refresh(ctx); err != nil || src.bulkReads != 1 {
+		t.Fatalf("Refresh: %v, %d bulk reads; want one", err, src.bulkReads)
+	}
+	now = now.Add(1500 * time.Millisecond) // past MaxAge since the load, 1.5 s after the refresh
+	if v := get(); v != 1 || src.versionReads != 1 || src.loads != 1 {
+		t.Errorf("after a refresh: version %d, %d version reads, %d loads; want served from memory", v, src.versionReads, src.loads)
+	}
+	if err := c.Refresh(ctx); err != nil || src.bulkReads != 1 {
+		t.Errorf("refreshed again within MaxAge/2: %d bulk reads", src.bulkReads)
+	}
+	src.version = 2 // a change whose announcement was lost
+	now = now.Add(3 * time.Second)
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := get(); v != 2 || src.loads != 2 {
+		t.Errorf("after a refresh that saw a new version: version %d, %d loads; want 2 and a reload", v, src.loads)
+	}
 }

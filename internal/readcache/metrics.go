@@ -17,9 +17,9 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "conv", Subsystem: "api", Name: "rows_cache_total",
-			Help: "Conversation lists served: from memory alone, after an unchanged version check, or loaded."}, []string{"result"}),
+			Help: "Conversation lists served: from memory alone, after an unchanged version check, or loaded; refreshed counts lists revalidated in bulk."}, []string{"result"}),
 		recents: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "conv", Subsystem: "api", Name: "recents_cache_total",
-			Help: "Recents ranges asked of the cache, by hit or miss."}, []string{"result"}),
+			Help: "Recents ranges asked of the cache, by hit or miss; refreshed counts stretches reloaded in bulk."}, []string{"result"}),
 		load: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "api", Name: "cache_load_seconds",
 			Help:    "Cache refreshes: reading what a cache misses from the database, by cache (rows, recents).",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14)}, []string{"cache"}),

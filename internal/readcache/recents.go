@@ -167,13 +167,7 @@ func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (
 	if err != nil {
 		return nil, err
 	}
-	if c.opts.Encode != nil {
-		for _, msgs := range loaded {
-			for i := range msgs {
-				msgs[i].Encoded = c.opts.Encode(&msgs[i])
-			}
-		}
-	}
+	c.encode(loaded)
 	c.opts.Metrics.load.WithLabelValues("recents").Observe(time.Since(start).Seconds())
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -187,6 +181,62 @@ func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (
 		c.put(&entry{key: r.Channel, stretch: s, bytes: size(s.Msgs), loadedAt: now})
 	}
 	return out, nil
+}
+
+// Refresh reloads, in bulk, every stretch loaded more than MaxAge/2 ago, so that under traffic stretches
+// are renewed a few hundred per query instead of one per miss when their MaxAge runs out. A reload that
+// races an announcement of its channel is not kept, as for a miss. Run it every MaxAge/4 or so. Errors
+// are the source's; nothing is changed then.
+func (c *Recents) Refresh(ctx context.Context) error {
+	start := c.opts.Now()
+	c.mu.Lock()
+	gen := c.gen
+	var load []conversation.SeqRange
+	var old []*entry
+	for _, el := range c.index {
+		e := el.Value.(*entry)
+		if start.Sub(e.loadedAt) > c.opts.MaxAge/2 {
+			load = append(load, conversation.SeqRange{Channel: e.key, UpTo: e.stretch.Hi, Count: max(len(e.stretch.Msgs), c.opts.Fill)})
+			old = append(old, e)
+		}
+	}
+	c.mu.Unlock()
+	if len(load) == 0 {
+		return nil
+	}
+	loadStart := time.Now()
+	loaded, err := c.src.Recents(ctx, load)
+	if err != nil {
+		return err
+	}
+	c.encode(loaded)
+	c.opts.Metrics.load.WithLabelValues("recents").Observe(time.Since(loadStart).Seconds())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, r := range load {
+		if el, ok := c.index[r.Channel]; !ok || el.Value.(*entry) != old[i] {
+			continue // evicted, or replaced by a newer load
+		}
+		if c.gen > gen && (c.touched[r.Channel] > gen || c.floor > gen) {
+			continue
+		}
+		s := conversation.StretchOf(r, loaded[r.Channel])
+		c.put(&entry{key: r.Channel, stretch: s, bytes: size(s.Msgs), loadedAt: start})
+	}
+	c.opts.Metrics.recents.WithLabelValues("refreshed").Add(float64(len(load)))
+	return nil
+}
+
+// encode gives loaded messages their wire form when the cache has an encoder.
+func (c *Recents) encode(loaded map[conversation.ChannelKey][]conversation.Message) {
+	if c.opts.Encode == nil {
+		return
+	}
+	for _, msgs := range loaded {
+		for i := range msgs {
+			msgs[i].Encoded = c.opts.Encode(&msgs[i])
+		}
+	}
 }
 
 // put stores e, replacing the channel's older entry, and evicts least recently used entries over budget.

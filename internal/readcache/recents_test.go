@@ -219,3 +219,34 @@ func TestLoadRacingAnAnnouncementIsNotKept(t *testing.T) {
 		t.Errorf("after the announcement: %s with %d loads, want [5 4 3] from a second load", seqs(again[g1]), w.calls)
 	}
 }
+
+func TestRecentsRefresh(t *testing.T) {
+	w := &window{msgs: map[conversation.ChannelKey]map[int64]conversation.Message{}}
+	w.add(g1, 1, 2, 4, 5)
+	now := time.Unix(0, 0)
+	src := &racingWindow{window: w}
+	c := NewRecents(src, RecentsOptions{MaxAge: 4 * time.Second, Now: func() time.Time { return now }})
+	ctx := context.Background()
+	r := []conversation.SeqRange{{Channel: g1, UpTo: 5, Count: 3}}
+	_, _ = c.Recents(ctx, r)
+	// A late message whose announcement was lost: a refresh after MaxAge/2 picks it up.
+	w.add(g1, 3)
+	now = now.Add(3 * time.Second)
+	if err := c.Refresh(ctx); err != nil || w.calls != 2 {
+		t.Fatalf("Refresh: %v, %d loads; want a second", err, w.calls)
+	}
+	now = now.Add(3 * time.Second) // 6 s after the first load, within MaxAge of the refresh
+	got, _ := c.Recents(ctx, r)
+	if seqs(got[g1]) != "[5 4 3]" || w.calls != 2 {
+		t.Errorf("after the refresh: %s with %d loads, want [5 4 3] from memory", seqs(got[g1]), w.calls)
+	}
+	// A refresh racing an announcement of its channel is not kept.
+	now = now.Add(3 * time.Second)
+	src.during = func() { c.Apply([]conversation.WindowChange{{Channel: g1, LateMin: 3, LateMax: 3}}) }
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.index[g1]; ok {
+		t.Errorf("a refresh that raced an announcement was kept")
+	}
+}

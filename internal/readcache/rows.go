@@ -16,6 +16,8 @@ type RowsSource interface {
 	UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error)
 	// UserVersion returns the user's current version.
 	UserVersion(ctx context.Context, uid string) (int64, error)
+	// UserVersions returns the current version of each of uids that has one.
+	UserVersions(ctx context.Context, uids []string) (map[string]int64, error)
 }
 
 // RowsOptions size the rows cache. Zero values pick the defaults named on the fields.
@@ -181,4 +183,50 @@ func followsAny(rows []conversation.Row) bool {
 		}
 	}
 	return false
+}
+
+// Refresh revalidates, in bulk, every cached list checked more than MaxAge/2 ago: one query per few
+// hundred users instead of one per user when each list's MaxAge runs out under traffic. A list whose
+// version is unchanged counts as checked at the start of the call; one that moved is reloaded by its
+// next request. With MaxAge 0 (no change feed) it does nothing: every request checks anyway. Run it
+// every MaxAge/4 or so. Errors are the source's; nothing is changed then.
+func (c *Rows) Refresh(ctx context.Context) error {
+	if c.opts.MaxAge <= 0 {
+		return nil
+	}
+	start := c.opts.Now()
+	c.mu.Lock()
+	var uids []string
+	for uid, el := range c.index {
+		if e := el.Value.(*userRows); !e.large && start.Sub(e.checked) > c.opts.MaxAge/2 {
+			uids = append(uids, uid) // large lists are read afresh by every request anyway
+		}
+	}
+	c.mu.Unlock()
+	if len(uids) == 0 {
+		return nil
+	}
+	loadStart := time.Now()
+	versions, err := c.src.UserVersions(ctx, uids)
+	if err != nil {
+		return err
+	}
+	c.opts.Metrics.load.WithLabelValues("rows").Observe(time.Since(loadStart).Seconds())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, uid := range uids {
+		el, ok := c.index[uid]
+		if !ok {
+			continue
+		}
+		if e := el.Value.(*userRows); e.version == versions[uid] {
+			if start.After(e.checked) {
+				e.checked = start
+			}
+		} else if versions[uid] > c.announced[uid] && len(c.announced) < 2*c.opts.MaxUsers {
+			c.announced[uid] = versions[uid] // moved without an announcement: reload on the next request
+		}
+	}
+	c.opts.Metrics.rows.WithLabelValues("refreshed").Add(float64(len(uids)))
+	return nil
 }
