@@ -137,7 +137,7 @@ func (c config) validate() error {
 		errs = append(errs, fmt.Errorf("RECENTS_WINDOW: %d, want > 0", c.RecentsWindow))
 	}
 	for _, t := range c.SkipChannelTypes {
-		if t < 1 || t > 255 {
+		if !conversation.ValidChannelType(int64(t)) {
 			errs = append(errs, fmt.Errorf("SKIP_CHANNEL_TYPES: %d is outside 1..255", t))
 		}
 	}

@@ -61,7 +61,7 @@ func (a *api) parseSync(r *http.Request) (syncQuery, error) {
 		IncludeDeleted: req.IncludeDeleted == 1,
 	}}
 	for _, t := range req.ExcludeChannelTypes {
-		if t < 1 || t > 255 {
+		if !conversation.ValidChannelType(t) {
 			return syncQuery{}, badRequest("exclude_channel_types: %d is outside 1..255", t)
 		}
 		q.query.ExcludeTypes = append(q.query.ExcludeTypes, uint8(t))
