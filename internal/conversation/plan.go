@@ -204,8 +204,9 @@ func RouteWith(events []Event, st BatchState, opts RouteOptions) Routing {
 	}
 	// Each channel's mode for the batch, from its membership at the end, and who acts in it.
 	endLarge := map[ChannelKey]bool{}
+	final := finalMembership(events)
 	for k, ms := range members {
-		endLarge[k] = opts.Large.large(st.Channels[k].Large, ms.countAfter(events, k))
+		endLarge[k] = opts.Large.large(st.Channels[k].Large, ms.countAfter(final[k]))
 	}
 	readTime := func(k ChannelKey) bool {
 		end, ok := endLarge[k]
@@ -431,23 +432,30 @@ func (ms *memberSet) change(e *Membership) {
 	}
 }
 
-// countAfter returns how many members the channel k has after every membership event of events,
-// without changing ms.
-func (ms *memberSet) countAfter(events []Event, k ChannelKey) int {
-	var delta map[string]bool
+// finalMembership returns, per channel with membership events, each named uid's membership after
+// all of them.
+func finalMembership(events []Event) map[ChannelKey]map[string]bool {
+	out := map[ChannelKey]map[string]bool{}
 	for _, e := range events {
-		if e.Membership == nil || e.Key() != k {
+		if e.Membership == nil {
 			continue
 		}
-		if delta == nil {
-			delta = map[string]bool{}
+		k := e.Key()
+		if out[k] == nil {
+			out[k] = map[string]bool{}
 		}
 		for _, u := range e.Membership.UIDs {
-			delta[u] = e.Membership.Added
+			out[k][u] = e.Membership.Added
 		}
 	}
+	return out
+}
+
+// countAfter returns how many members the channel has once final (finalMembership) applied, without
+// changing ms.
+func (ms *memberSet) countAfter(final map[string]bool) int {
 	n := len(ms.current)
-	for u, in := range delta {
+	for u, in := range final {
 		switch {
 		case in && !ms.current[u]:
 			n++
