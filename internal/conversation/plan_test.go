@@ -116,6 +116,13 @@ func TestRoute(t *testing.T) {
 				Channels: []ChannelUpdate{{Key: gkey("g1"), MaxSeq: 9, MinKeptSeq: 1}}},
 		},
 		{
+			name:   "a message at the watermark is the oldest kept seq: it applies",
+			events: []Event{gmsg("g1", 5, "a", "b")},
+			state:  BatchState{Channels: map[ChannelKey]ChannelState{gkey("g1"): {MaxSeq: 14, MinKeptSeq: 5}}},
+			want: routed{Result: BatchResult{Applied: 1}, Messages: []string{"g1:5"}, Deliveries: []string{"b/g1:5"},
+				Channels: []ChannelUpdate{{Key: gkey("g1"), MaxSeq: 14, MinKeptSeq: 5}}},
+		},
+		{
 			name:   "a message below the window's watermark counts as applied",
 			events: []Event{gmsg("g1", 4, "a", "b")},
 			state:  BatchState{Channels: map[ChannelKey]ChannelState{gkey("g1"): {MaxSeq: 14, MinKeptSeq: 5}}},
