@@ -29,8 +29,9 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK := .cache/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 
-.PHONY: help services services-status migrate build run test down status lint vet bench clean
+.PHONY: help services services-status migrate build run test down status lint vet bench chaos clean
 
 help: ## list the targets
 	@echo "Targets:"
@@ -77,6 +78,9 @@ $(STATICCHECK):
 
 bench: ## benchmarks with baselines (starts and stops the services it needs; args: BENCH_ARGS=...)
 	@$(LOCAL)/bench.sh $(BENCH_ARGS)
+
+chaos: ## kill -9 replicas, restart a private MariaDB and Kafka, fuzz; compare with the model (args: CHAOS_ARGS=...)
+	@$(LOCAL)/chaos.sh $(CHAOS_ARGS)
 
 clean: down ## stop everything and delete .run/ (data, logs, binaries); keeps .cache/
 	rm -rf .run

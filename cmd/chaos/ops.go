@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+)
+
+// followersRun is the devices following users while the rounds run.
+type followersRun struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	list   []*follower
+	errs   []error
+	mu     sync.Mutex
+}
+
+// startFollowers starts cfg.Followers devices, each on its own user, syncing incrementally in a loop.
+func (ch *chaos) startFollowers(ctx context.Context) *followersRun {
+	ctx, cancel := context.WithCancel(ctx)
+	fr := &followersRun{cancel: cancel}
+	for i := range ch.cfg.Followers {
+		f := &follower{uid: fmt.Sprintf("u%d", i+1), rows: map[convID]item{}}
+		fr.list = append(fr.list, f)
+		fr.wg.Go(func() {
+			for ctx.Err() == nil {
+				if err := f.step(ctx, ch.pool); err != nil && ctx.Err() == nil {
+					fr.mu.Lock()
+					fr.errs = append(fr.errs, err)
+					fr.mu.Unlock()
+					return
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		})
+	}
+	ch.followers = fr
+	return fr
+}
+
+func (fr *followersRun) stop() error {
+	fr.cancel()
+	fr.wg.Wait()
+	if len(fr.errs) > 0 {
+		return fmt.Errorf("a following device failed: %w", fr.errs[0])
+	}
+	return nil
+}
+
+// restartDatabase restarts the database with -db-restart, or cuts chaos's proxy for -outage, while
+// traffic waits in the topic; then it times how long until every replica is ready again.
+func (ch *chaos) restartDatabase(ctx context.Context) error {
+	ch.c.outage.Store(true)
+	defer ch.c.outage.Store(false)
+	begin := time.Now()
+	var down time.Duration
+	if ch.cfg.DBRestart != "" {
+		if err := shell(ctx, ch.cfg.DBRestart); err != nil {
+			return fmt.Errorf("-db-restart: %w", err)
+		}
+		down = time.Since(begin)
+	} else {
+		d, err := time.ParseDuration(ch.cfg.OutageFor)
+		if err != nil {
+			return fmt.Errorf("-outage: %w", err)
+		}
+		ch.proxy.cut()
+		ch.probeDuringOutage(ctx, d)
+		ch.proxy.restore()
+		down = d
+	}
+	took, err := ch.allReady(ctx)
+	if err != nil {
+		return err
+	}
+	ch.restarts++
+	ch.printf("  database restart: down %s, every replica ready %s later; 503 answers during it: %d, outage-path reads: %d",
+		down.Round(time.Millisecond), took.Round(time.Millisecond), ch.c.outage503.Load(), ch.c.outageReads.Load())
+	ch.recoveries = append(ch.recoveries, "db:"+took.String())
+	return nil
+}
+
+// probeDuringOutage syncs a few users while the database is away, so the outage path is exercised.
+func (ch *chaos) probeDuringOutage(ctx context.Context, d time.Duration) {
+	end := time.Now().Add(d)
+	for i := 0; time.Now().Before(end); i++ {
+		_, _, _ = ch.pool.post(ctx, "/conversation/sync", []byte(fmt.Sprintf(`{"uid":"u%d","version":0,"msg_count":1}`, 1+i%ch.cfg.Followers)))
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// restartBroker runs -kafka-restart, if given, and times how long until every replica is ready again.
+func (ch *chaos) restartBroker(ctx context.Context) error {
+	if ch.cfg.KafkaRestart == "" {
+		ch.printf("  broker restart: skipped (no -kafka-restart: chaos never restarts a broker it was not given)")
+		return nil
+	}
+	ch.c.outage.Store(true)
+	defer ch.c.outage.Store(false)
+	begin := time.Now()
+	if err := shell(ctx, ch.cfg.KafkaRestart); err != nil {
+		return fmt.Errorf("-kafka-restart: %w", err)
+	}
+	down := time.Since(begin)
+	took, err := ch.allReady(ctx)
+	if err != nil {
+		return err
+	}
+	ch.restarts++
+	ch.printf("  broker restart: took %s, every replica ready %s later", down.Round(time.Millisecond), took.Round(time.Millisecond))
+	ch.recoveries = append(ch.recoveries, "kafka:"+took.String())
+	return nil
+}
+
+// allReady waits until every projector and API replica answers /readyz 200, and a sync goes through.
+func (ch *chaos) allReady(ctx context.Context) (time.Duration, error) {
+	begin := time.Now()
+	for _, r := range append(append([]*replica{}, ch.projs...), ch.apis...) {
+		if _, err := r.waitOK(ctx, "/readyz", 120*time.Second); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(begin), nil
+}
+
+func shell(ctx context.Context, command string) error {
+	cmd := exec.CommandContext(ctx, "bash", "-c", command)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	return cmd.Run()
+}
+
+// drain waits until the group committed every record of the events topic. Past bound it counts a stall
+// and goes on waiting, up to four times as long; it returns how long it took.
+func (ch *chaos) drain(ctx context.Context, bound time.Duration) time.Duration {
+	begin := time.Now()
+	client := &kafkago.Client{Addr: kafkago.TCP(ch.cfg.Brokers...), Timeout: 5 * time.Second}
+	stalled := false
+	for {
+		if done, _ := ch.committedToEnd(ctx, client); done {
+			return time.Since(begin)
+		}
+		if !stalled && time.Since(begin) > bound {
+			stalled = true
+			ch.stalls++
+			ch.printf("  STALL: the group has not committed every record after %s", bound)
+		}
+		if time.Since(begin) > 4*bound || ctx.Err() != nil {
+			return time.Since(begin)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (ch *chaos) committedToEnd(ctx context.Context, c *kafkago.Client) (bool, error) {
+	parts := make([]kafkago.OffsetRequest, ch.cfg.Partitions)
+	for i := range parts {
+		parts[i] = kafkago.LastOffsetOf(i)
+	}
+	ends, err := c.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{ch.topics.events: parts}})
+	if err != nil {
+		return false, err
+	}
+	ids := make([]int, ch.cfg.Partitions)
+	for i := range ids {
+		ids[i] = i
+	}
+	got, err := c.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: ch.group, Topics: map[string][]int{ch.topics.events: ids}})
+	if err != nil {
+		return false, err
+	}
+	committed := map[int]int64{}
+	for _, p := range got.Topics[ch.topics.events] {
+		committed[p.Partition] = p.CommittedOffset
+	}
+	for _, p := range ends.Topics[ch.topics.events] {
+		if p.LastOffset > 0 && committed[p.Partition] < p.LastOffset {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func randomHex() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func joinComma(s []string) string { return strings.Join(s, ",") }
+
+func with(base, extra map[string]string) map[string]string {
+	out := make(map[string]string, len(base)+len(extra))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
+}
