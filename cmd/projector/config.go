@@ -58,6 +58,11 @@ type config struct {
 	BatchMaxWait time.Duration `env:"BATCH_MAX_WAIT" envDefault:"0s"`
 	// RecentsWindow is how many of a channel's newest messages are kept for recents. Default 200.
 	RecentsWindow int64 `env:"RECENTS_WINDOW" envDefault:"200"`
+	// LargeChannelMembers is the stored membership at which a group-like channel fans out at read time
+	// (contract §5): its messages write O(1) rows and members' conversations are derived at sync. It
+	// stops below half of it. Default 1000; 0 turns the mode off (large channels go back to per-member
+	// rows as batches reach them).
+	LargeChannelMembers int `env:"LARGE_CHANNEL_MEMBERS" envDefault:"1000"`
 	// SkipChannelTypes lists channel types whose messages update no conversation (contract §3.2).
 	// Unset: conversation.DefaultSkippedChannelTypes (6,7,8,9); set but empty: none. (No envDefault tag:
 	// the env library would also apply it to an empty value, and the list has its home in the domain.)
@@ -124,6 +129,9 @@ func (c config) validate() error {
 	if c.HTTPAddr == "" {
 		errs = append(errs, errors.New("PROJECTOR_HTTP_ADDR: required"))
 	}
+	if c.LargeChannelMembers < 0 {
+		errs = append(errs, fmt.Errorf("LARGE_CHANNEL_MEMBERS: %d, want >= 0 (0: off)", c.LargeChannelMembers))
+	}
 	if c.BatchMaxRecords < 1 || c.BatchMaxRecords > 50_000 {
 		errs = append(errs, fmt.Errorf("BATCH_MAX_RECORDS: %d is outside 1..50000", c.BatchMaxRecords))
 	}
@@ -187,6 +195,7 @@ func (c config) LogValue() slog.Value {
 		slog.Any("kafka", c.Kafka),
 		slog.String("mysql_tls_ca_file", c.MySQLTLS.CAFile),
 		slog.String("kafka_topic", c.KafkaTopic),
+		slog.Int("large_channel_members", c.LargeChannelMembers),
 		slog.String("kafka_dlq_topic", c.KafkaDLQTopic),
 		slog.String("kafka_changes_topic", c.KafkaChangesTopic),
 		slog.String("kafka_group_id", c.KafkaGroupID),

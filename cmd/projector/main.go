@@ -66,7 +66,8 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	storeOpts := mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: 4, TLS: cfg.MySQLTLS}
+	storeOpts := mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: 4, TLS: cfg.MySQLTLS,
+		LargeChannelMembers: cfg.LargeChannelMembers}
 	if cfg.KafkaChangesTopic != "" {
 		changes, err := changefeed.NewPublisher(kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg, changefeed.PublisherOptions{})
 		if err != nil {

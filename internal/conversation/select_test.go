@@ -59,3 +59,37 @@ func TestSelect(t *testing.T) {
 		})
 	}
 }
+
+func TestSelectLargeVersions(t *testing.T) {
+	const slack = LargeVersionSlackMS
+	plain := Row{ConvKey: ConvKey{UID: "u", ChannelID: "p", ChannelType: 2}, Version: 100_000}
+	large := Row{ConvKey: ConvKey{UID: "u", ChannelID: "g", ChannelType: 2}, Version: 100_000, Follows: true}
+	tests := []struct {
+		name string
+		q    Query
+		want map[string]int64 // channel -> version answered
+	}{
+		{"a full sync answers a large conversation with the safe version, not its channel's",
+			Query{UserVersion: 90_000, NowMS: 100_500}, map[string]int64{"p": 100_000, "g": 95_500}},
+		{"the user's committed version is safe too",
+			Query{UserVersion: 99_000, NowMS: 100_500}, map[string]int64{"p": 100_000, "g": 99_000}},
+		{"incremental: a large conversation up to the slack below the cursor is repeated",
+			Query{Version: 100_000 + slack - 1, UserVersion: 200_000, NowMS: 300_000}, map[string]int64{"g": 295_000}},
+		{"incremental: at the slack below the cursor it is not",
+			Query{Version: 100_000 + slack, UserVersion: 200_000, NowMS: 300_000}, map[string]int64{}},
+		{"incremental: a plain conversation is never repeated",
+			Query{Version: 100_000, UserVersion: 200_000, NowMS: 300_000}, map[string]int64{"g": 295_000}},
+		{"no clock given: own versions", Query{}, map[string]int64{"p": 100_000, "g": 100_000}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := map[string]int64{}
+			for _, r := range Select([]Row{plain, large}, tt.q) {
+				got[r.ChannelID] = r.Version
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("Select = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

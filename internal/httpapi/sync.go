@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -55,6 +56,7 @@ func (a *api) parseSync(r *http.Request) (syncQuery, error) {
 	q := syncQuery{query: conversation.Query{
 		UID:            req.UID,
 		Version:        req.Version,
+		NowMS:          time.Now().UnixMilli(),
 		Limit:          int(min(req.Limit, math.MaxInt32)),
 		MaxFull:        a.opts.MaxConversations,
 		OnlyUnread:     req.OnlyUnread == 1,

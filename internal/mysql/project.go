@@ -37,6 +37,9 @@ func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event) (co
 		var err error
 		var versions map[string]int64
 		res, versions, err = b.apply(ctx, events)
+		if err == nil {
+			err = versionsFresh(b.versionsAt)
+		}
 		changes = conversation.Changes{Versions: versions, Windows: b.windows}
 		applied = time.Now()
 		return err
@@ -54,6 +57,18 @@ type batch struct {
 	tx    *sqlx.Tx
 	// windows is what the batch does to its channels' windows that cached recents must learn.
 	windows []conversation.WindowChange
+	// versionsAt is when the transaction took its first version.
+	versionsAt time.Time
+}
+
+// versionsFresh returns a conflict, so that the transaction is retried with new versions, when its
+// first version was taken longer ago than half of conversation.LargeVersionSlackMS: incremental syncs
+// rely on a change committing within that time of taking its version (contract §5).
+func versionsFresh(takenAt time.Time) error {
+	if d := time.Since(takenAt); !takenAt.IsZero() && d > conversation.LargeVersionSlackMS*time.Millisecond/2 {
+		return fmt.Errorf("%w: versions taken %v before the commit", conversation.ErrConflict, d.Round(time.Millisecond))
+	}
+	return nil
 }
 
 // apply runs the plan's steps against the transaction and returns the new version of each user whose
@@ -75,7 +90,6 @@ func (b *batch) apply(ctx context.Context, events []conversation.Event) (convers
 		return conversation.BatchResult{}, nil, err
 	}
 	route := conversation.RouteWith(events, st, conversation.RouteOptions{Window: b.store.window, Large: b.store.large})
-	route.StampChannels(b.store.nowMS())
 	res := route.Result
 	b.windows = conversation.WindowChanges(st, route)
 
@@ -90,6 +104,7 @@ func (b *batch) apply(ctx context.Context, events []conversation.Event) (convers
 	changes := conversation.ApplyRouting(st, route, rows, late)
 	var versions map[string]int64
 	if len(changes.Rows) > 0 {
+		b.versionsAt = time.Now()
 		if versions, err = b.store.bumpVersions(ctx, b.tx, changes.UIDs); err != nil {
 			return res, nil, err
 		}
@@ -105,6 +120,12 @@ func (b *batch) apply(ctx context.Context, events []conversation.Event) (convers
 	if err := b.insertLate(ctx, route.Late); err != nil {
 		return res, nil, err
 	}
+	// Channel versions are taken last, to keep them as close to the commit as possible (see
+	// conversation.LargeVersionSlackMS).
+	if b.versionsAt.IsZero() {
+		b.versionsAt = time.Now()
+	}
+	route.StampChannels(b.store.nowMS())
 	if err := b.saveChannels(ctx, route.Channels); err != nil {
 		return res, nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -286,6 +287,7 @@ func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change fun
 		if next.Follows {
 			next.Base = conversation.BaseOf(ch)
 		}
+		takenAt := time.Now()
 		versions, err := s.bumpVersions(ctx, tx, []string{key.UID})
 		if err != nil {
 			return err
@@ -295,7 +297,7 @@ func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change fun
 			return fmt.Errorf("update conversation: %w", err)
 		}
 		out = next
-		return nil
+		return versionsFresh(takenAt)
 	})
 	if err == nil && out.Version != before {
 		s.committed(ctx, conversation.Changes{Versions: map[string]int64{key.UID: out.Version}})

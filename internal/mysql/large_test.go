@@ -1,0 +1,173 @@
+package mysql_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/testenv"
+)
+
+// TestLargeVersionsNeverMiss is contract §5's version promise under concurrent writers: two projector
+// instances applying batches of one large channel (late and duplicate messages included) and of a
+// small group and person chats of the same users, and API mutations on those users, while each member
+// runs a client that syncs incrementally with the highest version it saw and replaces conversations
+// by channel. When the writers stop, one more incremental sync must leave every client exactly at a
+// full sync. (Answering large conversations with their channel's own version instead makes clients
+// skip changes of their other conversations here: see conversation.LargeVersionSlackMS.)
+func TestLargeVersionsNeverMiss(t *testing.T) {
+	store, _ := testenv.Store(t, mysql.Options{LargeChannelMembers: 3, RecentsWindow: 50})
+	ctx := context.Background()
+	const users = 6
+	var uids []string
+	for i := range users {
+		uids = append(uids, fmt.Sprintf("u%d", i))
+	}
+	apply(t, store, members("big", true, uids...), members("small", true, uids[0], uids[1]))
+	if _, err := store.Update(ctx, conversation.ConvKey{UID: "u0", ChannelID: "big", ChannelType: 2},
+		func(r conversation.Row, _ int64) (conversation.Row, bool) { return r, false }); err == nil {
+		t.Fatal("a member who received nothing yet has a conversation")
+	}
+
+	var seq, smallSeq atomic.Int64
+	stop := make(chan struct{})
+	var writers sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := range 2 { // two projector instances; batches of one channel serialise on its lock
+		writers.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var batch []conversation.Event
+				for range 1 + rng.IntN(8) {
+					s := seq.Add(1)
+					from := uids[rng.IntN(users)]
+					batch = append(batch, groupMsg("big", s, from))
+					if rng.IntN(4) == 0 {
+						batch = append(batch, groupMsg("small", smallSeq.Add(1), from))
+					}
+					if rng.IntN(4) == 0 {
+						batch = append(batch, personMsg(from, uids[rng.IntN(users)], s))
+					}
+				}
+				rng.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] }) // late messages
+				if rng.IntN(3) == 0 {
+					batch = append(batch, batch[0]) // a duplicate
+				}
+				if _, err := store.ApplyBatch(ctx, batch); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	writers.Go(func() { // the API
+		rng := rand.New(rand.NewPCG(9, 9))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := conversation.ConvKey{UID: uids[rng.IntN(users)], ChannelID: "big", ChannelType: 2}
+			if rng.IntN(3) == 0 {
+				k.ChannelID = "small"
+			}
+			change := func(r conversation.Row, now int64) (conversation.Row, bool) { return conversation.Delete(r, now) }
+			if n := rng.IntN(4); n > 0 {
+				change = func(r conversation.Row, _ int64) (conversation.Row, bool) {
+					return conversation.SetUnread(r, int64(n-1))
+				}
+			}
+			if _, err := store.Update(ctx, k, change); err != nil && !errorsIsNotFound(err) {
+				errs <- err
+				return
+			}
+		}
+	})
+
+	type client struct {
+		version int64
+		rows    map[conversation.ConvKey]conversation.Row
+	}
+	clients := make([]*client, users)
+	var repeats atomic.Int64
+	syncOnce := func(i int) {
+		c := clients[i]
+		all, _, err := store.UserRows(ctx, uids[i])
+		if err != nil {
+			errs <- err
+			return
+		}
+		got := conversation.Select(all, conversation.Query{UID: uids[i], Version: c.version, IncludeDeleted: true,
+			NowMS: time.Now().UnixMilli()})
+		top := c.version
+		for _, r := range got {
+			if old, ok := c.rows[r.ConvKey]; ok && sameFields(old, r) {
+				repeats.Add(1)
+			}
+			c.rows[r.ConvKey] = r
+			top = max(top, r.Version)
+		}
+		c.version = top
+	}
+	var readers sync.WaitGroup
+	for i := range users {
+		clients[i] = &client{rows: map[conversation.ConvKey]conversation.Row{}}
+		readers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				syncOnce(i)
+			}
+		})
+	}
+	time.Sleep(3 * time.Second)
+	close(stop)
+	writers.Wait()
+	readers.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i, uid := range uids {
+		syncOnce(i)
+		all, _, err := store.UserRows(ctx, uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(all) != len(clients[i].rows) {
+			t.Errorf("%s: the client holds %d conversations, a full sync has %d", uid, len(clients[i].rows), len(all))
+		}
+		for _, want := range all {
+			if got := clients[i].rows[want.ConvKey]; !sameFields(got, want) {
+				t.Errorf("%s: the client missed a change: holds %+v, full sync %+v", uid, got, want)
+			}
+		}
+	}
+	t.Logf("messages=%d repeats=%d", seq.Load(), repeats.Load())
+}
+
+// sameFields compares what a client shows of a conversation: everything but the version.
+func sameFields(a, b conversation.Row) bool {
+	a.Version, b.Version = 0, 0
+	a.Base, b.Base = conversation.Base{}, conversation.Base{}
+	a.DeletedAtMS, b.DeletedAtMS = 0, 0
+	return a == b
+}
+
+func errorsIsNotFound(err error) bool { return errors.Is(err, conversation.ErrNotFound) }
