@@ -12,6 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/readcache"
 )
 
 // syncRequest is the body of POST /conversation/sync (contract §2.1). Absent and null fields are zero,
@@ -89,7 +90,7 @@ func (a *api) sync(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.Request.Context(), a.opts.RequestTimeout)
+	ctx, cancel := context.WithTimeout(readcache.WithOutageNote(c.Request.Context()), a.opts.RequestTimeout)
 	defer cancel()
 	all, _, err := a.rows.UserRows(ctx, q.query.UID)
 	if err != nil {
@@ -106,8 +107,17 @@ func (a *api) sync(c *gin.Context) error {
 			return err
 		}
 	}
+	if readcache.ServedDuringOutage(ctx) {
+		// The database was unreachable: the answer is the caches' last known state, exact as of the last
+		// announcement this replica received (docs/api.md).
+		c.Header(HeaderOutage, "cached")
+	}
 	return writeSync(c, rows, recents)
 }
+
+// HeaderOutage is set on a sync answer ("cached") that came from the outage path: the database could not
+// be reached and the caches answered with the state of the last change announced to this replica.
+const HeaderOutage = "X-Conv-Outage"
 
 // seqRange is a conversation's recents as conversation.RecentsRange defines them, with the client's own
 // last seq of the channel from last_msg_seqs.

@@ -124,7 +124,9 @@ func (c *Recents) Apply(changes []conversation.WindowChange) {
 }
 
 // Recents answers like Source.Recents (conversation.PickRecents per range). Ranges a cached stretch
-// answers cost nothing; the others go to the source in one call. Errors are the source's.
+// answers cost nothing; the others go to the source in one call. When the source is unreachable and
+// every missed range is in a cached stretch, however old, those answer instead (the outage path,
+// outage.go). Errors are the source's.
 func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
 	out := make(map[conversation.ChannelKey][]conversation.Message, len(ranges))
 	var miss []conversation.SeqRange
@@ -165,7 +167,19 @@ func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (
 	start := time.Now()
 	loaded, err := c.src.Recents(ctx, load)
 	if err != nil {
-		return nil, err
+		if !unreachable(err) {
+			return nil, err
+		}
+		cached, ok := c.cachedAnswers(miss)
+		if !ok {
+			return nil, err
+		}
+		noteOutage(ctx)
+		c.opts.Metrics.recents.WithLabelValues("outage").Add(float64(len(miss)))
+		for k, msgs := range cached {
+			out[k] = msgs
+		}
+		return out, nil
 	}
 	c.encode(loaded)
 	c.opts.Metrics.load.WithLabelValues("recents").Observe(time.Since(start).Seconds())

@@ -100,7 +100,8 @@ func (c *Rows) Notify(uid string, version int64) {
 // UserRows returns all of uid's rows, tombstones included, and their version, like the source: as
 // current as the user's version read at the start of the call, or, with MaxAge, from memory as
 // described on Rows. The rows are shared with the cache: callers must not modify them
-// (conversation.Select does not). Errors are the source's.
+// (conversation.Select does not). When the source is unreachable, a cached list that no announcement
+// made stale is served instead, whatever its age (the outage path, outage.go). Errors are the source's.
 func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
 	start := c.opts.Now()
 	if c.opts.MaxAge > 0 {
@@ -111,7 +112,7 @@ func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, in
 	}
 	version, err := c.src.UserVersion(ctx, uid)
 	if err != nil {
-		return nil, 0, err
+		return c.outage(ctx, uid, err)
 	}
 	c.mu.Lock()
 	if el, ok := c.index[uid]; ok {
@@ -129,7 +130,7 @@ func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, in
 	loadStart := time.Now()
 	rows, version, err := c.src.UserRows(ctx, uid)
 	if err != nil {
-		return nil, 0, err
+		return c.outage(ctx, uid, err)
 	}
 	c.opts.Metrics.load.WithLabelValues("rows").Observe(time.Since(loadStart).Seconds())
 	c.opts.Metrics.rows.WithLabelValues("loaded").Inc()
@@ -137,6 +138,21 @@ func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, in
 		c.put(&userRows{uid: uid, version: version, checked: start, rows: rows, large: followsAny(rows)})
 	}
 	return rows, version, nil
+}
+
+// outage answers from the cached list when the source failed for being unreachable and the list is
+// not known stale (lastKnown); otherwise it returns err.
+func (c *Rows) outage(ctx context.Context, uid string, err error) ([]conversation.Row, int64, error) {
+	if !unreachable(err) {
+		return nil, 0, err
+	}
+	e, ok := c.lastKnown(uid)
+	if !ok {
+		return nil, 0, err
+	}
+	noteOutage(ctx)
+	c.opts.Metrics.rows.WithLabelValues("outage").Inc()
+	return e.rows, e.version, nil
 }
 
 // fresh returns the cached list of uid when it may be served without asking the database.

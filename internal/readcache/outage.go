@@ -1,0 +1,77 @@
+package readcache
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+
+	"github.com/convsync/conversations/internal/conversation"
+)
+
+// While the database cannot be reached nothing commits, so a cached list or stretch that no
+// announcement has made stale is still exactly what the database holds: the caches serve it, whatever
+// its age, instead of failing (the outage path). They say so through the request's outage note, so the
+// API can tell its caller, and count it (result "outage" of the cache metrics). What is not cached still
+// fails with the source's error.
+
+type outageKey struct{}
+
+// WithOutageNote returns a context that records whether a cache answered from the outage path during
+// the request; ServedDuringOutage reads it.
+func WithOutageNote(ctx context.Context) context.Context {
+	return context.WithValue(ctx, outageKey{}, new(atomic.Bool))
+}
+
+// ServedDuringOutage reports whether a cache answered part of the request from the outage path: the
+// database was unreachable and a cached list or stretch, current as of the last announcement, stood in.
+func ServedDuringOutage(ctx context.Context) bool {
+	n, _ := ctx.Value(outageKey{}).(*atomic.Bool)
+	return n != nil && n.Load()
+}
+
+func noteOutage(ctx context.Context) {
+	if n, _ := ctx.Value(outageKey{}).(*atomic.Bool); n != nil {
+		n.Store(true)
+	}
+}
+
+// unreachable reports whether err is the database being out of reach, the one failure the outage path
+// stands in for.
+func unreachable(err error) bool { return errors.Is(err, conversation.ErrUnavailable) }
+
+// lastKnown returns uid's cached list when no announcement made it stale: its version is at least the
+// highest announced, and the announcements were not forgotten since it was checked. Its age does not
+// matter: see the outage path above.
+func (c *Rows) lastKnown(uid string) (userRows, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.index[uid]
+	if !ok {
+		return userRows{}, false
+	}
+	e := el.Value.(*userRows)
+	if e.large || e.version < c.announced[uid] || !e.checked.After(c.checkedBefore) {
+		return userRows{}, false
+	}
+	return *e, true
+}
+
+// cachedAnswers answers every range from cached stretches whatever their age, or returns false if one
+// of them is not cached.
+func (c *Recents) cachedAnswers(ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[conversation.ChannelKey][]conversation.Message, len(ranges))
+	for _, r := range ranges {
+		el, ok := c.index[r.Channel]
+		if !ok {
+			return nil, false
+		}
+		msgs, ok := el.Value.(*entry).stretch.Answer(r)
+		if !ok {
+			return nil, false
+		}
+		out[r.Channel] = msgs
+	}
+	return out, true
+}
