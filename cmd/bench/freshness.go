@@ -76,7 +76,7 @@ func snapshotBudget(projector, api *proc) budget {
 			b[s.name+suffix] = m[key]
 		}
 	}
-	b["batch_sum"], b["batch_count"] = pm["conv_projector_batch_size_sum"], pm["conv_projector_batch_size_count"]
+	b["batch_sum"], b["batch_count"] = pm["conv_projector_batch_records_sum"], pm["conv_projector_batch_records_count"]
 	return b
 }
 

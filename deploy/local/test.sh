@@ -45,5 +45,10 @@ echo "    TEST_MYSQL_DSN=$TEST_MYSQL_DSN TEST_KAFKA_BROKERS=$TEST_KAFKA_BROKERS 
 echo "    TEST_KAFKA_SASL_BROKERS=$TEST_KAFKA_SASL_BROKERS TEST_KAFKA_TLS_CA_FILE=$TEST_KAFKA_TLS_CA_FILE"
 rc=0
 CGO_ENABLED=1 go test -race -count=1 "${@:-./...}" || rc=$?
+if [ $# -eq 0 ]; then
+  # Its own module (kustomize, k8s.io/api and Prometheus stay out of the service's go.mod).
+  step "go test ./... in deploy/validate (Kubernetes manifests, alert rules, dashboard)"
+  (cd deploy/validate && go test -count=1 ./...) || rc=$?
+fi
 step "go test exit status $rc"
 exit "$rc"

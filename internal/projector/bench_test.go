@@ -40,5 +40,5 @@ func BenchmarkProjectGroupMessages(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(metricValue(b, reg, "conv_projector_rows_written_total")/b.Elapsed().Seconds(), "rows/s")
-	b.ReportMetric(metricValue(b, reg, "conv_projector_records_consumed_total")/metricValue(b, reg, "conv_projector_batch_size"), "records/batch")
+	b.ReportMetric(metricValue(b, reg, "conv_projector_records_consumed_total")/metricValue(b, reg, "conv_projector_batch_records"), "records/batch")
 }

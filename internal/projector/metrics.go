@@ -35,6 +35,11 @@ type Metrics struct {
 	stageSeconds     *prometheus.HistogramVec
 }
 
+// batchRecordsBuckets are the buckets of conv_projector_batch_records. They reach the largest batch
+// bound the projector accepts (BATCH_MAX_RECORDS up to 50000), so a full batch of the default 5000
+// is not lumped into +Inf with everything above 2500.
+var batchRecordsBuckets = []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000}
+
 // NewMetrics creates the metrics and registers them with reg. It fails when reg already holds them: give
 // each Projector in a process its own registry.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
@@ -57,7 +62,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		isolated: counter("poison_records_total",
 			"Records that decoded but failed alone to apply, with an error that is not transient: dead-lettered as apply_failed."),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
-			Name: "batch_size", Help: "Records per batch.", Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500}}),
+			Name: "batch_records", Help: "Records per batch.", Buckets: batchRecordsBuckets}),
 		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
 			Name: "apply_seconds", Help: "Duration of a successful store transaction applying one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),

@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -52,5 +53,20 @@ func TestNewRejectsAnIncompleteConfig(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("New = %v, want an error saying %q", err, want)
 		}
+	}
+}
+
+// A batch-size histogram whose top bucket is below the batch bound says nothing about full batches,
+// which are exactly the ones that matter under a backlog.
+func TestBatchRecordsBucketsReachTheBatchBound(t *testing.T) {
+	top := slices.Max(batchRecordsBuckets)
+	if def := (Config{}).withDefaults().BatchMaxRecords; top < float64(def) {
+		t.Errorf("top bucket %v is below the default batch bound %d", top, def)
+	}
+	if top < 50_000 { // cmd/projector accepts BATCH_MAX_RECORDS up to 50000
+		t.Errorf("top bucket %v is below the largest accepted batch bound 50000", top)
+	}
+	if !slices.IsSorted(batchRecordsBuckets) {
+		t.Error("buckets are not sorted")
 	}
 }
