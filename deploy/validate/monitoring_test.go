@@ -67,7 +67,8 @@ func exported(t *testing.T) map[string]string {
 	if _, err := readcache.NewMetrics(rec); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := changefeed.NewPublisher(nil, []string{"127.0.0.1:1"}, "t", slog.New(slog.NewTextHandler(io.Discard, nil)), rec); err != nil {
+	if _, err := changefeed.NewPublisher(nil, []string{"127.0.0.1:1"}, "t", slog.New(slog.NewTextHandler(io.Discard, nil)), rec,
+		changefeed.PublisherOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for n := range rec.names {
