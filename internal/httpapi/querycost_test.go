@@ -93,3 +93,63 @@ func TestSyncQueryCost(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncQueryCostLarge: a user in 200 conversations of which 50 are large channels (contract §5)
+// pays one statement more than for plain rows, whatever the number of large channels, late messages
+// included.
+func TestSyncQueryCostLarge(t *testing.T) {
+	f := newFixture(t, mysql.Options{MaxOpenConns: 1, LargeChannelMembers: 3}, Options{MaxConversations: 1000})
+	var events []conversation.Event
+	for i := range 150 {
+		events = append(events, f.group(fmt.Sprintf("s%03d", i), 1, "u2", "u1", "u2"))
+	}
+	for i := range 50 {
+		id := fmt.Sprintf("L%02d", i)
+		events = append(events, conversation.Event{Membership: &conversation.Membership{
+			Channel: conversation.Channel{ID: id, Type: 2}, UIDs: []string{"u1", "u2", "u3", "u4"}, Added: true}})
+	}
+	f.apply(events...)
+	events = events[:0]
+	for i := range 50 {
+		id := fmt.Sprintf("L%02d", i)
+		for _, seq := range []int64{1, 3, 2} { // 2 arrives late
+			events = append(events, f.msg(conversation.Message{MessageSeq: seq, FromUID: "u2", ChannelID: id, ChannelType: 2,
+				Header: conversation.Header{RedDot: 1}}))
+		}
+	}
+	f.apply(events...)
+	s := &session{t: t, store: f.store}
+	for _, tc := range []struct {
+		name string
+		body syncReq
+	}{
+		{"full sync, msg_count 0", syncReq{"uid": "u1"}},
+		{"full sync, msg_count 5", syncReq{"uid": "u1", "msg_count": 5}},
+		{"incremental sync", syncReq{"uid": "u1", "version": 1, "msg_count": 5}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var items []syncItem
+			got := s.roundTrips(func() { items = syncOK(t, f.handler, tc.body) })
+			large := 0
+			for _, it := range items {
+				if it.ChannelID[0] == 'L' {
+					large++
+					if it.Unread != 3 || it.LastMsgSeq != 3 {
+						t.Fatalf("%s: unread %d, last %d; want 3 and 3", it.ChannelID, it.Unread, it.LastMsgSeq)
+					}
+				}
+			}
+			limit := int64(2 + 1) // the rows, the large channels' states
+			if tc.body["msg_count"] != nil {
+				limit += int64((len(items) + 249) / 250)
+			}
+			t.Logf("%d conversations (%d large) in %d round trips (bound %d)", len(items), large, got, limit)
+			if large != 50 || len(items) != 200 {
+				t.Fatalf("%d conversations, %d large; want 200 and 50", len(items), large)
+			}
+			if got < 1 || got > limit {
+				t.Fatalf("%d round trips, want 1..%d", got, limit)
+			}
+		})
+	}
+}
