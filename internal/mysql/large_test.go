@@ -171,3 +171,42 @@ func sameFields(a, b conversation.Row) bool {
 }
 
 func errorsIsNotFound(err error) bool { return errors.Is(err, conversation.ErrNotFound) }
+
+// TestLargeChannelOf100kMembers builds a 100,000-member channel from ten membership events of 10,000
+// uids (each under the 1 MiB event limit), then sends messages to it: each writes O(1) rows, members'
+// conversations are derived, and a sender's own message rewrites only the sender's row.
+func TestLargeChannelOf100kMembers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 100,000-member channel")
+	}
+	store, _ := testenv.Store(t, mysql.Options{LargeChannelMembers: 1000})
+	for part := range 10 {
+		uids := make([]string, 10_000)
+		for i := range uids {
+			uids[i] = fmt.Sprintf("member-%06d", part*10_000+i)
+		}
+		start := time.Now()
+		res := apply(t, store, members("huge", true, uids...))
+		t.Logf("membership event %d: %d rows in %v", part, res.RowsWritten, time.Since(start).Round(time.Millisecond))
+	}
+	var total time.Duration
+	for seq := int64(1); seq <= 20; seq++ {
+		from := "member-000007"
+		if seq%2 == 0 {
+			from = "member-099999"
+		}
+		start := time.Now()
+		res := apply(t, store, groupMsg("huge", seq, from))
+		total += time.Since(start)
+		if res.RowsWritten > 1 {
+			t.Fatalf("message %d wrote %d conversation rows, want at most the sender's", seq, res.RowsWritten)
+		}
+	}
+	t.Logf("20 messages, one batch each: %v per batch", (total / 20).Round(time.Millisecond))
+	for uid, want := range map[string]int64{"member-050000": 20, "member-000007": 1, "member-099999": 0} {
+		rows := rowsOf(t, store, uid)
+		if r := rows["huge"]; r.Unread != want || r.LastMsgSeq != 20 {
+			t.Errorf("%s: unread %d, last %d; want %d and 20", uid, r.Unread, r.LastMsgSeq, want)
+		}
+	}
+}
