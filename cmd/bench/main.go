@@ -88,7 +88,7 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	only := flag.String("only", "projector,api,peer,freshness", "sections to run, comma-separated")
+	only := flag.String("only", "projector,api,peer,freshness,large", "sections to run, comma-separated")
 	duration := flag.Duration("duration", 20*time.Second, "length of each API load run")
 	scale := flag.Float64("scale", 1, "multiplies the size of the projector workloads")
 	freshRate := flag.Float64("freshness-rate", 0, "events/s of the freshness run (0: half the measured maximum)")
@@ -198,7 +198,7 @@ func run(ctx context.Context) error {
 		api.stop()
 	}
 
-	if sections["peer"] || sections["freshness"] {
+	if sections["peer"] || sections["freshness"] || sections["large"] {
 		w, err := newWorkload("peer", trafficgen.Peer())
 		if err != nil {
 			return err
@@ -253,6 +253,11 @@ func run(ctx context.Context) error {
 				return err
 			}
 			rep.emit(figure{Name: "feed.lost_announcement_ms", Value: ms(lost), Unit: "ms", Target: "≤ 5000 (SYNC_CACHE_MAX_AGE)"})
+		}
+		if sections["large"] {
+			if err := largeSection(ctx, e, rep, topic, projector, api, min(15*time.Second, *duration)); err != nil {
+				return err
+			}
 		}
 		maxRSS.projector = max(maxRSS.projector, peakRSSMiB(projector.cmd.Process.Pid))
 		maxRSS.api = max(maxRSS.api, peakRSSMiB(api.cmd.Process.Pid))
