@@ -45,12 +45,36 @@ func (s *memStore) apply(events []conversation.Event) {
 			st.Applied[mk] = true
 		}
 	}
-	for _, k := range scope.Members {
-		for u := range s.members[k] {
-			st.Members[k] = append(st.Members[k], u)
+	// Like the store: a large channel's membership is read only for the uids the batch names, unless
+	// the plan asks for all of it.
+	st.Partial = map[conversation.ChannelKey]bool{}
+	named := conversation.NamedUIDs(events)
+	load := func(k conversation.ChannelKey, whole bool) {
+		st.Members[k] = nil
+		if whole {
+			for u := range s.members[k] {
+				st.Members[k] = append(st.Members[k], u)
+			}
+			delete(st.Partial, k)
+			return
+		}
+		st.Partial[k] = true
+		for _, u := range named[k] {
+			if s.members[k][u] {
+				st.Members[k] = append(st.Members[k], u)
+			}
 		}
 	}
+	for _, k := range scope.Members {
+		load(k, !st.Channels[k].Large)
+	}
 	route := conversation.RouteWith(events, st, conversation.RouteOptions{Window: s.window, Large: s.large})
+	if len(route.NeedMembers) > 0 {
+		for _, k := range route.NeedMembers {
+			load(k, true)
+		}
+		route = conversation.RouteWith(events, st, conversation.RouteOptions{Window: s.window, Large: s.large})
+	}
 	s.version++
 	route.StampChannels(s.version)
 	rows := map[conversation.ConvKey]conversation.Row{}
@@ -76,7 +100,8 @@ func (s *memStore) apply(events []conversation.Event) {
 		s.late[l.Channel] = append(s.late[l.Channel], l)
 	}
 	for _, u := range route.Channels {
-		s.channels[u.Key] = conversation.ChannelState{MaxSeq: u.MaxSeq, MinKeptSeq: u.MinKeptSeq, Large: u.Large, Broadcast: u.Broadcast}
+		s.channels[u.Key] = conversation.ChannelState{MaxSeq: u.MaxSeq, MinKeptSeq: u.MinKeptSeq, Large: u.Large,
+			Members: u.Members, Broadcast: u.Broadcast}
 	}
 	for _, m := range route.MembersAdded {
 		if s.members[m.Channel] == nil {
@@ -86,6 +111,11 @@ func (s *memStore) apply(events []conversation.Event) {
 	}
 	for _, m := range route.MembersRemoved {
 		delete(s.members[m.Channel], m.UID)
+	}
+	for k, ms := range s.members { // the count the store keeps is the membership's
+		if got := s.channels[k].Members; got != int64(len(ms)) {
+			panic(fmt.Sprintf("%v: %d members counted, %d stored", k, got, len(ms)))
+		}
 	}
 }
 

@@ -56,6 +56,8 @@ type ChannelState struct {
 	MinKeptSeq int64
 	// Large is set while the channel fans out at read time (contract §5).
 	Large bool
+	// Members counts the stored membership.
+	Members int64
 	// Broadcast counts the messages delivered to the stored membership.
 	Broadcast Broadcast
 }
@@ -117,7 +119,47 @@ type BatchState struct {
 	// Applied holds the messages of SeqsToCheck that are in the window.
 	Applied map[MessageKey]bool
 	// Members holds the stored membership of the scope's Members channels (a missing one has none).
+	// For a large channel it may hold only the members among NamedUIDs (Partial): a large channel's
+	// broadcast messages need no membership list, only who of those acting is a member, and
+	// ChannelState.Members counts the rest.
 	Members map[ChannelKey][]string
+	// Partial marks the channels whose Members holds only the named uids that are members.
+	Partial map[ChannelKey]bool
+}
+
+// NamedUIDs returns, per channel, the uids the batch's events name: senders, inline subscribers and
+// membership changes. Of a large channel's membership, a batch needs only theirs (BatchState.Partial).
+func NamedUIDs(events []Event) map[ChannelKey][]string {
+	sets := map[ChannelKey]map[string]bool{}
+	add := func(k ChannelKey, u string) {
+		if sets[k] == nil {
+			sets[k] = map[string]bool{}
+		}
+		sets[k][u] = true
+	}
+	for _, e := range events {
+		k := e.Key()
+		if e.Membership != nil {
+			for _, u := range e.Membership.UIDs {
+				add(k, u)
+			}
+			continue
+		}
+		if e.Message.FromUID != "" {
+			add(k, e.Message.FromUID)
+		}
+		for _, u := range e.Message.Subscribers {
+			add(k, u)
+		}
+	}
+	out := make(map[ChannelKey][]string, len(sets))
+	for k, set := range sets {
+		for u := range set {
+			out[k] = append(out[k], u)
+		}
+		slices.Sort(out[k])
+	}
+	return out
 }
 
 // Delivery is one message's effect on one recipient's conversation.
@@ -136,6 +178,7 @@ type ChannelUpdate struct {
 	MinKeptSeq int64
 	Pruned     bool
 	Large      bool
+	Members    int64
 	Broadcast  Broadcast
 	Arrived    bool
 }
@@ -167,6 +210,9 @@ type Routing struct {
 	Late []LateMsg
 	// MembersAdded and MembersRemoved are the batch's net membership change, sorted.
 	MembersAdded, MembersRemoved []Member
+	// NeedMembers, when set, are channels read partially (BatchState.Partial) whose whole membership
+	// the batch needs (they stop being large): nothing else is set; route again with them read whole.
+	NeedMembers []ChannelKey
 }
 
 // RouteOptions configure Route.
@@ -200,13 +246,25 @@ func RouteWith(events []Event, st BatchState, opts RouteOptions) Routing {
 	for _, e := range events {
 		if k := e.Key(); needsMembers(e) && members[k] == nil {
 			members[k] = newMemberSet(st.Members[k])
+			if st.Partial[k] {
+				members[k].count = int(st.Channels[k].Members)
+			}
 		}
 	}
 	// Each channel's mode for the batch, from its membership at the end, and who acts in it.
 	endLarge := map[ChannelKey]bool{}
+	endCount := map[ChannelKey]int{}
 	final := finalMembership(events)
 	for k, ms := range members {
-		endLarge[k] = opts.Large.large(st.Channels[k].Large, ms.countAfter(final[k]))
+		endCount[k] = ms.countAfter(final[k])
+		endLarge[k] = opts.Large.large(st.Channels[k].Large, endCount[k])
+		if st.Partial[k] && !endLarge[k] {
+			r.NeedMembers = append(r.NeedMembers, k)
+		}
+	}
+	if len(r.NeedMembers) > 0 {
+		slices.SortFunc(r.NeedMembers, ChannelKey.Compare)
+		return r
 	}
 	readTime := func(k ChannelKey) bool {
 		end, ok := endLarge[k]
@@ -321,12 +379,12 @@ func RouteWith(events []Event, st BatchState, opts RouteOptions) Routing {
 				r.Follow[conv(uid)] = false
 			}
 		}
-		if start != end {
+		if start != end || endCount[k] != ms.count {
 			ch, ok := moved[k]
 			if !ok {
 				ch = st.Channels[k]
 			}
-			ch.Large = end
+			ch.Large, ch.Members = end, int64(endCount[k])
 			moved[k] = ch
 		}
 	}
@@ -365,7 +423,7 @@ func channelUpdates(moved map[ChannelKey]ChannelState, arrived map[ChannelKey]bo
 	out := make([]ChannelUpdate, 0, len(moved))
 	for k, st := range moved {
 		u := ChannelUpdate{Key: k, MaxSeq: st.MaxSeq, MinKeptSeq: st.MinKeptSeq, Large: st.Large,
-			Broadcast: st.Broadcast, Arrived: arrived[k]}
+			Members: st.Members, Broadcast: st.Broadcast, Arrived: arrived[k]}
 		if newMin := st.MaxSeq - window + 1; newMin > st.MinKeptSeq {
 			u.MinKeptSeq, u.Pruned = newMin, true
 		}
@@ -398,10 +456,12 @@ type memberSet struct {
 	initial map[string]bool
 	current map[string]bool
 	sorted  []string
+	// count is the membership's size before the batch (initial may hold only part of it: Partial).
+	count int
 }
 
 func newMemberSet(stored []string) *memberSet {
-	ms := &memberSet{initial: make(map[string]bool, len(stored)), current: make(map[string]bool, len(stored))}
+	ms := &memberSet{count: len(stored), initial: make(map[string]bool, len(stored)), current: make(map[string]bool, len(stored))}
 	for _, u := range stored {
 		ms.initial[u], ms.current[u] = true, true
 	}
@@ -454,7 +514,7 @@ func finalMembership(events []Event) map[ChannelKey]map[string]bool {
 // countAfter returns how many members the channel has once final (finalMembership) applied, without
 // changing ms.
 func (ms *memberSet) countAfter(final map[string]bool) int {
-	n := len(ms.current)
+	n := ms.count
 	for u, in := range final {
 		switch {
 		case in && !ms.current[u]:

@@ -163,7 +163,7 @@ func TestRoute(t *testing.T) {
 			name:   "inline subscribers win over the stored membership",
 			events: []Event{join("g1", "m"), gmsg("g1", 1, "a", "s")},
 			want: routed{Result: BatchResult{Applied: 1, Memberships: 1}, Messages: []string{"g1:1"}, Deliveries: []string{"s/g1:1"},
-				Channels: []ChannelUpdate{{Key: gkey("g1"), MaxSeq: 1}}, Added: []Member{{gkey("g1"), "m"}}},
+				Channels: []ChannelUpdate{{Key: gkey("g1"), MaxSeq: 1, Members: 1}}, Added: []Member{{gkey("g1"), "m"}}},
 		},
 		{
 			name:   "a person message reaches both participants, each seeing the peer as the channel",

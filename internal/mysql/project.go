@@ -86,10 +86,46 @@ func (b *batch) apply(ctx context.Context, events []conversation.Event) (convers
 	if st.Applied, err = b.loadApplied(ctx, conversation.SeqsToCheck(events, st.Channels)); err != nil {
 		return conversation.BatchResult{}, nil, err
 	}
-	if st.Members, err = b.loadMembers(ctx, scope.Members); err != nil {
+	// A large channel's membership is read only for the uids the batch names (conversation.NamedUIDs),
+	// unless the plan finds the channel stops being large and asks for all of it.
+	var whole, partial []conversation.ChannelKey
+	for _, k := range scope.Members {
+		if st.Channels[k].Large {
+			partial = append(partial, k)
+		} else {
+			whole = append(whole, k)
+		}
+	}
+	if st.Members, err = b.loadMembers(ctx, whole); err != nil {
 		return conversation.BatchResult{}, nil, err
 	}
-	route := conversation.RouteWith(events, st, conversation.RouteOptions{Window: b.store.window, Large: b.store.large})
+	st.Partial = make(map[conversation.ChannelKey]bool, len(partial))
+	if len(partial) > 0 {
+		named := conversation.NamedUIDs(events)
+		var keys []conversation.Member
+		for _, k := range partial {
+			st.Partial[k] = true
+			for _, u := range named[k] {
+				keys = append(keys, conversation.Member{Channel: k, UID: u})
+			}
+		}
+		if err := b.loadNamedMembers(ctx, keys, st.Members); err != nil {
+			return conversation.BatchResult{}, nil, err
+		}
+	}
+	opts := conversation.RouteOptions{Window: b.store.window, Large: b.store.large}
+	route := conversation.RouteWith(events, st, opts)
+	if len(route.NeedMembers) > 0 {
+		all, err := b.loadMembers(ctx, route.NeedMembers)
+		if err != nil {
+			return conversation.BatchResult{}, nil, err
+		}
+		for _, k := range route.NeedMembers {
+			st.Members[k] = all[k]
+			delete(st.Partial, k)
+		}
+		route = conversation.RouteWith(events, st, opts)
+	}
 	res := route.Result
 	b.windows = conversation.WindowChanges(st, route)
 
@@ -219,6 +255,28 @@ func (b *batch) loadMembers(ctx context.Context, keys []conversation.ChannelKey)
 	})
 }
 
+// loadNamedMembers adds to out which of the given (channel, uid) pairs are stored members.
+func (b *batch) loadNamedMembers(ctx context.Context, keys []conversation.Member, out map[conversation.ChannelKey][]string) error {
+	return chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
+		rows, err := b.tx.QueryContext(ctx, `SELECT m.channel_id, m.channel_type, m.uid FROM `+
+			keysTable(hi-lo, "k_id", "k_type", "k_uid")+` JOIN channel_members m
+			ON m.channel_id = k.k_id AND m.channel_type = k.k_type AND m.uid = k.k_uid`, memberArgs(keys[lo:hi])...)
+		if err != nil {
+			return fmt.Errorf("read named members: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k conversation.ChannelKey
+			var uid string
+			if err := rows.Scan(&k.Key, &k.Type, &uid); err != nil {
+				return fmt.Errorf("scan member: %w", err)
+			}
+			out[k] = append(out[k], uid)
+		}
+		return rows.Err()
+	})
+}
+
 // lockRows reads and locks the existing conversation rows of keys, which are sorted: the keys table
 // drives the join in its order, so rows are locked in primary-key order.
 func (b *batch) lockRows(ctx context.Context, keys []conversation.ConvKey) (map[conversation.ConvKey]conversation.Row, error) {
@@ -261,14 +319,14 @@ func (b *batch) writeRows(ctx context.Context, rows []conversation.Row) error {
 }
 
 // channelStateColumns are a channels row's conversation.ChannelState.
-const channelStateColumns = `max_seq, min_kept_seq, large, arrivals, red_dots, bc_max_seq, bc_client_msg_no, bc_msg_at, version`
+const channelStateColumns = `max_seq, min_kept_seq, large, members, arrivals, red_dots, bc_max_seq, bc_client_msg_no, bc_msg_at, version`
 
 // scanChannelState scans channelStateColumns, after the given leading destinations.
 func scanChannelState(rows rowScanner, lead ...any) (conversation.ChannelState, error) {
 	var st conversation.ChannelState
 	var large int
 	b := &st.Broadcast
-	if err := rows.Scan(append(lead, &st.MaxSeq, &st.MinKeptSeq, &large, &b.Arrivals, &b.RedDots, &b.MaxSeq,
+	if err := rows.Scan(append(lead, &st.MaxSeq, &st.MinKeptSeq, &large, &st.Members, &b.Arrivals, &b.RedDots, &b.MaxSeq,
 		&b.ClientMsgNo, &b.Timestamp, &b.Version)...); err != nil {
 		return st, fmt.Errorf("scan channel: %w", err)
 	}
@@ -438,15 +496,15 @@ func (b *batch) saveChannels(ctx context.Context, updates []conversation.Channel
 		return fmt.Errorf("prune windows: %w", err)
 	}
 	return chunks(len(updates), rowsPerStatement, func(lo, hi int) error {
-		args := make([]any, 0, 11*(hi-lo))
+		args := make([]any, 0, 12*(hi-lo))
 		for _, u := range updates[lo:hi] {
 			bc := &u.Broadcast
-			args = append(args, u.Key.Key, u.Key.Type, u.MaxSeq, u.MinKeptSeq, u.Large, bc.Arrivals, bc.RedDots,
+			args = append(args, u.Key.Key, u.Key.Type, u.MaxSeq, u.MinKeptSeq, u.Large, u.Members, bc.Arrivals, bc.RedDots,
 				bc.MaxSeq, bc.ClientMsgNo, bc.Timestamp, bc.Version)
 		}
 		_, err := b.tx.ExecContext(ctx, `INSERT INTO channels (channel_key, channel_type, `+channelStateColumns+`) VALUES `+
-			placeholders(hi-lo, "(?,?,?,?,?,?,?,?,?,?,?)")+` ON DUPLICATE KEY UPDATE max_seq = VALUES(max_seq),
-			min_kept_seq = VALUES(min_kept_seq), large = VALUES(large), arrivals = VALUES(arrivals),
+			placeholders(hi-lo, "(?,?,?,?,?,?,?,?,?,?,?,?)")+` ON DUPLICATE KEY UPDATE max_seq = VALUES(max_seq),
+			min_kept_seq = VALUES(min_kept_seq), large = VALUES(large), members = VALUES(members), arrivals = VALUES(arrivals),
 			red_dots = VALUES(red_dots), bc_max_seq = VALUES(bc_max_seq), bc_client_msg_no = VALUES(bc_client_msg_no),
 			bc_msg_at = VALUES(bc_msg_at), version = VALUES(version)`, args...)
 		if err != nil {

@@ -96,7 +96,7 @@ func (s *Store) largeStates(ctx context.Context, since map[conversation.ChannelK
 			var large, redDot int
 			var m conversation.LateMsg
 			b := &st.Broadcast
-			if err := rows.Scan(&st.MaxSeq, &st.MinKeptSeq, &large, &b.Arrivals, &b.RedDots, &b.MaxSeq, &b.ClientMsgNo,
+			if err := rows.Scan(&st.MaxSeq, &st.MinKeptSeq, &large, &st.Members, &b.Arrivals, &b.RedDots, &b.MaxSeq, &b.ClientMsgNo,
 				&b.Timestamp, &b.Version, &m.Arrival, &m.Seq, &redDot, &m.ClientMsgNo, &m.Timestamp,
 				&m.Channel.Key, &m.Channel.Type); err != nil {
 				return fmt.Errorf("scan large channel: %w", err)
