@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -58,46 +59,97 @@ func (fr *followersRun) stop() error {
 	return nil
 }
 
-// restartDatabase restarts the database with -db-restart, or cuts chaos's proxy for -outage, while
-// traffic waits in the topic; then it times how long until every replica is ready again.
+// restartDatabase restarts the database with -db-restart, or cuts chaos's proxy for -outage. First the
+// group drains and every API replica syncs the following devices' users, so their lists and recents
+// are cached and current; during the outage the same syncs are made again: each must answer 503 or
+// exactly what it answered before (from memory, or from the outage path). Then it times how long
+// until every replica is ready again.
 func (ch *chaos) restartDatabase(ctx context.Context) error {
+	ch.drain(ctx, 90*time.Second)
+	before := map[string]string{}
+	for _, a := range ch.pool.addrs {
+		for i := range ch.cfg.Followers {
+			status, body, err := ch.syncOn(ctx, a, i)
+			if err == nil && status == 200 {
+				before[a+"/"+strconv.Itoa(i)] = string(body)
+			}
+		}
+	}
 	ch.c.outage.Store(true)
 	defer ch.c.outage.Store(false)
 	begin := time.Now()
 	var down time.Duration
+	probing, stopProbing := context.WithCancel(ctx)
+	probed := make(chan [2]int)
+	go func() { probed <- ch.probeDuringOutage(probing, before) }()
 	if ch.cfg.DBRestart != "" {
-		if err := shell(ctx, ch.cfg.DBRestart); err != nil {
+		err := shell(ctx, ch.cfg.DBRestart)
+		stopProbing()
+		if err != nil {
+			<-probed
 			return fmt.Errorf("-db-restart: %w", err)
 		}
 		down = time.Since(begin)
 	} else {
 		d, err := time.ParseDuration(ch.cfg.OutageFor)
 		if err != nil {
+			stopProbing()
+			<-probed
 			return fmt.Errorf("-outage: %w", err)
 		}
 		ch.proxy.cut()
-		ch.probeDuringOutage(ctx, d)
+		time.Sleep(d)
+		stopProbing()
 		ch.proxy.restore()
 		down = d
 	}
+	p := <-probed
+	ch.outageAnswered += p[0]
+	ch.outageDiffering += p[1]
 	took, err := ch.allReady(ctx)
 	if err != nil {
 		return err
 	}
 	ch.restarts++
-	ch.printf("  database restart: down %s, every replica ready %s later; 503 answers during it: %d, outage-path reads: %d",
-		down.Round(time.Millisecond), took.Round(time.Millisecond), ch.c.outage503.Load(), ch.c.outageReads.Load())
+	ch.printf("  database restart: down %s, every replica ready %s later; during it: %d syncs answered 200 (%d differing from before), 503 %d, outage-path reads %d",
+		down.Round(time.Millisecond), took.Round(time.Millisecond), p[0], p[1], ch.c.outage503.Load(), ch.c.outageReads.Load())
 	ch.recoveries = append(ch.recoveries, "db:"+took.String())
 	return nil
 }
 
-// probeDuringOutage syncs a few users while the database is away, so the outage path is exercised.
-func (ch *chaos) probeDuringOutage(ctx context.Context, d time.Duration) {
-	end := time.Now().Add(d)
-	for i := 0; time.Now().Before(end); i++ {
-		_, _, _ = ch.pool.post(ctx, "/conversation/sync", []byte(fmt.Sprintf(`{"uid":"u%d","version":0,"msg_count":1}`, 1+i%ch.cfg.Followers)))
-		time.Sleep(50 * time.Millisecond)
+// syncOn makes following device i's user's full sync on API replica addr.
+func (ch *chaos) syncOn(ctx context.Context, addr string, i int) (int, []byte, error) {
+	one := &apiPool{addrs: []string{addr}, client: ch.pool.client, c: ch.pool.c}
+	return one.post(ctx, "/conversation/sync", []byte(fmt.Sprintf(`{"uid":"u%d","version":0,"msg_count":1}`, i+1)))
+}
+
+// probeDuringOutage repeats the syncs of before until ctx ends and returns how many answered 200 and how
+// many of those differed from before.
+func (ch *chaos) probeDuringOutage(ctx context.Context, before map[string]string) [2]int {
+	var answered, differing int
+	for ctx.Err() == nil {
+		for _, a := range ch.pool.addrs {
+			for i := range ch.cfg.Followers {
+				want, ok := before[a+"/"+strconv.Itoa(i)]
+				if !ok {
+					continue
+				}
+				status, body, err := ch.syncOn(ctx, a, i)
+				if err != nil || status != 200 {
+					continue
+				}
+				answered++
+				if string(body) != want {
+					differing++
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
+	return [2]int{answered, differing}
 }
 
 // restartBroker runs -kafka-restart, if given, and times how long until every replica is ready again.

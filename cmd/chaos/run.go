@@ -47,6 +47,7 @@ type chaos struct {
 	followers *followersRun
 
 	kills, restarts, stalls, produced, mutations int
+	outageAnswered, outageDiffering              int
 	recoveries                                   []string
 	badRecords                                   int
 }
@@ -157,7 +158,8 @@ func (ch *chaos) setup(ctx context.Context) error {
 		}
 		addrs = append(addrs, addr)
 		ch.apis = append(ch.apis, newReplica("api-"+strconv.Itoa(i+1), filepath.Join(ch.cfg.BinDir, "api"), ch.cfg.LogDir,
-			with(common, map[string]string{"API_HTTP_ADDR": addr}), addr))
+			// A short cache age, so that even a short database outage outlives it and exercises the outage path.
+			with(common, map[string]string{"API_HTTP_ADDR": addr, "SYNC_CACHE_MAX_AGE": "1s"}), addr))
 	}
 	for _, r := range append(slices.Clone(ch.projs), ch.apis...) {
 		if err := r.start(); err != nil {
@@ -222,11 +224,26 @@ func (ch *chaos) rounds(ctx context.Context) error {
 	}
 	per := (len(recs) + ch.cfg.Rounds - 1) / ch.cfg.Rounds
 	killsLeft := ch.cfg.Kills
+	var carry []trafficgen.Record
 	for round := range ch.cfg.Rounds {
-		share := recs[min(len(recs), round*per):min(len(recs), (round+1)*per)]
-		touched := map[string]bool{}
+		// A quarter of the channels is held out of the round: their records wait for the next one, in
+		// order, and the round's mutations go to their conversations, so the model knows that each
+		// mutation came after the records before it and before the ones after it.
+		held := map[string]bool{}
+		share := append(carry, recs[min(len(recs), round*per):min(len(recs), (round+1)*per)]...)
 		for _, r := range share {
-			touched[string(r.Key)] = true
+			if _, seen := held[string(r.Key)]; !seen {
+				held[string(r.Key)] = ch.rng.IntN(4) == 0
+			}
+		}
+		var now []trafficgen.Record
+		carry = nil
+		for _, r := range share {
+			if held[string(r.Key)] {
+				carry = append(carry, r)
+				continue
+			}
+			now = append(now, r)
 			if err := ch.model.Apply(r.Value); err != nil {
 				ch.badRecords++
 			}
@@ -235,9 +252,10 @@ func (ch *chaos) rounds(ctx context.Context) error {
 		killsLeft -= kills
 		var wg sync.WaitGroup
 		var produceErr, killErr error
-		wg.Go(func() { produceErr = ch.produce(ctx, share) })
+		wg.Go(func() { produceErr = ch.produce(ctx, now) })
 		wg.Go(func() { killErr = ch.killSome(ctx, kills) })
-		if err := ch.mutate(ctx, touched); err != nil {
+		mutations, err := ch.mutate(ctx, held)
+		if err != nil {
 			return err
 		}
 		wg.Wait()
@@ -256,9 +274,19 @@ func (ch *chaos) rounds(ctx context.Context) error {
 		}
 		drained := ch.drain(ctx, 90*time.Second)
 		ch.printf("round %d/%d: %d records, %d kills, %d mutations, drained in %s; so far: 5xx %d, 503 in outages %d, connection errors %d",
-			round+1, ch.cfg.Rounds, len(share), kills, ch.cfg.MutationsPerRnd, drained.Round(time.Millisecond),
+			round+1, ch.cfg.Rounds, len(now), kills, mutations, drained.Round(time.Millisecond),
 			ch.c.faults.Load(), ch.c.outage503.Load(), ch.c.connErrors.Load())
 	}
+	for _, r := range carry {
+		if err := ch.model.Apply(r.Value); err != nil {
+			ch.badRecords++
+		}
+	}
+	if err := ch.produce(ctx, carry); err != nil {
+		return err
+	}
+	drained := ch.drain(ctx, 90*time.Second)
+	ch.printf("last held records: %d, drained in %s", len(carry), drained.Round(time.Millisecond))
 	return followers.stop()
 }
 
@@ -313,16 +341,17 @@ func (ch *chaos) killSome(ctx context.Context, n int) error {
 	return nil
 }
 
-// mutate makes API mutations on live conversations of channels the round's share does not touch, and
-// applies each to the model once the API said 200 (each is idempotent, so a retry after a killed
-// replica is harmless).
-func (ch *chaos) mutate(ctx context.Context, touched map[string]bool) error {
+// mutate makes API mutations on live conversations of the channels held out of the round, and applies
+// each to the model once the API said 200 (each is idempotent, so a retry after a killed replica is
+// harmless). It returns how many it made.
+func (ch *chaos) mutate(ctx context.Context, held map[string]bool) (int, error) {
 	var candidates []refmodel.Row
 	for _, r := range ch.model.Rows() {
-		if !r.IsDeleted && !touched[r.StorageKey().Key] {
+		if !r.IsDeleted && held[r.StorageKey().Key] {
 			candidates = append(candidates, r)
 		}
 	}
+	made := 0
 	for i := 0; i < ch.cfg.MutationsPerRnd && len(candidates) > 0; i++ {
 		r := candidates[ch.rng.IntN(len(candidates))]
 		body := map[string]any{"uid": r.UID, "channel_id": r.ChannelID, "channel_type": r.ChannelType}
@@ -341,10 +370,11 @@ func (ch *chaos) mutate(ctx context.Context, touched map[string]bool) error {
 			apply = func() { ch.model.Delete(r.UID, r.ChannelID, r.ChannelType) }
 		}
 		if err := ch.pool.must(ctx, path, body, nil); err != nil {
-			return err
+			return made, err
 		}
 		apply()
+		made++
 		ch.mutations++
 	}
-	return nil
+	return made, nil
 }

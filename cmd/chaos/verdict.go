@@ -204,6 +204,7 @@ func (ch *chaos) verdict(ctx context.Context) error {
 	ch.printf("requests           %d (connection errors from killed replicas %d; 503 during outages %d; outage-path reads %d)",
 		ch.c.requests.Load(), ch.c.connErrors.Load(), ch.c.outage503.Load(), ch.c.outageReads.Load())
 	ch.printf("users compared     %d; following devices %d", len(users), len(ch.followers.list))
+	ch.printf("outage answers     %d syncs answered 200 while the database was down, %d differing from before it", ch.outageAnswered, ch.outageDiffering)
 	ch.printf("lost               %d", lost)
 	ch.printf("double-counted     %d", double)
 	ch.printf("missed             %d", missed)
@@ -212,9 +213,9 @@ func (ch *chaos) verdict(ctx context.Context) error {
 	ch.printf("5xx                %d", ch.c.faults.Load())
 	ch.printf("stalls             %d", ch.stalls)
 	ch.printf("recovery times     %v", ch.recoveries)
-	if lost != 0 || double != 0 || missed != 0 || differ != 0 || rep.Mismatches != 0 || ch.c.faults.Load() != 0 || ch.stalls != 0 || letters < ch.badRecords {
-		return fmt.Errorf("FAILED: lost %d, double-counted %d, missed %d, differing %d, database mismatches %d, 5xx %d, stalls %d, dead letters %d of %d",
-			lost, double, missed, differ, rep.Mismatches, ch.c.faults.Load(), ch.stalls, letters, ch.badRecords)
+	if lost != 0 || double != 0 || missed != 0 || differ != 0 || ch.outageDiffering != 0 || rep.Mismatches != 0 || ch.c.faults.Load() != 0 || ch.stalls != 0 || letters < ch.badRecords {
+		return fmt.Errorf("FAILED: lost %d, double-counted %d, missed %d, differing %d, outage answers differing %d, database mismatches %d, 5xx %d, stalls %d, dead letters %d of %d",
+			lost, double, missed, differ, ch.outageDiffering, rep.Mismatches, ch.c.faults.Load(), ch.stalls, letters, ch.badRecords)
 	}
 	ch.printf("PASS")
 	return nil
