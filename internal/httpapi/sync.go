@@ -170,6 +170,8 @@ type msgHeader struct {
 	SyncOnce  uint8 `json:"sync_once"`
 }
 
+// newSyncItem is the reference encoding of an answer's item, through the types above and encoding/json:
+// appendSync must write the same bytes (TestEncoderMatchesEncodingJSON), and tests compare against it.
 func newSyncItem(row *conversation.Row, msgs []conversation.Message) syncItem {
 	it := syncItem{
 		ChannelID:       row.ChannelID,

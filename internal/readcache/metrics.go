@@ -24,8 +24,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Cache refreshes: reading what a cache misses from the database, by cache (rows, recents).",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14)}, []string{"cache"}),
 	}
-	m.load.WithLabelValues("rows")
-	m.load.WithLabelValues("recents")
+	for _, c := range []string{"rows", "recents", "rows_bulk", "recents_bulk"} {
+		m.load.WithLabelValues(c)
+	}
 	if err := errors.Join(reg.Register(m.rows), reg.Register(m.recents), reg.Register(m.load)); err != nil {
 		return nil, err
 	}

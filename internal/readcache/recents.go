@@ -224,7 +224,7 @@ func (c *Recents) Refresh(ctx context.Context) error {
 		return err
 	}
 	c.encode(loaded)
-	c.opts.Metrics.load.WithLabelValues("recents").Observe(time.Since(loadStart).Seconds())
+	c.opts.Metrics.load.WithLabelValues("recents_bulk").Observe(time.Since(loadStart).Seconds())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, r := range load {

@@ -227,7 +227,7 @@ func (c *Rows) Refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.opts.Metrics.load.WithLabelValues("rows").Observe(time.Since(loadStart).Seconds())
+	c.opts.Metrics.load.WithLabelValues("rows_bulk").Observe(time.Since(loadStart).Seconds())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, uid := range uids {
