@@ -219,21 +219,25 @@ func (p *Publisher) Publish(ctx context.Context, changes conversation.Changes, a
 		uids = append(uids, u)
 	}
 	slices.Sort(uids)
-	var recs []changeRecord
-	for chunk := range slices.Chunk(uids, usersPerRecord) {
-		rec := changeRecord{Versions: make(map[string]int64, len(chunk)), AtMicros: at.UnixMicro()}
-		for _, u := range chunk {
-			rec.Versions[u] = changes.Versions[u]
+	// Record i carries the i-th chunk of users and of windows, so a commit's announcement is one record
+	// (read and applied as one) unless it is large.
+	userChunks := slices.Collect(slices.Chunk(uids, usersPerRecord))
+	windowChunks := slices.Collect(slices.Chunk(changes.Windows, windowsPerRecord))
+	recs := make([]changeRecord, max(len(userChunks), len(windowChunks)))
+	for i := range recs {
+		recs[i].AtMicros = at.UnixMicro()
+		if i < len(userChunks) {
+			recs[i].Versions = make(map[string]int64, len(userChunks[i]))
+			for _, u := range userChunks[i] {
+				recs[i].Versions[u] = changes.Versions[u]
+			}
 		}
-		recs = append(recs, rec)
-	}
-	for chunk := range slices.Chunk(changes.Windows, windowsPerRecord) {
-		rec := changeRecord{AtMicros: at.UnixMicro()}
-		for _, w := range chunk {
-			rec.Windows = append(rec.Windows, windowRecord{Key: w.Channel.Key, Type: w.Channel.Type, LateMin: w.LateMin,
-				LateMax: w.LateMax, MinKept: w.MinKept})
+		if i < len(windowChunks) {
+			for _, w := range windowChunks[i] {
+				recs[i].Windows = append(recs[i].Windows, windowRecord{Key: w.Channel.Key, Type: w.Channel.Type, LateMin: w.LateMin,
+					LateMax: w.LateMax, MinKept: w.MinKept})
+			}
 		}
-		recs = append(recs, rec)
 	}
 	msgs := make([]kafkago.Message, len(recs))
 	for i, rec := range recs {

@@ -173,7 +173,8 @@ const recentsColumns = `channel_key, channel_type, message_seq, message_id, clie
 // primary-key range of the Count seqs at or below UpTo, which holds all of them when the channel has no
 // gaps there; only the ranges that came back short with older seqs left to look at are asked again, with
 // a per-range ORDER BY ... LIMIT. A sync thus costs one round trip per recentsPerStatement ranges, two
-// when gaps are involved.
+// when gaps are involved. The ranges must name distinct channels (a user has one conversation per
+// channel; the caches load one range per channel).
 func (s *Store) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
 	out := make(map[conversation.ChannelKey][]conversation.Message, len(ranges))
 	var todo []conversation.SeqRange
