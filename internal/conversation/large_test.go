@@ -24,10 +24,12 @@ type memStore struct {
 	late     map[conversation.ChannelKey][]conversation.LateMsg
 	version  int64
 	written  int
+	// up and down count threshold crossings.
+	up, down int
 }
 
-func newMemStore(window int64, threshold int) *memStore {
-	return &memStore{window: window, large: conversation.LargeThresholdsOf(threshold),
+func newMemStore(window int64, large conversation.LargeThresholds) *memStore {
+	return &memStore{window: window, large: large,
 		channels: map[conversation.ChannelKey]conversation.ChannelState{}, applied: map[conversation.MessageKey]bool{},
 		members: map[conversation.ChannelKey]map[string]bool{}, rows: map[conversation.ConvKey]conversation.Row{},
 		late: map[conversation.ChannelKey][]conversation.LateMsg{}}
@@ -100,6 +102,12 @@ func (s *memStore) apply(events []conversation.Event) {
 		s.late[l.Channel] = append(s.late[l.Channel], l)
 	}
 	for _, u := range route.Channels {
+		switch was := s.channels[u.Key].Large; {
+		case u.Large && !was:
+			s.up++
+		case !u.Large && was:
+			s.down++
+		}
 		s.channels[u.Key] = conversation.ChannelState{MaxSeq: u.MaxSeq, MinKeptSeq: u.MinKeptSeq, Large: u.Large,
 			Members: u.Members, Broadcast: u.Broadcast}
 	}
@@ -187,18 +195,23 @@ func compareWithModel(t *testing.T, got map[conversation.ConvKey]conversation.Ro
 }
 
 // TestLargeMatchesModel runs the differential stream through the plan with a threshold of 3 members
-// (most groups are large, and cross it both ways with churn), with random batches, redeliveries and
-// API mutations, and checks every conversation against per-member fan-out (refmodel).
+// (most groups are large), and with 5 both ways (no hysteresis: groups of 3 to 10 with churn cross it
+// up and down), with random batches, redeliveries and API mutations, and checks every conversation
+// against per-member fan-out (refmodel).
 func TestLargeMatchesModel(t *testing.T) {
 	for seed := uint64(1); seed <= 12; seed++ {
-		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
+		large := conversation.LargeThresholdsOf(3)
+		if seed%2 == 0 {
+			large = conversation.LargeThresholds{Enter: 5, Leave: 5}
+		}
+		t.Run(fmt.Sprintf("seed %d threshold %d-%d", seed, large.Enter, large.Leave), func(t *testing.T) {
 			const window = 12
 			recs, _, err := trafficgen.Generate(trafficgen.Differential(3000, seed))
 			if err != nil {
 				t.Fatal(err)
 			}
 			model := refmodel.New(refmodel.Options{Window: window})
-			store := newMemStore(window, 3)
+			store := newMemStore(window, large)
 			skip := conversation.DefaultSkipSet()
 			rng := rand.New(rand.NewPCG(seed, 1))
 			var evs []conversation.Event
@@ -230,10 +243,10 @@ func TestLargeMatchesModel(t *testing.T) {
 					followers++
 				}
 			}
-			if followers == 0 {
-				t.Fatal("no channel was large: the test tests nothing")
+			if followers == 0 || store.up == 0 || (store.down == 0 && large.Leave == large.Enter) {
+				t.Fatalf("followers %d, crossings up %d, down %d: the test does not test large channels", followers, store.up, store.down)
 			}
-			t.Logf("rows=%d followers=%d written=%d", len(store.rows), followers, store.written)
+			t.Logf("rows=%d followers=%d written=%d crossings up=%d down=%d", len(store.rows), followers, store.written, store.up, store.down)
 		})
 	}
 }

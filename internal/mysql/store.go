@@ -52,6 +52,9 @@ type Options struct {
 	// (contract §5); it stops below half of it. 0 (the default) keeps per-member fan-out everywhere and
 	// turns large channels back into per-member rows as batches touch their membership.
 	LargeChannelMembers int
+	// LargeChannelLeave is the membership below which a large channel stops being large (default half
+	// of LargeChannelMembers; at most LargeChannelMembers).
+	LargeChannelLeave int
 }
 
 // TLS is how to reach a server that requires TLS with a private CA. Binaries embed it in their
@@ -150,6 +153,9 @@ func Open(dsn string, opts Options) (*Store, error) {
 	db.SetConnMaxLifetime(30 * time.Minute)
 	s := &Store{db: db, window: opts.RecentsWindow, retries: opts.ConflictRetries, now: opts.Now, onCommit: opts.OnCommit,
 		large: conversation.LargeThresholdsOf(opts.LargeChannelMembers)}
+	if opts.LargeChannelLeave > 0 && s.large.Enter > 0 {
+		s.large.Leave = min(opts.LargeChannelLeave, s.large.Enter)
+	}
 	if s.window <= 0 {
 		s.window = 200
 	}

@@ -156,12 +156,21 @@ func mutate(ctx context.Context, t *testing.T, store *mysql.Store, model *refmod
 }
 
 // TestStoreMatchesModelLarge is TestStoreMatchesModel with large channels at a threshold of 3 members
-// (contract §5): most groups fan out at read time, and cross the threshold both ways with churn. The
+// (contract §5), and at 5 both ways: groups fan out at read time and cross the threshold with churn. The
 // database's tables then hold followers' bases, not conversations, so what is compared is what sync
 // reads: Store.UserRows of every user, against the model's rows (versions excepted).
 func TestStoreMatchesModelLarge(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		enter, leave int
+	}{{"threshold 3", 3, 0}, {"threshold 5 both ways", 5, 5}} {
+		t.Run(tc.name, func(t *testing.T) { storeMatchesModelLarge(t, tc.enter, tc.leave) })
+	}
+}
+
+func storeMatchesModelLarge(t *testing.T, enter, leave int) {
 	const window = 12
-	store, dsn := testenv.Store(t, mysql.Options{RecentsWindow: window, LargeChannelMembers: 3})
+	store, dsn := testenv.Store(t, mysql.Options{RecentsWindow: window, LargeChannelMembers: enter, LargeChannelLeave: leave})
 	db, err := sql.Open("mysql", dsn)
 	if err != nil {
 		t.Fatal(err)
