@@ -46,11 +46,11 @@ const LargeVersionSlackMS = 5_000
 // Select returns the rows of one user that q selects, newest timestamp first, ties by channel_id then
 // channel_type ascending (byte order). An incremental sync also repeats conversations of large
 // channels (Row.Follows) up to LargeVersionSlackMS below q.Version. It never returns nil, and does not
-// modify rows.
+// modify rows. Hidden rows (no conversation yet) are never returned.
 func Select(rows []Row, q Query) []Row {
 	out := make([]Row, 0, len(rows))
 	for _, r := range rows {
-		if (r.Deleted && !q.IncludeDeleted) || (q.OnlyUnread && r.Unread <= 0) || slices.Contains(q.ExcludeTypes, r.ChannelType) {
+		if r.Hidden || (r.Deleted && !q.IncludeDeleted) || (q.OnlyUnread && r.Unread <= 0) || slices.Contains(q.ExcludeTypes, r.ChannelType) {
 			continue
 		}
 		if q.Version > 0 && r.Version <= q.Version && (!r.Follows || r.Version <= q.Version-LargeVersionSlackMS) {

@@ -150,6 +150,7 @@ func TestLargeVersionsNeverMiss(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		all = conversation.Select(all, conversation.Query{UID: uid, IncludeDeleted: true})
 		if len(all) != len(clients[i].rows) {
 			t.Errorf("%s: the client holds %d conversations, a full sync has %d", uid, len(clients[i].rows), len(all))
 		}

@@ -18,7 +18,9 @@ import (
 // committed up to that version. A user's rows are few (a conversation list), so selection happens in
 // memory, in one place: conversation.Select. Conversations of large channels (contract §5) are derived
 // from the member's row and the channel's state, which one more statement reads for all of them at
-// once; a user who follows no large channel costs one statement.
+// once; a user who follows no large channel costs one statement. A member of a large channel who has
+// no conversation there yet comes back as a Hidden row (Select leaves it out), so that callers know
+// the list follows a channel and changes without the user's version.
 func (s *Store) UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
 	rows, err := s.db.QueryContext(ctx, userRowsSQL, uid)
 	if err != nil {
@@ -58,9 +60,7 @@ func (s *Store) UserRows(ctx context.Context, uid string) ([]conversation.Row, i
 	for _, r := range out {
 		if r.Follows {
 			ck := conversation.ChannelKey{Key: r.ChannelID, Type: r.ChannelType}
-			if r = conversation.Derive(r, channels[ck].Broadcast, late[ck]); r.Hidden {
-				continue
-			}
+			r = conversation.Derive(r, channels[ck].Broadcast, late[ck])
 		}
 		derived = append(derived, r)
 	}

@@ -139,3 +139,41 @@ func seqsOf(ms []conversation.Message) []int64 {
 	}
 	return out
 }
+
+// TestRowsLargeChannelsAreReadAfresh: conversations of large channels change with their channel, not
+// with the user's version, so a list that follows one, even before it has any conversation there (a
+// member who joined and received nothing yet), is never served from memory.
+func TestRowsLargeChannelsAreReadAfresh(t *testing.T) {
+	for _, maxAge := range []time.Duration{0, time.Minute} {
+		t.Run(fmt.Sprint("max age ", maxAge), func(t *testing.T) {
+			s, _ := testenv.Store(t, mysql.Options{LargeChannelMembers: 3})
+			ch := "big"
+			c := readcache.NewRows(s, readcache.RowsOptions{MaxAge: maxAge})
+			ctx := context.Background()
+			join := conversation.Event{Membership: &conversation.Membership{Channel: conversation.Channel{ID: ch, Type: 2},
+				UIDs: []string{"ann", "bea", "cid", "dan"}, Added: true}}
+			if _, err := s.ApplyBatch(ctx, []conversation.Event{join}); err != nil {
+				t.Fatal(err)
+			}
+			visible := func() []conversation.Row {
+				rows, _, err := c.UserRows(ctx, "ann")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return conversation.Select(rows, conversation.Query{UID: "ann"})
+			}
+			if got := visible(); len(got) != 0 {
+				t.Fatalf("before any message: %+v", got)
+			}
+			for seq := int64(1); seq <= 2; seq++ {
+				if _, err := s.ApplyBatch(ctx, []conversation.Event{message(ch, seq, "bea")}); err != nil {
+					t.Fatal(err)
+				}
+				got := visible()
+				if len(got) != 1 || got[0].Unread != seq {
+					t.Fatalf("after message %d: %+v, want one conversation with unread %d", seq, got, seq)
+				}
+			}
+		})
+	}
+}
