@@ -310,7 +310,7 @@ func TestRebuildAndSwitch(t *testing.T) {
 	if minVersion <= oldMax {
 		t.Errorf("after the switch the lowest version is %d, want above the old model's highest %d", minVersion, oldMax)
 	}
-	if err := db.QueryRow("SELECT unread FROM `"+old+"`.conversations WHERE uid='bob' AND channel_id='g1'").Scan(&oldUnread); err != nil || oldUnread != 42 {
+	if err := db.QueryRow("SELECT unread FROM `" + old + "`.conversations WHERE uid='bob' AND channel_id='g1'").Scan(&oldUnread); err != nil || oldUnread != 42 {
 		t.Errorf("old tables: bob's unread = %d (%v), want the corrupted 42 kept", oldUnread, err)
 	}
 	parts, committed, end, lag, err := c.groupLag(context.Background(), f.group, f.topics.Events)
