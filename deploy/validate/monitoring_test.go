@@ -31,9 +31,16 @@ var externalMetrics = []string{"up", "kube_pod_status_ready"}
 type recorder struct {
 	*prometheus.Registry
 	names map[string]bool
+	// labels are each metric's variable labels.
+	labels map[string][]string
 }
 
-var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+var (
+	fqName   = regexp.MustCompile(`fqName: "([^"]+)"`)
+	varLabel = regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
+	sample   = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} `)
+	labelKey = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="`)
+)
 
 func (r *recorder) Register(c prometheus.Collector) error {
 	ch := make(chan *prometheus.Desc, 16)
@@ -41,6 +48,9 @@ func (r *recorder) Register(c prometheus.Collector) error {
 	for d := range ch {
 		if m := fqName.FindStringSubmatch(d.String()); m != nil {
 			r.names[m[1]] = true
+			if l := varLabel.FindStringSubmatch(d.String()); l != nil && l[1] != "" {
+				r.labels[m[1]] = strings.Split(l[1], ",")
+			}
 		}
 	}
 	return r.Registry.Register(c)
@@ -58,9 +68,22 @@ func (r *recorder) MustRegister(cs ...prometheus.Collector) {
 // the real api and projector binaries (dev overlay's environment), plus every metric the packages they
 // wire register, series or not. Histograms and summaries also export _bucket, _sum and _count.
 func exported(t *testing.T) map[string]string {
+	types, _ := exportedWithLabels(t)
+	return types
+}
+
+// exportedWithLabels is exported, plus each metric's label names (series labels, not target labels).
+func exportedWithLabels(t *testing.T) (map[string]string, map[string]map[string]bool) {
 	t.Helper()
 	types := map[string]string{}
-	rec := &recorder{Registry: prometheus.NewRegistry(), names: map[string]bool{}}
+	labels := map[string]map[string]bool{}
+	addLabel := func(metric, label string) {
+		if labels[metric] == nil {
+			labels[metric] = map[string]bool{}
+		}
+		labels[metric][label] = true
+	}
+	rec := &recorder{Registry: prometheus.NewRegistry(), names: map[string]bool{}, labels: map[string][]string{}}
 	if _, err := projector.NewMetrics(rec); err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +96,9 @@ func exported(t *testing.T) map[string]string {
 	}
 	for n := range rec.names {
 		types[n] = ""
+		for _, l := range rec.labels[n] {
+			addLabel(n, strings.TrimSpace(l))
+		}
 	}
 	r := render(t, "dev")
 	for _, component := range []string{"api", "projector"} {
@@ -85,12 +111,17 @@ func exported(t *testing.T) map[string]string {
 			if f := strings.Fields(line); len(f) == 4 && f[0] == "#" && f[1] == "TYPE" {
 				types[f[2]] = f[3]
 			}
+			if m := sample.FindStringSubmatch(line); m != nil {
+				for _, k := range labelKey.FindAllStringSubmatch(m[2], -1) {
+					addLabel(m[1], k[1])
+				}
+			}
 		}
 	}
 	if len(types) < 20 {
 		t.Fatalf("only %d metrics found: %v", len(types), slices.Sorted(maps.Keys(types)))
 	}
-	return types
+	return types, labels
 }
 
 // base maps a series name to the metric it belongs to: x_bucket, x_sum and x_count to histogram or
@@ -157,7 +188,7 @@ func checkNames(t *testing.T, exp map[string]string, where, expr string, used ma
 // TestAlertRules: the PrometheusRule's groups are a valid Prometheus rule file (rulefmt), every
 // expression parses, and every metric it names is exported.
 func TestAlertRules(t *testing.T) {
-	exp := exported(t)
+	exp, labels := exportedWithLabels(t)
 	r := render(t, "production")
 	if len(r.rules) != 1 {
 		t.Fatalf("want one PrometheusRule, got %d", len(r.rules))
@@ -187,6 +218,7 @@ func TestAlertRules(t *testing.T) {
 	for _, g := range groups.Groups {
 		for _, rule := range g.Rules {
 			checkNames(t, exp, "alert "+rule.Alert, rule.Expr, used)
+			checkLabels(t, exp, labels, "alert "+rule.Alert, rule.Expr)
 			if rule.Alert != "" {
 				alerts++
 				if rule.Labels["severity"] == "" || rule.Annotations["summary"] == "" {
@@ -231,7 +263,7 @@ var grafanaVars = strings.NewReplacer("$__rate_interval", "5m", "$__interval", "
 // TestDashboard: the dashboard parses, each query parses as PromQL and names only exported metrics,
 // and every metric the service exports (conv_*) is charted somewhere.
 func TestDashboard(t *testing.T) {
-	exp := exported(t)
+	exp, labels := exportedWithLabels(t)
 	var d dashboard
 	dec := json.NewDecoder(strings.NewReader(string(readFile(t, filepath.Join("..", "k8s", "base", "monitoring", "dashboard.json")))))
 	if err := dec.Decode(&d); err != nil {
@@ -257,6 +289,7 @@ func TestDashboard(t *testing.T) {
 			}
 			for _, tg := range p.Targets {
 				checkNames(t, exp, "panel "+p.Title, grafanaVars.Replace(tg.Expr), used)
+				checkLabels(t, exp, labels, "panel "+p.Title, grafanaVars.Replace(tg.Expr))
 			}
 			walk(p.Panels)
 		}
@@ -267,4 +300,58 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("%s is exported but no dashboard panel charts it", name)
 		}
 	}
+}
+
+// targetLabels are attached by Prometheus (and the Operator) to every series it scrapes.
+var targetLabels = []string{"namespace", "job", "pod", "instance", "service", "endpoint", "container"}
+
+// checkLabels: each label an expression matches on or groups by is one its metric has, so a query never
+// silently selects nothing (a "code" where the metric says "status").
+func checkLabels(t *testing.T, exp map[string]string, labels map[string]map[string]bool, where, expr string) {
+	e, err := promql.ParseExpr(expr)
+	if err != nil {
+		return // reported by checkNames
+	}
+	has := func(series, label string) bool {
+		b, ok := base(exp, series)
+		if !ok || slices.Contains(targetLabels, label) {
+			return true // unknown metrics are reported elsewhere; target labels exist on all
+		}
+		return labels[b][label] || labels[series][label] || (label == "le" && strings.HasSuffix(series, "_bucket"))
+	}
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		switch n := n.(type) {
+		case *parser.VectorSelector:
+			if slices.Contains(externalMetrics, n.Name) {
+				return nil
+			}
+			for _, m := range n.LabelMatchers {
+				if m.Name != "__name__" && !has(n.Name, m.Name) {
+					t.Errorf("%s: %s has no label %q", where, n.Name, m.Name)
+				}
+			}
+		case *parser.AggregateExpr:
+			if n.Without {
+				return nil
+			}
+			var names []string
+			parser.Inspect(n.Expr, func(c parser.Node, _ []parser.Node) error {
+				if vs, ok := c.(*parser.VectorSelector); ok && !slices.Contains(names, vs.Name) {
+					names = append(names, vs.Name)
+				}
+				return nil
+			})
+			for _, name := range names {
+				if slices.Contains(externalMetrics, name) {
+					continue
+				}
+				for _, g := range n.Grouping {
+					if !has(name, g) {
+						t.Errorf("%s: groups %s by %q, a label it does not have", where, name, g)
+					}
+				}
+			}
+		}
+		return nil
+	})
 }
