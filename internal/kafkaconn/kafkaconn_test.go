@@ -17,6 +17,7 @@ import (
 
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/testenv"
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 func TestValidate(t *testing.T) {
@@ -167,6 +168,19 @@ func TestSASLSSL(t *testing.T) {
 		})
 	}
 
+	t.Run("topic creation", func(t *testing.T) { // what cmd/migrate does
+		conn, err := kafkaconn.New(secure("SCRAM-SHA-256", u256, p256))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		name := testenv.Name("test.sasl.")
+		testenv.DeleteTopicsAtCleanup(t, plainBrokers, name)
+		if err := topicadmin.Ensure(ctx, conn, sec.Brokers, topicadmin.Topic{Name: name, Partitions: 2}); err != nil {
+			t.Fatalf("create a topic over SASL_SSL: %v", err)
+		}
+	})
 	t.Run("wrong password is refused", func(t *testing.T) {
 		conn, err := kafkaconn.New(secure("SCRAM-SHA-512", u512, "not-"+p512))
 		if err != nil {
