@@ -21,6 +21,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caarlos0/env/v11"
+
+	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/trafficgen"
 )
 
@@ -132,9 +135,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	kc, err := kafkaConn(getenv)
+	if err != nil {
+		return err
+	}
 	var topicRecords int64
 	if c.workload == "demo" && c.seqBase < 0 {
-		if topicRecords, err = trafficgen.TopicRecords(ctx, c.brokers, c.topic); err != nil {
+		if topicRecords, err = trafficgen.TopicRecords(ctx, kc, c.brokers, c.topic); err != nil {
 			return err
 		}
 	}
@@ -151,7 +158,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"records", len(records), "messages", stats.Messages, "memberships", stats.Memberships,
 		"users", cfg.Users, "groups", cfg.Groups, "person_pairs", cfg.PersonPairs+cfg.FocusPairs, "seed", cfg.Seed, "seq_base", cfg.SeqBase)
 	start := time.Now()
-	sent, err := trafficgen.Produce(ctx, trafficgen.ProducerConfig{Brokers: c.brokers, Topic: c.topic, Progress: stderr},
+	sent, err := trafficgen.Produce(ctx, trafficgen.ProducerConfig{Brokers: c.brokers, Kafka: kc, Topic: c.topic, Progress: stderr},
 		slices.Values(records), len(records))
 	elapsed := time.Since(start)
 	if err != nil {
@@ -159,4 +166,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log.Info("done", "records", sent, "duration_ms", elapsed.Milliseconds(), "records_per_s", int(float64(sent)/max(elapsed.Seconds(), 1e-3)))
 	return nil
+}
+
+// kafkaConn reads the connection settings every binary shares (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*,
+// KAFKA_TLS_*; docs/operations.md) from the environment, so the demo traffic reaches a secured Kafka.
+func kafkaConn(getenv func(string) string) (*kafkaconn.Conn, error) {
+	environ := map[string]string{}
+	for _, name := range kafkaconn.Variables() {
+		if v := getenv(name); v != "" {
+			environ[name] = v
+		}
+	}
+	c, err := env.ParseAsWithOptions[kafkaconn.Config](env.Options{Environment: environ})
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	kc, err := kafkaconn.New(c)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return kc, nil
 }

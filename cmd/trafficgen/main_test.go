@@ -121,3 +121,33 @@ func TestRunProducesTheDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestRunOverSASLSSL produces the demo through the broker's SASL_SSL listener, configured by the same
+// variables as the other binaries; a wrong password fails the run.
+func TestRunOverSASLSSL(t *testing.T) {
+	sec := testenv.SASLKafka(t)
+	topic := testenv.Topics(t, sec.AdminBrokers, 1).Events
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	vars := map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN",
+		"KAFKA_SASL_USERNAME": sec.PlainUser, "KAFKA_SASL_PASSWORD": sec.PlainPassword, "KAFKA_TLS_CA_FILE": sec.CAFile}
+	args := []string{"-brokers", strings.Join(sec.Brokers, ","), "-topic", topic, "-events", "30", "-users", "5", "-groups", "2"}
+	if err := run(ctx, args, func(k string) string { return vars[k] }, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatalf("trafficgen over SASL_SSL: %v", err)
+	}
+	conn, err := kafkago.DialLeader(ctx, "tcp", sec.AdminBrokers[0], topic, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := conn.ReadLastOffset()
+	conn.Close()
+	if err != nil || last < 30 {
+		t.Fatalf("topic holds %d records (%v), want at least 30", last, err)
+	}
+	vars["KAFKA_SASL_PASSWORD"] = "wrong"
+	short, cancelShort := context.WithTimeout(ctx, 15*time.Second)
+	defer cancelShort()
+	if err := run(short, args, func(k string) string { return vars[k] }, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
+		t.Fatal("trafficgen with a wrong SASL password succeeded")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -58,6 +59,19 @@ type Config struct {
 	// TLSServerName overrides the host name checked against the brokers' certificates. Default: the
 	// host of each broker address.
 	TLSServerName string `env:"KAFKA_TLS_SERVER_NAME"`
+}
+
+// Variables are the names of the environment variables Config reads, for commands that take the rest
+// of their configuration from flags.
+func Variables() []string {
+	t := reflect.TypeFor[Config]()
+	names := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		if n, ok := t.Field(i).Tag.Lookup("env"); ok {
+			names = append(names, n)
+		}
+	}
+	return names
 }
 
 // Validate reports every invalid field at once, naming the variables.

@@ -10,13 +10,17 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/convsync/conversations/internal/kafkaconn"
+
 	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 // ProducerConfig says where and how records are written.
 type ProducerConfig struct {
 	Brokers []string
-	Topic   string
+	// Kafka is how to connect (TLS, SASL); nil connects in plaintext.
+	Kafka *kafkaconn.Conn
+	Topic string
 	// ChunkSize is how many records one synchronous write carries (default 2,000).
 	ChunkSize int
 	// Progress, when set, receives a line every ProgressEvery (default 2 s) on long runs: records sent,
@@ -43,7 +47,8 @@ func Produce(ctx context.Context, cfg ProducerConfig, records iter.Seq[Record], 
 	}
 	// A transport of its own: kafka-go's shared default caches cluster metadata for seconds, long enough
 	// to miss a topic created a moment ago (tests create one per run).
-	transport := &kafkago.Transport{MetadataTopics: []string{cfg.Topic}}
+	transport := cfg.Kafka.Transport()
+	transport.MetadataTopics = []string{cfg.Topic}
 	defer transport.CloseIdleConnections()
 	if err := waitForTopic(ctx, cfg, transport); err != nil {
 		return 0, err
@@ -135,10 +140,11 @@ func reportProgress(out io.Writer, sent, total int, elapsed time.Duration) {
 // offsets. A stream whose SeqBase is at least this number continues the sequences of every stream
 // written to the topic before (each used fewer seqs per channel than it wrote records). It fails when the
 // topic does not exist or the brokers cannot be reached.
-func TopicRecords(ctx context.Context, brokers []string, topic string) (int64, error) {
-	transport := &kafkago.Transport{MetadataTopics: []string{topic}}
+func TopicRecords(ctx context.Context, kc *kafkaconn.Conn, brokers []string, topic string) (int64, error) {
+	transport := kc.Transport()
+	transport.MetadataTopics = []string{topic}
 	defer transport.CloseIdleConnections()
-	cfg := ProducerConfig{Brokers: brokers, Topic: topic}
+	cfg := ProducerConfig{Brokers: brokers, Topic: topic, Kafka: kc}
 	if err := waitForTopic(ctx, cfg, transport); err != nil {
 		return 0, err
 	}
