@@ -60,7 +60,7 @@ func (ch *chaos) printf(format string, args ...any) {
 
 // run is the whole run: setup, rounds, fuzz, final comparison. It returns an error when a figure that
 // must be 0 is not, or when the run could not be carried out.
-func run(ctx context.Context, args []string, out io.Writer) error {
+func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	cfg, err := parse(args, out)
 	if err != nil {
 		return err
@@ -71,11 +71,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := ch.setup(ctx); err != nil {
 		return err
 	}
-	defer ch.teardown()
-	if err := ch.rounds(ctx); err != nil {
+	defer func() { ch.teardown(err == nil) }()
+	if err = ch.rounds(ctx); err != nil {
 		return err
 	}
-	if err := ch.fuzz(ctx); err != nil {
+	if err = ch.fuzz(ctx); err != nil {
 		return err
 	}
 	err = ch.verdict(ctx)
@@ -184,9 +184,18 @@ func (ch *chaos) setup(ctx context.Context) error {
 	return nil
 }
 
-func (ch *chaos) teardown() {
+// teardown stops the replicas; after a run that passed it also drops the database and deletes the
+// topics (a failed run keeps them, and says so, for a look).
+func (ch *chaos) teardown(passed bool) {
 	for _, r := range append(slices.Clone(ch.projs), ch.apis...) {
 		r.stop(5 * time.Second)
+	}
+	if passed && ch.db != nil {
+		_, _ = ch.db.Exec("DROP DATABASE " + ch.dbName)
+		c := &kafkago.Client{Addr: kafkago.TCP(ch.cfg.Brokers...), Timeout: 10 * time.Second}
+		_, _ = c.DeleteTopics(context.Background(), &kafkago.DeleteTopicsRequest{Topics: []string{ch.topics.events, ch.topics.dlq, ch.topics.changes}})
+	} else if ch.db != nil {
+		ch.printf("kept database %s and topics %s* for a look", ch.dbName, ch.topics.events)
 	}
 	if ch.writer != nil {
 		ch.writer.Close()
