@@ -273,7 +273,6 @@ func mutateBoth(store *memStore, model *refmodel.Model, rng *rand.Rand) {
 	}
 }
 
-
 // TestDerive checks each rule of a follower's derived conversation (contract §5) against what
 // per-member fan-out gives for the same messages.
 func TestDerive(t *testing.T) {
