@@ -16,14 +16,30 @@ import (
 )
 
 // TestLargeVersionsNeverMiss is contract §5's version promise under concurrent writers: two projector
-// instances applying batches of one large channel (late and duplicate messages included) and of a
+// instances (own pools, clocks 300 ms apart) applying batches of one large channel (late and duplicate messages included) and of a
 // small group and person chats of the same users, and API mutations on those users, while each member
 // runs a client that syncs incrementally with the highest version it saw and replaces conversations
 // by channel. When the writers stop, one more incremental sync must leave every client exactly at a
 // full sync. (Answering large conversations with their channel's own version instead makes clients
 // skip changes of their other conversations here: see conversation.LargeVersionSlackMS.)
 func TestLargeVersionsNeverMiss(t *testing.T) {
-	store, _ := testenv.Store(t, mysql.Options{LargeChannelMembers: 3, RecentsWindow: 50})
+	opts := mysql.Options{LargeChannelMembers: 3, RecentsWindow: 50}
+	store, dsn := testenv.Store(t, opts)
+	// Each writer is its own process as far as the database can tell: its own pool, and its own clock,
+	// the second projector's 300 ms ahead and the API's 200 ms behind (skew well within the slack's
+	// quarter, as the design assumes).
+	instance := func(skew time.Duration) *mysql.Store {
+		o := opts
+		o.Now = func() time.Time { return time.Now().Add(skew) }
+		s, err := mysql.Open(dsn, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	projectors := []*mysql.Store{store, instance(300 * time.Millisecond)}
+	apiStore := instance(-200 * time.Millisecond)
 	ctx := context.Background()
 	const users = 6
 	var uids []string
@@ -65,7 +81,7 @@ func TestLargeVersionsNeverMiss(t *testing.T) {
 				if rng.IntN(3) == 0 {
 					batch = append(batch, batch[0]) // a duplicate
 				}
-				if _, err := store.ApplyBatch(ctx, batch); err != nil {
+				if _, err := projectors[w].ApplyBatch(ctx, batch); err != nil {
 					errs <- err
 					return
 				}
@@ -90,7 +106,7 @@ func TestLargeVersionsNeverMiss(t *testing.T) {
 					return conversation.SetUnread(r, int64(n-1))
 				}
 			}
-			if _, err := store.Update(ctx, k, change); err != nil && !errorsIsNotFound(err) {
+			if _, err := apiStore.Update(ctx, k, change); err != nil && !errorsIsNotFound(err) {
 				errs <- err
 				return
 			}
