@@ -55,8 +55,9 @@ func toLetter(m kafkago.Message) letter {
 }
 
 // readLetters reads every dead letter present when it starts (later ones are left for the next run),
-// partition by partition, in offset order, keeping those keep accepts.
-func (e *cmdEnv) readLetters(ctx context.Context, c *cluster, topic string, keep func(letter) bool) ([]letter, error) {
+// partition by partition, in offset order, keeping those keep accepts. Without values the records'
+// keys, values and headers are dropped as they are read, so listing a large topic holds little.
+func (e *cmdEnv) readLetters(ctx context.Context, c *cluster, topic string, keep func(letter) bool, values bool) ([]letter, error) {
 	parts, err := c.partitions(ctx, topic)
 	if err != nil {
 		return nil, err
@@ -85,6 +86,9 @@ func (e *cmdEnv) readLetters(ctx context.Context, c *cluster, topic string, keep
 				return nil, fmt.Errorf("read %s/%d: %w", topic, p, err)
 			}
 			if l := toLetter(m); keep(l) {
+				if !values {
+					l.msg = kafkago.Message{}
+				}
 				out = append(out, l)
 			}
 			if m.Offset >= end[p]-1 {
@@ -153,7 +157,7 @@ func (e *cmdEnv) dlqList(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
-	letters, err := e.readLetters(ctx, c, e.cfg.KafkaDLQTopic, sel.keep)
+	letters, err := e.readLetters(ctx, c, e.cfg.KafkaDLQTopic, sel.keep, false)
 	if err != nil {
 		return err
 	}
@@ -233,7 +237,7 @@ func (e *cmdEnv) dlqRedrive(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
-	letters, err := e.readLetters(ctx, c, e.cfg.KafkaDLQTopic, sel.keep)
+	letters, err := e.readLetters(ctx, c, e.cfg.KafkaDLQTopic, sel.keep, true)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -166,14 +165,4 @@ func (c *cluster) groupLag(ctx context.Context, group, topic string) (parts []in
 		return
 	}
 	return parts, committed, end, lagOf(first, end, committed), nil
-}
-
-// pause waits d or until ctx ends; false when ctx ended.
-func pause(ctx context.Context, d time.Duration) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(d):
-		return true
-	}
 }

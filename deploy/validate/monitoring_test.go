@@ -64,15 +64,11 @@ func (r *recorder) MustRegister(cs ...prometheus.Collector) {
 	}
 }
 
-// exported gathers the metric names the binaries export, with their types where known: the /metrics of
+// exportedWithLabels gathers the metric names the binaries export, with their types where known: the /metrics of
 // the real api and projector binaries (dev overlay's environment), plus every metric the packages they
 // wire register, series or not. Histograms and summaries also export _bucket, _sum and _count.
-func exported(t *testing.T) map[string]string {
-	types, _ := exportedWithLabels(t)
-	return types
-}
-
-// exportedWithLabels is exported, plus each metric's label names (series labels, not target labels).
+//
+// The labels are each metric's label names (series labels, not target labels).
 func exportedWithLabels(t *testing.T) (map[string]string, map[string]map[string]bool) {
 	t.Helper()
 	types := map[string]string{}
