@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/projector"
 	"github.com/convsync/conversations/internal/testenv"
+	"github.com/convsync/conversations/internal/trafficgen"
 )
 
 // fixture is a fresh database and fresh topics, and the environment that points convctl at them.
@@ -241,8 +243,18 @@ func TestRebuildAndSwitch(t *testing.T) {
 	f := newFixture(t, 2)
 	live, rebuilt, old := schemaOf(t, f.dsn), testenv.Name("convtest_rb_"), testenv.Name("convtest_old_")
 	t.Cleanup(func() { dropSchemas(t, f.dsn, rebuilt, old) })
-	f.produce(t, f.topics.Events, event(1, "alice", "g1", 2, "alice", "bob"), event(2, "alice", "g1", 2, "alice", "bob"),
-		event(1, "carol", "bob", 1), event(3, "carol", "g1", 2, "alice", "bob", "carol"))
+	// A generated stream (groups, person chats, membership churn) and a few events of our own.
+	recs, _, err := trafficgen.Generate(trafficgen.Config{Seed: 7, Messages: 1500, Users: 30, PersonPairs: 20, PersonShare: 0.3,
+		Groups: 8, ChurnRate: 0.05})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trafficgen.Produce(context.Background(), trafficgen.ProducerConfig{Brokers: f.brokers, Topic: f.topics.Events},
+		slices.Values(recs), len(recs)); err != nil {
+		t.Fatal(err)
+	}
+	f.produce(t, f.topics.Events, event(1, "alice", "hand1", 2, "alice", "bob"), event(2, "alice", "hand1", 2, "alice", "bob"),
+		event(1, "carol", "bob", 1), event(3, "carol", "hand1", 2, "alice", "bob", "carol"))
 	e := &cmdEnv{cfg: mustConfig(t, f.environ), out: &strings.Builder{}, log: testLog()}
 	c, err := e.cluster()
 	if err != nil {
@@ -259,10 +271,10 @@ func TestRebuildAndSwitch(t *testing.T) {
 	}
 	defer db.Close()
 	var want, oldMax int64
-	if err := db.QueryRow(`SELECT unread FROM conversations WHERE uid='bob' AND channel_id='g1'`).Scan(&want); err != nil || want != 3 {
+	if err := db.QueryRow(`SELECT unread FROM conversations WHERE uid='bob' AND channel_id='hand1'`).Scan(&want); err != nil || want != 3 {
 		t.Fatalf("live model: bob's unread in g1 = %d (%v), want 3", want, err)
 	}
-	if _, err := db.Exec(`UPDATE conversations SET unread = 42 WHERE uid = 'bob'`); err != nil {
+	if _, err := db.Exec(`UPDATE conversations SET unread = 42 WHERE uid = 'bob' AND channel_id = 'hand1'`); err != nil {
 		t.Fatal(err)
 	}
 	_ = db.QueryRow(`SELECT MAX(version) FROM user_versions`).Scan(&oldMax)
@@ -271,8 +283,28 @@ func TestRebuildAndSwitch(t *testing.T) {
 	if out, err := f.convctl(t, "rebuild", "-schema", rebuilt); err != nil || !strings.Contains(out, "caught up") {
 		t.Fatalf("rebuild: %v\n%s", err, out)
 	}
+	// The rebuild is faithful: every table as the live projector wrote it, versions aside, except the
+	// row the bug corrupted.
+	if _, err := db.Exec("UPDATE `"+rebuilt+"`.conversations SET unread = 42 WHERE uid = 'bob' AND channel_id = 'hand1'"); err != nil {
+		t.Fatal(err)
+	}
+	tables, err := e.storeTables(t, f.dsn, live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range tables {
+		if table == "goose_db_version" {
+			continue
+		}
+		if a, b := dump(t, db, live, table), dump(t, db, rebuilt, table); a != b {
+			t.Errorf("table %s: the rebuild differs from the live model (%d vs %d bytes)", table, len(a), len(b))
+		}
+	}
+	if _, err := db.Exec("UPDATE `"+rebuilt+"`.conversations SET unread = 3 WHERE uid = 'bob' AND channel_id = 'hand1'"); err != nil {
+		t.Fatal(err)
+	}
 	// New events arrive after the rebuild; the live projector is stopped (it is, its group is empty).
-	f.produce(t, f.topics.Events, event(4, "alice", "g1", 2, "alice", "bob"))
+	f.produce(t, f.topics.Events, event(4, "alice", "hand1", 2, "alice", "bob"))
 
 	var reads, failures atomic.Int64
 	stop := make(chan struct{})
@@ -303,14 +335,14 @@ func TestRebuildAndSwitch(t *testing.T) {
 		t.Errorf("%d of %d reads of the live tables failed during the switch", failures.Load(), reads.Load())
 	}
 	var unread, minVersion, oldUnread int64
-	if err := db.QueryRow(`SELECT unread FROM conversations WHERE uid='bob' AND channel_id='g1'`).Scan(&unread); err != nil || unread != 4 {
+	if err := db.QueryRow(`SELECT unread FROM conversations WHERE uid='bob' AND channel_id='hand1'`).Scan(&unread); err != nil || unread != 4 {
 		t.Errorf("after the switch bob's unread in g1 = %d (%v), want 4 (3 rebuilt + the late event)", unread, err)
 	}
 	_ = db.QueryRow(`SELECT MIN(version) FROM conversations`).Scan(&minVersion)
 	if minVersion <= oldMax {
 		t.Errorf("after the switch the lowest version is %d, want above the old model's highest %d", minVersion, oldMax)
 	}
-	if err := db.QueryRow("SELECT unread FROM `" + old + "`.conversations WHERE uid='bob' AND channel_id='g1'").Scan(&oldUnread); err != nil || oldUnread != 42 {
+	if err := db.QueryRow("SELECT unread FROM `" + old + "`.conversations WHERE uid='bob' AND channel_id='hand1'").Scan(&oldUnread); err != nil || oldUnread != 42 {
 		t.Errorf("old tables: bob's unread = %d (%v), want the corrupted 42 kept", oldUnread, err)
 	}
 	parts, committed, end, lag, err := c.groupLag(context.Background(), f.group, f.topics.Events)
@@ -326,6 +358,45 @@ func TestRebuildAndSwitch(t *testing.T) {
 	if out, err := f.convctl(t, "switch", "-schema", rebuilt, "-old", old+"x"); err == nil || !strings.Contains(err.Error(), "holds no tables") {
 		t.Errorf("a second switch to the emptied schema: %v\n%s", err, out)
 	}
+}
+
+func (e *cmdEnv) storeTables(t *testing.T, dsn, schema string) ([]string, error) {
+	s, err := mysql.Open(dsn, mysql.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.Tables(context.Background(), schema)
+}
+
+// dump is a table's rows, all columns but version, in a stable order.
+func dump(t *testing.T, db *sql.DB, schema, table string) string {
+	t.Helper()
+	rows, err := db.Query(`SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?
+		AND column_name <> 'version' ORDER BY ordinal_position`, schema, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cols []string
+	for rows.Next() {
+		var c string
+		_ = rows.Scan(&c)
+		cols = append(cols, "`"+c+"`")
+	}
+	rows.Close()
+	list := strings.Join(cols, ",")
+	rows, err = db.Query("SELECT CONCAT_WS('|'," + list + ") FROM `" + schema + "`.`" + table + "` ORDER BY " + list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var b strings.Builder
+	for rows.Next() {
+		var line sql.NullString
+		_ = rows.Scan(&line)
+		b.WriteString(line.String + "\n")
+	}
+	return b.String()
 }
 
 func schemaOf(t *testing.T, dsn string) string {
