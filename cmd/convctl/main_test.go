@@ -285,7 +285,7 @@ func TestRebuildAndSwitch(t *testing.T) {
 	}
 	// The rebuild is faithful: every table as the live projector wrote it, versions aside, except the
 	// row the bug corrupted.
-	if _, err := db.Exec("UPDATE `"+rebuilt+"`.conversations SET unread = 42 WHERE uid = 'bob' AND channel_id = 'hand1'"); err != nil {
+	if _, err := db.Exec("UPDATE `" + rebuilt + "`.conversations SET unread = 42 WHERE uid = 'bob' AND channel_id = 'hand1'"); err != nil {
 		t.Fatal(err)
 	}
 	tables, err := e.storeTables(t, f.dsn, live)
@@ -300,7 +300,7 @@ func TestRebuildAndSwitch(t *testing.T) {
 			t.Errorf("table %s: the rebuild differs from the live model (%d vs %d bytes)", table, len(a), len(b))
 		}
 	}
-	if _, err := db.Exec("UPDATE `"+rebuilt+"`.conversations SET unread = 3 WHERE uid = 'bob' AND channel_id = 'hand1'"); err != nil {
+	if _, err := db.Exec("UPDATE `" + rebuilt + "`.conversations SET unread = 3 WHERE uid = 'bob' AND channel_id = 'hand1'"); err != nil {
 		t.Fatal(err)
 	}
 	// New events arrive after the rebuild; the live projector is stopped (it is, its group is empty).
