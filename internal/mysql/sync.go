@@ -22,6 +22,18 @@ import (
 // no conversation there yet comes back as a Hidden row (Select leaves it out), so that callers know
 // the list follows a channel and changes without the user's version.
 func (s *Store) UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
+	rows, version, err := s.RawUserRows(ctx, uid)
+	if err != nil {
+		return nil, 0, err
+	}
+	rows, err = s.DeriveLarge(ctx, rows)
+	return rows, version, err
+}
+
+// RawUserRows is UserRows with followers of large channels as stored: at their base, not derived. Such
+// rows change only with the user's version, so they can be cached by it; DeriveLarge then gives the
+// conversations. One statement.
+func (s *Store) RawUserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
 	rows, err := s.db.QueryContext(ctx, userRowsSQL, uid)
 	if err != nil {
 		return nil, 0, fmt.Errorf("select conversations: %w", translate(err))
@@ -29,19 +41,13 @@ func (s *Store) UserRows(ctx context.Context, uid string) ([]conversation.Row, i
 	defer rows.Close()
 	var version int64
 	out := []conversation.Row{}
-	since := map[conversation.ChannelKey]int64{}
 	for rows.Next() {
 		var hasRow bool
 		var r conversation.Row
 		if err := rows.Scan(append([]any{&version, &hasRow}, rowDest(&r)...)...); err != nil {
 			return nil, 0, fmt.Errorf("scan conversation: %w", err)
 		}
-		if !hasRow { // the user has a version but no rows left (tombstones purged)
-			continue
-		}
-		if r.Follows {
-			since[conversation.ChannelKey{Key: r.ChannelID, Type: r.ChannelType}] = r.Base.Arrivals
-		} else if r.Hidden {
+		if !hasRow || (r.Hidden && !r.Follows) { // purged tombstones; rows that are no conversation
 			continue
 		}
 		out = append(out, r)
@@ -49,22 +55,35 @@ func (s *Store) UserRows(ctx context.Context, uid string) ([]conversation.Row, i
 	if err := rows.Err(); err != nil {
 		return nil, 0, fmt.Errorf("select conversations: %w", translate(err))
 	}
+	return out, version, nil
+}
+
+// DeriveLarge returns rows with every follower of a large channel replaced by its conversation now
+// (conversation.Derive), reading the states of all their channels, and their late messages, in one
+// statement; rows without followers cost nothing. rows is not modified.
+func (s *Store) DeriveLarge(ctx context.Context, rows []conversation.Row) ([]conversation.Row, error) {
+	since := map[conversation.ChannelKey]int64{}
+	for _, r := range rows {
+		if r.Follows {
+			since[conversation.ChannelKey{Key: r.ChannelID, Type: r.ChannelType}] = r.Base.Arrivals
+		}
+	}
 	if len(since) == 0 {
-		return out, version, nil
+		return rows, nil
 	}
 	channels, late, err := s.largeStates(ctx, since)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	derived := out[:0]
-	for _, r := range out {
+	out := make([]conversation.Row, len(rows))
+	for i, r := range rows {
 		if r.Follows {
 			ck := conversation.ChannelKey{Key: r.ChannelID, Type: r.ChannelType}
 			r = conversation.Derive(r, channels[ck].Broadcast, late[ck])
 		}
-		derived = append(derived, r)
+		out[i] = r
 	}
-	return derived, version, nil
+	return out, nil
 }
 
 // largeStates reads, in one statement (one snapshot, so that the late messages are those the channel

@@ -20,6 +20,17 @@ type RowsSource interface {
 	UserVersions(ctx context.Context, uids []string) (map[string]int64, error)
 }
 
+// LargeSource is what a RowsSource may also offer for lists that follow large channels (contract §5);
+// *mysql.Store does. Such a list's conversations change with their channels, not with the user's
+// version, but the rows as stored (followers at their base) do change only with it: Rows caches those
+// and derives the conversations at every request, one read of the channels' states.
+type LargeSource interface {
+	// RawUserRows is UserRows with followers as stored, not derived.
+	RawUserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error)
+	// DeriveLarge returns rows with every follower replaced by its conversation now.
+	DeriveLarge(ctx context.Context, rows []conversation.Row) ([]conversation.Row, error)
+}
+
 // RowsOptions size the rows cache. Zero values pick the defaults named on the fields.
 type RowsOptions struct {
 	// MaxUsers bounds how many users' lists are kept (default 100,000); least recently used go first.
@@ -46,6 +57,9 @@ type RowsOptions struct {
 type Rows struct {
 	src  RowsSource
 	opts RowsOptions
+	// large is src as a LargeSource, when it is one (derives).
+	large   LargeSource
+	derives bool
 
 	mu    sync.Mutex
 	lru   *list.List // of *userRows, most recently used first
@@ -63,7 +77,8 @@ type userRows struct {
 	checked time.Time // when the version was last known current
 	rows    []conversation.Row
 	// large is set when the list holds conversations of large channels (contract §5): those change with
-	// their channel, not with the user's version, so the list is never served from memory.
+	// their channel, not with the user's version. With a LargeSource the list holds them as stored and
+	// each request derives them; without one the list is never served from memory.
 	large bool
 }
 
@@ -79,7 +94,9 @@ func NewRows(src RowsSource, opts RowsOptions) *Rows {
 		opts.Now = time.Now
 	}
 	opts.Metrics = opts.Metrics.orUnregistered()
-	return &Rows{src: src, opts: opts, lru: list.New(), index: map[string]*list.Element{}, announced: map[string]int64{}}
+	c := &Rows{src: src, opts: opts, lru: list.New(), index: map[string]*list.Element{}, announced: map[string]int64{}}
+	c.large, c.derives = src.(LargeSource)
+	return c
 }
 
 // Notify records that uid's conversation list changed to version (from the change feed, or a local
@@ -103,6 +120,19 @@ func (c *Rows) Notify(uid string, version int64) {
 // (conversation.Select does not). When the source is unreachable, a cached list that no announcement
 // made stale is served instead, whatever its age (the outage path, outage.go). Errors are the source's.
 func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
+	rows, version, err := c.userRows(ctx, uid)
+	if err != nil || !c.derives || !followsAny(rows) {
+		return rows, version, err
+	}
+	rows, err = c.large.DeriveLarge(ctx, rows)
+	if err != nil {
+		return nil, 0, err
+	}
+	return rows, version, nil
+}
+
+// userRows is UserRows before large channels' conversations are derived (with a LargeSource).
+func (c *Rows) userRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
 	start := c.opts.Now()
 	if c.opts.MaxAge > 0 {
 		if e, ok := c.fresh(uid, start); ok {
@@ -116,7 +146,7 @@ func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, in
 	}
 	c.mu.Lock()
 	if el, ok := c.index[uid]; ok {
-		if e := el.Value.(*userRows); e.version == version && !e.large {
+		if e := el.Value.(*userRows); e.version == version && (!e.large || c.derives) {
 			e.checked = start
 			c.lru.MoveToFront(el)
 			rows := e.rows
@@ -128,7 +158,11 @@ func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, in
 	c.mu.Unlock()
 
 	loadStart := time.Now()
-	rows, version, err := c.src.UserRows(ctx, uid)
+	load := c.src.UserRows
+	if c.derives {
+		load = c.large.RawUserRows
+	}
+	rows, version, err := load(ctx, uid)
 	if err != nil {
 		return c.outage(ctx, uid, err)
 	}
@@ -164,7 +198,7 @@ func (c *Rows) fresh(uid string, now time.Time) (userRows, bool) {
 		return userRows{}, false
 	}
 	e := el.Value.(*userRows)
-	if e.large || e.version < c.announced[uid] || !e.checked.After(c.checkedBefore) || now.Sub(e.checked) >= c.opts.MaxAge {
+	if (e.large && !c.derives) || e.version < c.announced[uid] || !e.checked.After(c.checkedBefore) || now.Sub(e.checked) >= c.opts.MaxAge {
 		return userRows{}, false
 	}
 	c.lru.MoveToFront(el)
@@ -214,8 +248,8 @@ func (c *Rows) Refresh(ctx context.Context) error {
 	c.mu.Lock()
 	var uids []string
 	for uid, el := range c.index {
-		if e := el.Value.(*userRows); !e.large && start.Sub(e.checked) > c.opts.MaxAge/2 {
-			uids = append(uids, uid) // large lists are read afresh by every request anyway
+		if e := el.Value.(*userRows); (!e.large || c.derives) && start.Sub(e.checked) > c.opts.MaxAge/2 {
+			uids = append(uids, uid) // without a LargeSource, large lists are read afresh by every request
 		}
 	}
 	c.mu.Unlock()

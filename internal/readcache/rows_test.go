@@ -28,6 +28,12 @@ func (c *countingStore) UserRows(ctx context.Context, uid string) ([]conversatio
 	return c.Store.UserRows(ctx, uid)
 }
 
+// RawUserRows is how the cache reads a list from a store that derives large channels (LargeSource).
+func (c *countingStore) RawUserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
+	c.fullReads++
+	return c.Store.RawUserRows(ctx, uid)
+}
+
 func TestRowsNeverServesAStaleList(t *testing.T) {
 	s, _ := testenv.Store(t, mysql.Options{})
 	src := &countingStore{Store: s}
