@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/api", "./cmd/projector", "./cmd/migrate")
+	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/api", "./cmd/projector", "./cmd/migrate", "./cmd/convctl")
 	build.Dir = filepath.Join("..", "..")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -221,8 +221,8 @@ func TestBinariesAcceptTheirManifests(t *testing.T) {
 	}
 }
 
-func runToEnd(t *testing.T, bin string, env map[string]string) (string, error) {
-	cmd := exec.Command(filepath.Join(binDir, bin))
+func runToEnd(t *testing.T, bin string, env map[string]string, args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(binDir, bin), args...)
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
