@@ -41,6 +41,12 @@ func (s *Store) PurgeUser(ctx context.Context, uid string, memberships bool) (Pu
 		}
 		res.Versions, _ = r.RowsAffected()
 		if memberships {
+			// channels.members counts the stored membership (large channels, contract §5): keep it exact.
+			if _, err = tx.ExecContext(ctx, `UPDATE channels c JOIN channel_members m
+				ON m.channel_id = c.channel_key AND m.channel_type = c.channel_type
+				SET c.members = c.members - 1 WHERE m.uid = ?`, uid); err != nil {
+				return err
+			}
 			if r, err = tx.ExecContext(ctx, `DELETE FROM channel_members WHERE uid = ?`, uid); err != nil {
 				return err
 			}

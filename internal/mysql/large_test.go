@@ -227,3 +227,23 @@ func TestLargeChannelOf100kMembers(t *testing.T) {
 		}
 	}
 }
+
+// TestPurgeUserKeepsMemberCounts: purging a user's memberships keeps each channel's stored member
+// count, which large channels decide on, equal to its membership.
+func TestPurgeUserKeepsMemberCounts(t *testing.T) {
+	store, _ := testenv.Store(t, mysql.Options{LargeChannelMembers: 3})
+	apply(t, store, members("g1", true, "a", "b", "c", "d"), members("g2", true, "a", "b"), groupMsg("g1", 1, "b"))
+	if _, err := store.PurgeUser(context.Background(), "a", true); err != nil {
+		t.Fatal(err)
+	}
+	for ch, want := range map[string]int64{"g1": 3, "g2": 1} {
+		var got, stored int64
+		if err := store.DB().QueryRowContext(context.Background(), `SELECT c.members, (SELECT COUNT(*) FROM channel_members m
+			WHERE m.channel_id = c.channel_key AND m.channel_type = c.channel_type) FROM channels c WHERE c.channel_key = ?`, ch).Scan(&got, &stored); err != nil {
+			t.Fatal(err)
+		}
+		if got != want || stored != want {
+			t.Errorf("%s: counted %d, stored %d, want %d", ch, got, stored, want)
+		}
+	}
+}
