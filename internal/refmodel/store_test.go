@@ -208,61 +208,11 @@ func storeMatchesModelLarge(t *testing.T, enter, leave int) {
 // compareSync compares every user's rows as the store reads them for sync with the model's.
 func compareSync(ctx context.Context, t *testing.T, store *mysql.Store, db *sql.DB, model *refmodel.Model) {
 	t.Helper()
-	want := map[refmodel.Key]refmodel.Row{}
-	for _, r := range model.Rows() {
-		r.ChangedAt = 0
-		want[r.Key] = r
-	}
-	uids, err := db.QueryContext(ctx, `SELECT uid FROM user_versions`)
+	rep, err := refmodel.CompareSync(ctx, db, store.UserRows, model)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var users []string
-	for uids.Next() {
-		var u string
-		if err := uids.Scan(&u); err != nil {
-			t.Fatal(err)
-		}
-		users = append(users, u)
-	}
-	uids.Close()
-	bad, seen := 0, 0
-	report := func(format string, args ...any) {
-		if bad++; bad <= 20 {
-			t.Errorf(format, args...)
-		}
-	}
-	for _, uid := range users {
-		rows, _, err := store.UserRows(ctx, uid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, g := range rows {
-			if g.Hidden {
-				continue
-			}
-			k := refmodel.Key{UID: g.UID, ChannelID: g.ChannelID, ChannelType: g.ChannelType}
-			got := refmodel.Row{Key: k, Unread: g.Unread, ReadedToMsgSeq: g.ReadedToMsgSeq, DeletedAtSeq: g.DeletedAtSeq,
-				IsDeleted: g.Deleted, LastMsgSeq: g.LastMsgSeq, LastClientMsgNo: g.LastClientMsgNo, Timestamp: g.Timestamp}
-			w, ok := want[k]
-			switch {
-			case !ok:
-				report("%v: unexpected %+v", k, got)
-			case got != w:
-				report("%v: got %+v (follows %v), want %+v", k, got, g.Follows, w)
-			}
-			if ok {
-				seen++
-			}
-			if g.Version <= 0 {
-				report("%v: version %d", k, g.Version)
-			}
-		}
-	}
-	if seen != len(want) {
-		report("sync returned %d of the model's %d conversations", seen, len(want))
-	}
-	if bad > 0 {
-		t.Fatalf("%d differences from the model", bad)
+	if rep.Mismatches != 0 {
+		t.Fatalf("sync differs from the model: %s", rep)
 	}
 }
