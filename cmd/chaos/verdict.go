@@ -26,7 +26,6 @@ func (ch *chaos) fuzz(ctx context.Context) error {
 
 	var msgs []kafkago.Message
 	bad := 0
-	newest := map[conversation.ChannelKey]int64{}
 	for i := 0; len(msgs) < ch.cfg.FuzzEvents; i++ {
 		v := mutate(ch.rng, fuzzEvent(ch.rng, i))
 		e, err := conversation.DecodeEvent(v, time.Unix(0, 0), 0)
@@ -34,14 +33,6 @@ func (ch *chaos) fuzz(ctx context.Context) error {
 			if e.Message.Timestamp == 0 {
 				continue // the record's own time would stand in: the model cannot know it
 			}
-			// A message more than the window behind its channel's newest is treated as applied by the
-			// projector's batch watermark (docs/design.md, "Very late messages"), a rule that depends on
-			// batch boundaries and that the model leaves out: a mutated seq must not land there.
-			k := e.Key()
-			if e.Message.MessageSeq <= newest[k]-int64(ch.model.WindowSize()) {
-				continue
-			}
-			newest[k] = max(newest[k], e.Message.MessageSeq)
 		}
 		key := []byte("fz-" + strconv.Itoa(ch.rng.IntN(50)))
 		if err == nil {

@@ -320,7 +320,7 @@ func RouteWith(events []Event, st BatchState, opts RouteOptions) Routing {
 		case seen[mk] || st.Applied[mk]:
 			r.Result.Duplicates++
 			continue
-		case m.MessageSeq < ch.MinKeptSeq:
+		case m.MessageSeq < belowWindow(ch, opts.Window):
 			r.Result.BelowWindow++
 			continue
 		}
@@ -415,6 +415,15 @@ func rowKeys(ds []Delivery, follow map[ConvKey]bool) []ConvKey {
 	}
 	slices.SortFunc(keys, ConvKey.Compare)
 	return keys
+}
+
+// belowWindow is the lowest seq of a channel that still applies: the stored watermark, or the newest
+// window seqs of what the batch applied so far, whichever is higher. Judging each message against the
+// channel's newest seq at that point of the event order (contract §4), not against the watermark at the
+// batch's start, makes the result independent of where batch boundaries fall: a message more than the
+// window behind is treated as applied whether the newer one came in the same batch or an earlier one.
+func belowWindow(ch ChannelState, window int64) int64 {
+	return max(ch.MinKeptSeq, ch.MaxSeq-window+1)
 }
 
 // channelUpdates moves each changed channel's watermark so that its window keeps exactly the newest

@@ -136,11 +136,17 @@ func TestRoute(t *testing.T) {
 				Deliveries: []string{"b/g1:12", "b/g1:11"}, Channels: []ChannelUpdate{{Key: gkey("g1"), MaxSeq: 12, MinKeptSeq: 3, Pruned: true}}},
 		},
 		{
-			// The watermark moves once, at the end of the batch: a late message in the same batch as the
-			// newer one still counts (its window row is pruned on write).
-			name:   "the watermark moves after the batch's messages are routed",
+			// The same two messages split over two batches give the same answer: the second batch's
+			// watermark is 21 (the case above), so batch boundaries change nothing.
+			name:   "a message more than the window behind a newer one earlier in the batch counts as applied",
 			events: []Event{gmsg("g1", 30, "a", "b"), gmsg("g1", 5, "a", "b")},
-			want: routed{Result: BatchResult{Applied: 2}, Messages: []string{"g1:30", "g1:5"}, Deliveries: []string{"b/g1:30", "b/g1:5"},
+			want: routed{Result: BatchResult{Applied: 1, BelowWindow: 1}, Messages: []string{"g1:30"}, Deliveries: []string{"b/g1:30"},
+				Channels: []ChannelUpdate{{Key: gkey("g1"), MaxSeq: 30, MinKeptSeq: 21, Pruned: true}}},
+		},
+		{
+			name:   "a late message within the window behind a newer one in the batch applies",
+			events: []Event{gmsg("g1", 30, "a", "b"), gmsg("g1", 21, "a", "b")},
+			want: routed{Result: BatchResult{Applied: 2}, Messages: []string{"g1:30", "g1:21"}, Deliveries: []string{"b/g1:30", "b/g1:21"},
 				Channels: []ChannelUpdate{{Key: gkey("g1"), MaxSeq: 30, MinKeptSeq: 21, Pruned: true}}},
 		},
 		{

@@ -69,6 +69,9 @@ type ChanKey struct {
 // Counts says what the model did with the records it was given.
 type Counts struct {
 	Records, Bad, Messages, Duplicates, NotProjected, Memberships int
+	// BelowWindow: messages more than the window behind their channel's newest applied seq, treated as
+	// already applied (contract §4).
+	BelowWindow int
 }
 
 // Model is the expected read model. It is not safe for concurrent use.
@@ -77,6 +80,7 @@ type Model struct {
 	window  int
 	rows    map[Key]*Row
 	msgs    map[ChanKey]map[int64]Msg // every applied message, never pruned
+	newest  map[ChanKey]int64         // each channel's highest applied seq
 	members map[ChanKey]map[string]bool
 	now     int64
 	counts  Counts
@@ -91,7 +95,7 @@ func New(opts Options) *Model {
 		opts.Window = 200
 	}
 	m := &Model{skip: map[uint8]bool{}, window: opts.Window, rows: map[Key]*Row{},
-		msgs: map[ChanKey]map[int64]Msg{}, members: map[ChanKey]map[string]bool{}}
+		msgs: map[ChanKey]map[int64]Msg{}, newest: map[ChanKey]int64{}, members: map[ChanKey]map[string]bool{}}
 	for _, t := range opts.Skip {
 		m.skip[t] = true
 	}
@@ -157,6 +161,12 @@ func (m *Model) message(msg *conversation.Message) {
 		m.counts.Duplicates++
 		return
 	}
+	// §4: a message more than the window behind its channel's newest seq is treated as already applied.
+	if msg.MessageSeq <= m.newest[ck]-int64(m.window) {
+		m.counts.BelowWindow++
+		return
+	}
+	m.newest[ck] = max(m.newest[ck], msg.MessageSeq)
 	m.msgs[ck][msg.MessageSeq] = Msg{
 		Seq: msg.MessageSeq, MessageID: msg.MessageID, ClientMsgNo: msg.ClientMsgNo, FromUID: msg.FromUID,
 		ChannelID: msg.ChannelID, Timestamp: msg.Timestamp, RedDot: msg.Header.RedDot, Setting: msg.Setting,

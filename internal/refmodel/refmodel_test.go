@@ -240,3 +240,17 @@ func TestRecentsAndWindow(t *testing.T) {
 		t.Errorf("sync: %+v", s)
 	}
 }
+
+func TestVeryLateMessagesCountAsApplied(t *testing.T) {
+	m := New(Options{Window: 3})
+	_ = m.Apply(msg("a", "b", 1, 10))
+	_ = m.Apply(msg("a", "b", 1, 7)) // exactly the window behind 10: treated as applied
+	_ = m.Apply(msg("a", "b", 1, 8)) // within the window: a late message that counts
+	r, _ := m.Row("b", "a", 1)
+	if r.Unread != 2 || r.LastMsgSeq != 10 {
+		t.Errorf("row %+v, want unread 2 (seqs 10 and 8) and last seq 10", r)
+	}
+	if c := m.Counts(); c.BelowWindow != 1 || c.Duplicates != 0 {
+		t.Errorf("counts %+v, want one message below the window", c)
+	}
+}
