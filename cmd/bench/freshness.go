@@ -49,6 +49,9 @@ var stages = []stage{
 	{"decode", false, "conv_projector_stage_seconds", `stage="decode"`},
 	{"apply", false, "conv_projector_stage_seconds", `stage="apply"`},
 	{"db_commit", false, "conv_projector_stage_seconds", `stage="db_commit"`},
+	{"commit_wait", false, "conv_projector_stage_seconds", `stage="commit_wait"`},
+	// Off the path since offsets are committed in the background: what it still costs a message shows
+	// in commit_wait (the loop waiting for room in the commit queue).
 	{"offset_commit", false, "conv_projector_stage_seconds", `stage="offset_commit"`},
 	{"publish", false, "conv_changes_publish_seconds", ""},
 	{"delivery", true, "conv_changes_delivery_seconds", ""},

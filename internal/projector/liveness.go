@@ -20,25 +20,42 @@ import (
 var ErrStalled = fmt.Errorf("consume loop stalled")
 
 // progress is what liveness knows of the loop: when it last moved, whether it holds a batch, and how far
-// behind each partition it owns was at its last commit.
+// behind each partition it owns was at its last commit. (What it knows of the committer, the committer
+// holds.)
 type progress struct {
 	// loopAt and fetchAt are the unix nanoseconds of the loop's last step (an attempt at a step
 	// returned, a batch began or ended) and of the last return of a fetch. They are apart because
 	// fetching runs ahead of the loop: records that keep arriving must not hide a batch that hangs.
 	loopAt, fetchAt atomic.Int64
 	inBatch         atomic.Bool
+	// awaitingCommit is set while the loop waits for room in the commit queue: its liveness is then the
+	// committer's.
+	awaitingCommit atomic.Bool
 
-	mu  sync.Mutex
-	lag map[int]int64 // by partition, owned partitions only
+	mu       sync.Mutex
+	lag      map[int]int64 // by partition, owned partitions only
+	assigned map[int]bool  // the partitions the group last said this member owns; nil: not known yet
 }
 
 // moved records a step of the loop: an attempt at a step returned, a batch began or ended.
 func (p *Projector) moved() { p.progress.loopAt.Store(time.Now().UnixNano()) }
 
-// Stalled returns nil while the loop is live: it moved within Config.StallAfter, or it has nothing to do
-// (no batch in hand, every partition it owns caught up at its last commit). Otherwise it returns an error
-// wrapping ErrStalled that says for how long and why records are waiting.
+// Stalled returns nil while the loop and the committer are live: each moved within Config.StallAfter, or
+// has nothing to do (the loop: no batch in hand, every partition it owns caught up at its last commit;
+// the committer: no applied batch waiting for its offsets). Otherwise it returns an error wrapping
+// ErrStalled that says for how long and why records are waiting. A commit that keeps failing is not a
+// stall (each attempt is a step; readiness reports it); one that never returns is.
 func (p *Projector) Stalled() error {
+	c := p.committer
+	if n := c.waiting.Load(); n > 0 {
+		if idle := time.Since(time.Unix(0, c.at.Load())); idle > p.cfg.StallAfter {
+			return fmt.Errorf("%w: no offset commit returned for %s while %d applied batches wait for one", ErrStalled,
+				idle.Round(time.Second), n)
+		}
+	}
+	if p.progress.awaitingCommit.Load() {
+		return nil // the loop waits for the committer, which is live
+	}
 	if p.progress.inBatch.Load() {
 		idle := time.Since(time.Unix(0, p.progress.loopAt.Load()))
 		if idle <= p.cfg.StallAfter {
@@ -82,12 +99,24 @@ func (p *Projector) committedLag(last []kafkago.Message) {
 func (p *Projector) owned(partitions []int) {
 	p.progress.mu.Lock()
 	defer p.progress.mu.Unlock()
+	p.progress.assigned = map[int]bool{}
+	for _, part := range partitions {
+		p.progress.assigned[part] = true
+	}
 	for part := range p.progress.lag {
 		if !slices.Contains(partitions, part) {
 			delete(p.progress.lag, part)
 			p.metrics.consumerLag.DeleteLabelValues(strconv.Itoa(part))
 		}
 	}
+}
+
+// owns reports whether this member owns partition, as far as the last assignment check knows (true
+// before the first).
+func (p *Projector) owns(partition int) bool {
+	p.progress.mu.Lock()
+	defer p.progress.mu.Unlock()
+	return p.progress.assigned == nil || p.progress.assigned[partition]
 }
 
 // progressFetcher notes every return of FetchMessage as progress.

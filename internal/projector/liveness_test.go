@@ -74,13 +74,27 @@ func TestLivenessStates(t *testing.T) {
 		inBatch bool
 		lag     map[int]int64
 		idle    time.Duration
-		stalled bool
+		// commitWaiting applied batches wait for their offset commit, whose last step was commitIdle ago;
+		// awaiting: the loop waits for room in the commit queue.
+		commitWaiting int64
+		commitIdle    time.Duration
+		awaiting      bool
+		stalled       bool
 	}{
 		{name: "idle and caught up, for long", idle: time.Hour},
 		{name: "records behind, fetching recently", lag: map[int]int64{0: 5}, idle: time.Second},
 		{name: "records behind, no fetch for longer than the bound", lag: map[int]int64{0: 0, 3: 5}, idle: 2 * time.Minute, stalled: true},
 		{name: "a batch in hand, moving", inBatch: true, idle: time.Second},
 		{name: "a batch in hand, no step for longer than the bound", inBatch: true, idle: 2 * time.Minute, stalled: true},
+		{name: "offsets waiting, the committer moving", commitWaiting: 2, commitIdle: time.Second},
+		{name: "offsets waiting, no commit returned for longer than the bound", commitWaiting: 1, commitIdle: 2 * time.Minute, stalled: true},
+		{name: "no offsets waiting, the committer idle for long", commitIdle: time.Hour},
+		{name: "the loop waits for a full commit queue, the committer moving (retrying)", inBatch: true, idle: 2 * time.Minute,
+			awaiting: true, commitWaiting: 4, commitIdle: time.Second},
+		{name: "the loop waits for a full commit queue, the commit hung", inBatch: true, idle: 2 * time.Minute,
+			awaiting: true, commitWaiting: 4, commitIdle: 2 * time.Minute, stalled: true},
+		{name: "the loop moving, the commit hung", inBatch: true, idle: time.Second, commitWaiting: 1, commitIdle: 2 * time.Minute,
+			stalled: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,6 +104,9 @@ func TestLivenessStates(t *testing.T) {
 				p.progress.lag[k] = v
 			}
 			p.ago(tt.idle)
+			p.progress.awaitingCommit.Store(tt.awaiting)
+			p.committer.waiting.Store(tt.commitWaiting)
+			p.committer.at.Store(time.Now().Add(-tt.commitIdle).UnixNano())
 			if err := p.Stalled(); errors.Is(err, ErrStalled) != tt.stalled {
 				t.Errorf("Stalled = %v, want stalled %v", err, tt.stalled)
 			}

@@ -68,17 +68,19 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		applyFailures:  counter("apply_failures_total", "Failed attempts to apply a batch (each is retried)."),
 		dlqFailures:    counter("dead_letter_failures_total", "Failed attempts to write a batch's dead letters (each is retried)."),
-		commitFailures: counter("commit_failures_total", "Failed attempts to commit a batch's offsets (each is retried)."),
+		commitFailures: counter("commit_failures_total", "Failed attempts to commit offsets (each is retried, in the background)."),
 		consumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "conv", Subsystem: "projector",
 			Name: "consumer_lag", Help: "Records behind the partition's end after the last committed batch."}, []string{"partition"}),
 		commits: counter("commits_total", "Batches whose offsets were committed."),
 		stageSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
 			Name: "stage_seconds", Help: "Where a record's time goes, by stage: fetch (record timestamp to fetched, per " +
 				"record), queue (fetched to its batch starting, per record), decode, apply (the store transaction up to its " +
-				"commit), db_commit, offset_commit (per batch).",
+				"commit), db_commit, commit_wait (per batch: the loop waiting for room in the offset commit queue, the only " +
+				"part of the offset commit on a record's way), offset_commit (per commit, in the background; one may cover " +
+				"several batches).",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"stage"}),
 	}
-	for _, st := range []string{stageFetch, stageQueue, stageDecode, stageApply, stageDBCommit, stageOffsetCommit} {
+	for _, st := range []string{stageFetch, stageQueue, stageDecode, stageApply, stageDBCommit, stageCommitWait, stageOffsetCommit} {
 		m.stageSeconds.WithLabelValues(st)
 	}
 	for _, r := range append(conversation.DeadLetterReasons(), ReasonApplyFailed) {
@@ -112,6 +114,7 @@ const (
 	stageDecode       = "decode"
 	stageApply        = "apply"
 	stageDBCommit     = "db_commit"
+	stageCommitWait   = "commit_wait"
 	stageOffsetCommit = "offset_commit"
 )
 

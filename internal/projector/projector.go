@@ -1,20 +1,34 @@
 // Package projector consumes the events topic into the read model (contract §1 and §3). It is the only
 // code that knows the delivery semantics: fetch a batch of records, dead-letter the ones that can never
 // be applied, apply the others in one store transaction, and only then commit the batch's offsets.
+// The offset commit runs in the background (committer.go): the loop starts the next batch while the
+// previous one's offsets are committed.
 //
 // Ack rules, i.e. when a record's offset is committed:
 //   - Only once the record reached one of its two ends: its event was applied by a store transaction that
 //     committed, or the record itself was written to the dead-letter topic with acks from all in-sync
 //     replicas. Nothing else acknowledges a record: no timeout, no error, no shutdown. (A message that has
 //     no effect by rule, contract §3.2, is applied by not sending it to the store; it is counted.)
-//   - A batch's offsets are committed together, after every record of the batch reached its end.
-//   - A failure never skips a record. A store error of any kind (unreachable, lock conflict, other), a
-//     failed dead-letter write and a failed commit are all retried, the same batch again, with exponential
-//     backoff and jitter, until they succeed or the context ends; readiness is false meanwhile.
-//   - A batch that is never committed (a crash, or a shutdown that outlasted its grace) is delivered
-//     again. That is safe: the store applies each (storage key, message_seq) once, so replayed events
-//     change nothing. A replayed bad record is dead-lettered again: the dead-letter topic is at least
-//     once, the read model is exactly once.
+//   - A batch's offsets are handed to the committer only after every record of the batch reached its
+//     end, and the committer commits them asynchronously: one commit at a time, in the order batches
+//     were handed over, several queued batches coalesced into one commit of each partition's offset in
+//     the latest of them (a partition's records come in offset order, so that offset covers the earlier
+//     batches' records of the partition, all of which reached their end).
+//   - At most Config.UncommittedBatches applied batches wait for their commit; past that the loop waits
+//     for the committer before it starts another batch, so a failing or hung commit holds the loop
+//     rather than letting applied-but-uncommitted records (the replay after a crash) grow without bound.
+//   - A failure never skips a record. A store error of any kind (unreachable, lock conflict, other) and
+//     a failed dead-letter write are retried, the same batch again, a failed commit the same offsets
+//     again (with any newer ones queued meanwhile only after it succeeded), with exponential backoff and
+//     jitter, until they succeed or the context ends; readiness is false meanwhile. A commit that keeps
+//     failing for a partition this member no longer owns (a rebalance moved it) is dropped for that
+//     partition: its new owner commits its own offsets.
+//   - A batch that is never committed (a crash, a shutdown that outlasted its grace, an acknowledgement
+//     dropped after a rebalance) is delivered again. That is safe: the store applies each (storage key,
+//     message_seq) once, so replayed events change nothing. A replayed bad record is dead-lettered again:
+//     the dead-letter topic is at least once, the read model is exactly once.
+//   - At shutdown the batch in flight finishes and the committer drains its queue, both within
+//     Config.ShutdownTimeout after the context ended; whatever is left then is not committed (ErrAbandoned).
 //
 // Several Projectors in one consumer group share the topic's partitions; a rebalance may hand a
 // partition over with uncommitted records, which the new owner replays, harmlessly.
@@ -74,9 +88,14 @@ type Config struct {
 	MaxEventBytes int
 	// Skip lists the channel types whose messages are stored for nobody (contract §3.2).
 	Skip conversation.SkipSet
-	// ShutdownTimeout is how long the in-flight batch may still take to apply and commit once the
-	// context is done (default 10s). After that it is abandoned uncommitted.
+	// ShutdownTimeout is how long the in-flight batch may still take to apply, and the committer to
+	// commit the offsets of the batches applied, once the context is done (default 10s). After that what
+	// is left is abandoned uncommitted.
 	ShutdownTimeout time.Duration
+	// UncommittedBatches bounds how many applied batches may wait for their offset commit before the
+	// loop waits for the committer (default 4). A crash replays at most these, the one being committed
+	// and the one in flight.
+	UncommittedBatches int
 	// PoisonAttempts is how many times in a row a batch may fail with an error that is not transient
 	// before it is isolated: split until the records that fail alone are found and dead-lettered as
 	// apply_failed (default 5).
@@ -117,6 +136,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.UncommittedBatches <= 0 {
+		c.UncommittedBatches = 4
 	}
 	if c.RetryMinBackoff <= 0 {
 		c.RetryMinBackoff = 100 * time.Millisecond
@@ -175,8 +197,10 @@ type Projector struct {
 	metrics      *Metrics
 	log          *slog.Logger
 
-	// failing names the step being retried ("" when none), for readiness.
+	// failing names the loop's step being retried ("" when none), for readiness.
 	failing atomic.Pointer[string]
+	// committer commits the offsets of the batches the loop applied.
+	committer *committer
 	// progress is for liveness (Stalled) and the lag gauge; clientID finds this member in its group.
 	progress progress
 	clientID string
@@ -246,32 +270,57 @@ func New(cfg Config, store Store, metrics *Metrics, log *slog.Logger) (*Projecto
 		clientID:     clientID,
 	}
 	p.progress.lag = map[int]int64{}
+	p.committer = newCommitter(cfg.UncommittedBatches,
+		func(ctx context.Context, msgs ...kafkago.Message) error { return p.reader.CommitMessages(ctx, msgs...) },
+		p.owns, p.committed, metrics.commitFailures, cfg.RetryMinBackoff, cfg.RetryMaxBackoff, log)
 	return p, nil
 }
 
-// Failing returns the step of the batch loop that keeps failing and is being retried (dead_letter,
-// apply or commit), "" when none: while it is set the projector is not ready.
+// committed accounts for a successful offset commit covering b.
+func (p *Projector) committed(b appliedBatch) {
+	p.metrics.commits.Add(float64(b.batches))
+	p.metrics.recordsCommitted.Add(float64(b.records))
+	p.committedLag(b.last)
+}
+
+// Failing returns the step that keeps failing and is being retried (dead_letter or apply in the batch
+// loop, else commit in the committer), "" when none: while it is set the projector is not ready.
 func (p *Projector) Failing() string {
 	if step := p.failing.Load(); step != nil {
 		return *step
 	}
+	if p.committer.failing.Load() {
+		return "commit"
+	}
 	return ""
 }
 
-// ErrAbandoned is returned by Run when the batch in flight at shutdown could not be applied and committed
-// within Config.ShutdownTimeout. Its records were not committed and will be delivered again.
-var ErrAbandoned = errors.New("in-flight batch abandoned at shutdown, uncommitted")
+// ErrAbandoned is returned by Run when, Config.ShutdownTimeout after the context ended, the batch in
+// flight was still not applied or the offsets of applied batches were still not committed. Those
+// records were not committed and will be delivered again.
+var ErrAbandoned = errors.New("batches abandoned at shutdown, uncommitted")
 
-// Run consumes until ctx is done, then lets the batch in flight finish within Config.ShutdownTimeout,
-// leaves the group and closes its Kafka clients. It returns nil after a clean stop, an error wrapping
-// ErrAbandoned when the last batch had to be abandoned, or an error closing the clients. Errors while
-// running are retried, never returned (see the package's ack rules).
+// Run consumes until ctx is done, then lets the batch in flight finish and the committer commit the
+// offsets of the batches applied, both within Config.ShutdownTimeout, leaves the group and closes its
+// Kafka clients. It returns nil after a clean stop, an error wrapping ErrAbandoned when a batch had to
+// be abandoned uncommitted, or an error closing the clients. Errors while running are retried, never
+// returned (see the package's ack rules).
 func (p *Projector) Run(ctx context.Context) (err error) {
 	p.reader = timedReader{kafkago.NewReader(p.readerConfig), p.metrics}
 	p.moved()
 	defer func() {
 		// Closing the reader leaves the group, so the partitions move to another member at once.
 		err = errors.Join(err, p.reader.Close(), p.dlq.Close())
+	}()
+	cctx, stopCommitting := graceContext(ctx, p.cfg.ShutdownTimeout)
+	var committing sync.WaitGroup
+	var commitErr error
+	committing.Go(func() { commitErr = p.committer.run(cctx) })
+	defer func() { // before the reader closes: the last offsets are committed through it
+		close(p.committer.queue) // the loop has returned: nothing more is handed over
+		committing.Wait()
+		stopCommitting()
+		err = errors.Join(err, commitErr)
 	}()
 	wctx, stopWatching := context.WithCancel(ctx)
 	var watching sync.WaitGroup
@@ -335,7 +384,8 @@ func (s timedStore) ApplyBatch(ctx context.Context, events []conversation.Event)
 	return res, err
 }
 
-// timedReader observes the offset commit stage.
+// timedReader observes the offset commit stage: each commit, off the critical path, which may cover
+// several batches.
 type timedReader struct {
 	reader
 	metrics *Metrics
@@ -350,8 +400,9 @@ func (r timedReader) CommitMessages(ctx context.Context, msgs ...kafkago.Message
 	return err
 }
 
-// process takes one batch to its end: dead letters written, events applied, offsets committed. It
-// returns an error only when ctx ended and the grace period ran out first; then nothing is committed.
+// process takes one batch to its end: dead letters written, events applied, offsets handed to the
+// committer. It returns an error only when ctx ended and the grace period ran out first; then the
+// batch's offsets were not handed over.
 func (p *Projector) process(ctx context.Context, msgs []kafkago.Message) error {
 	p.metrics.recordsConsumed.Add(float64(len(msgs)))
 	p.metrics.batchSize.Observe(float64(len(msgs)))
@@ -379,15 +430,17 @@ func (p *Projector) process(ctx context.Context, msgs []kafkago.Message) error {
 	}
 	res.Skipped = skipped
 	p.metrics.observe(res)
-	last := lastPerPartition(msgs)
-	if err := p.retry(bctx, "commit", p.metrics.commitFailures, func(ctx context.Context) error {
-		return p.reader.CommitMessages(ctx, last...)
-	}); err != nil {
+	// Only the wait for room in the commit queue is on the critical path (commit_wait); the commit
+	// itself is timed by timedReader (offset_commit).
+	start := time.Now()
+	if p.committer.full() {
+		p.progress.awaitingCommit.Store(true)
+		defer p.progress.awaitingCommit.Store(false)
+	}
+	if err := p.committer.hand(bctx, appliedBatch{last: lastPerPartition(msgs), records: len(msgs), batches: 1}); err != nil {
 		return p.abandoned(msgs, "commit", err)
 	}
-	p.metrics.commits.Inc()
-	p.metrics.recordsCommitted.Add(float64(len(msgs)))
-	p.committedLag(last)
+	p.metrics.since(stageCommitWait, start)
 	return nil
 }
 
