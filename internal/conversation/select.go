@@ -22,7 +22,8 @@ type Query struct {
 	IncludeDeleted bool
 	ExcludeTypes   []uint8
 	// UserVersion is the user's version read with the rows (one snapshot), NowMS the reader's clock
-	// (unix ms). Together they say which version a conversation of a large channel is answered with:
+	// (unix ms) when the rows were known current: the time of the read, or, for a list served from a
+	// cache, when it was last checked (a change committed since may be missing from it). Together they say which version a conversation of a large channel is answered with:
 	// see LargeVersionSlackMS. Both 0: such conversations keep their own versions (tests).
 	UserVersion, NowMS int64
 }

@@ -90,11 +90,17 @@ func (a *api) sync(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(readcache.WithOutageNote(c.Request.Context()), a.opts.RequestTimeout)
+	ctx, cancel := context.WithTimeout(readcache.WithAsOfNote(readcache.WithOutageNote(c.Request.Context())), a.opts.RequestTimeout)
 	defer cancel()
-	all, _, err := a.rows.UserRows(ctx, q.query.UID)
+	all, version, err := a.rows.UserRows(ctx, q.query.UID)
 	if err != nil {
 		return err
+	}
+	// Large channels' conversations are answered with versions taken from when the list was known
+	// current: the user's version read with it, and the clock then, not now (conversation.Query).
+	q.query.UserVersion = version
+	if asOf, ok := readcache.ListAsOf(ctx); ok {
+		q.query.NowMS = min(q.query.NowMS, asOf.UnixMilli())
 	}
 	rows := conversation.Select(all, q.query)
 	var recents map[conversation.ChannelKey][]conversation.Message

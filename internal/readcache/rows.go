@@ -137,6 +137,7 @@ func (c *Rows) userRows(ctx context.Context, uid string) ([]conversation.Row, in
 	if c.opts.MaxAge > 0 {
 		if e, ok := c.fresh(uid, start); ok {
 			c.opts.Metrics.rows.WithLabelValues("memory").Inc()
+			noteAsOf(ctx, e.checked)
 			return e.rows, e.version, nil
 		}
 	}
@@ -185,6 +186,7 @@ func (c *Rows) outage(ctx context.Context, uid string, err error) ([]conversatio
 		return nil, 0, err
 	}
 	noteOutage(ctx)
+	noteAsOf(ctx, e.checked)
 	c.opts.Metrics.rows.WithLabelValues("outage").Inc()
 	return e.rows, e.version, nil
 }
