@@ -48,13 +48,21 @@ if [ -n "${API_TOKEN:-}" ]; then
   auth_txt=" -H 'Authorization: Bearer $API_TOKEN'"
 fi
 
-step "waiting until $DEMO_UID's sync is non-empty"
+step "waiting until $DEMO_UID's conversations are projected (non-empty and settled)"
 body=""
 deadline=$((SECONDS + SYNC_TIMEOUT))
 while :; do
   body="$(curl -s -m 5 -X POST "$api/conversation/sync" "${auth[@]}" -H 'Content-Type: application/json' \
     -d "{\"uid\":\"$DEMO_UID\",\"version\":0,\"msg_count\":1}" || true)"
-  case "$body" in \[\{*) break ;; esac
+  # Non-empty, and the same highest version twice in a row: batches are applied as records arrive, so
+  # the first non-empty answer may come while the rest of the demo traffic is still being applied.
+  case "$body" in
+    \[\{*)
+      ver="$(grep -oE '"version":[0-9]+' <<<"$body" | cut -d: -f2 | sort -n | tail -1)"
+      [ "$ver" = "${prev_ver:-}" ] && break
+      prev_ver="$ver"
+      ;;
+  esac
   if [ "$SECONDS" -ge "$deadline" ]; then
     echo "last response: ${body:-<none>}" >&2
     log "---- tail $LOG_DIR/projector.log"; tail -n 30 "$LOG_DIR/projector.log" >&2
