@@ -237,43 +237,35 @@ func (b *batch) loadMembers(ctx context.Context, keys []conversation.ChannelKey)
 		for _, k := range keys[lo:hi] {
 			args = append(args, k.Key, k.Type)
 		}
-		rows, err := b.tx.QueryContext(ctx, `SELECT m.channel_id, m.channel_type, m.uid FROM `+
+		return b.readMembers(ctx, "members", out, `SELECT m.channel_id, m.channel_type, m.uid FROM `+
 			keysTable(hi-lo, "k_id", "k_type")+` JOIN channel_members m ON m.channel_id = k.k_id AND m.channel_type = k.k_type`, args...)
-		if err != nil {
-			return fmt.Errorf("read members: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var k conversation.ChannelKey
-			var uid string
-			if err := rows.Scan(&k.Key, &k.Type, &uid); err != nil {
-				return fmt.Errorf("scan member: %w", err)
-			}
-			out[k] = append(out[k], uid)
-		}
-		return rows.Err()
 	})
+}
+
+// readMembers runs a query of (channel_id, channel_type, uid) rows and adds each uid to its channel in out.
+func (b *batch) readMembers(ctx context.Context, what string, out map[conversation.ChannelKey][]string, query string, args ...any) error {
+	rows, err := b.tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", what, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k conversation.ChannelKey
+		var uid string
+		if err := rows.Scan(&k.Key, &k.Type, &uid); err != nil {
+			return fmt.Errorf("scan %s: %w", what, err)
+		}
+		out[k] = append(out[k], uid)
+	}
+	return rows.Err()
 }
 
 // loadNamedMembers adds to out which of the given (channel, uid) pairs are stored members.
 func (b *batch) loadNamedMembers(ctx context.Context, keys []conversation.Member, out map[conversation.ChannelKey][]string) error {
 	return chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
-		rows, err := b.tx.QueryContext(ctx, `SELECT m.channel_id, m.channel_type, m.uid FROM `+
+		return b.readMembers(ctx, "named members", out, `SELECT m.channel_id, m.channel_type, m.uid FROM `+
 			keysTable(hi-lo, "k_id", "k_type", "k_uid")+` JOIN channel_members m
 			ON m.channel_id = k.k_id AND m.channel_type = k.k_type AND m.uid = k.k_uid`, memberArgs(keys[lo:hi])...)
-		if err != nil {
-			return fmt.Errorf("read named members: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var k conversation.ChannelKey
-			var uid string
-			if err := rows.Scan(&k.Key, &k.Type, &uid); err != nil {
-				return fmt.Errorf("scan member: %w", err)
-			}
-			out[k] = append(out[k], uid)
-		}
-		return rows.Err()
 	})
 }
 
