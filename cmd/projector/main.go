@@ -40,7 +40,8 @@ func main() {
 	}
 }
 
-// purgeInterval is how often old tombstones are purged when TOMBSTONE_MAX_AGE is set.
+// purgeInterval is how often old tombstones (when TOMBSTONE_MAX_AGE is set) and unneeded late messages
+// of large channels are purged.
 const purgeInterval = time.Minute
 
 // run wires the projector from environ and runs it until ctx is done, logging JSON to stdout. It returns
@@ -151,9 +152,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	purgeDone := make(chan struct{})
 	go func() {
 		defer close(purgeDone)
-		if cfg.TombstoneMaxAge > 0 {
-			purger.Run(ctx)
-		}
+		purger.Run(ctx) // tombstones only when TOMBSTONE_MAX_AGE is set; late messages always
 	}()
 
 	runErr := p.Run(ctx)

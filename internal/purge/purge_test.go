@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/convsync/conversations/internal/conversation"
 )
 
 // fakeStore has left tombstones, all old enough, and records the purge calls; fail makes the next
@@ -34,6 +36,12 @@ func (s *fakeStore) PurgeTombstones(_ context.Context, _ int64, limit int) (int6
 	s.calls = append(s.calls, int(n))
 	return n, nil
 }
+
+func (s *fakeStore) UnneededLate(context.Context, conversation.ChannelKey, int) ([]conversation.LateMsg, conversation.ChannelKey, error) {
+	return nil, conversation.ChannelKey{}, nil
+}
+
+func (s *fakeStore) DeleteLate(context.Context, []conversation.LateMsg) (int64, error) { return 0, nil }
 
 func (s *fakeStore) done() bool {
 	s.mu.Lock()
@@ -88,5 +96,47 @@ func TestNewRefusesASecondRegistration(t *testing.T) {
 	}
 	if _, err := New(&fakeStore{}, time.Hour, time.Hour, reg, slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("registering the purger's metrics twice succeeded, want an error")
+	}
+}
+
+// lateStore finds the same unneeded late messages every time and records what is deleted.
+type lateStore struct {
+	fakeStore
+	found   []conversation.LateMsg
+	deleted []conversation.LateMsg
+}
+
+func (s *lateStore) UnneededLate(context.Context, conversation.ChannelKey, int) ([]conversation.LateMsg, conversation.ChannelKey, error) {
+	return s.found, conversation.ChannelKey{}, nil
+}
+
+func (s *lateStore) DeleteLate(_ context.Context, msgs []conversation.LateMsg) (int64, error) {
+	s.deleted = append(s.deleted, msgs...)
+	return int64(len(msgs)), nil
+}
+
+// TestLateGrace: a late message found unneeded is deleted only once the grace period has passed
+// since it was first found so, and once.
+func TestLateGrace(t *testing.T) {
+	s := &lateStore{found: []conversation.LateMsg{{Channel: conversation.ChannelKey{Key: "g", Type: 2}, Arrival: 7}}}
+	p, err := New(s, 0, time.Minute, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_700_000_000, 0)
+	p.now = func() time.Time { return now }
+	for _, step := range []struct {
+		after   time.Duration
+		deleted int
+	}{{0, 0}, {LateGrace / 2, 0}, {LateGrace / 2, 1}, {LateGrace, 1}} {
+		now = now.Add(step.after)
+		p.lateRound(t.Context())
+		if len(s.deleted) != step.deleted {
+			t.Fatalf("after %v more: %d deleted, want %d", step.after, len(s.deleted), step.deleted)
+		}
+		s.found = nil
+	}
+	if got := testutil.ToFloat64(p.late); got != 1 {
+		t.Errorf("late_purged_total %v, want 1", got)
 	}
 }

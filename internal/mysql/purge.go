@@ -1,0 +1,241 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/convsync/conversations/internal/conversation"
+)
+
+// Late messages of large channels (contract §5) are needed only by followers whose base is older than
+// them, and only in the two ways conversation.Derive uses them. A follower f (base arrivals A, newest
+// seq at its base M, L = max(readed_to, deleted_at_seq, base_floor), or base_floor when hidden) reads the
+// late message (arrival a, seq s) only when A < a, and then
+//   - to leave it out of the unread count: when it has red_dot 1 and s <= L;
+//   - as its highest seq since the base (last_*, revival, the first message of a hidden joiner): when
+//     the channel's newest seq B has not moved past M (M = B: every arrival since the base was late), s
+//     is the highest seq among the late messages that arrived after A, and s is above what Derive
+//     compares it with: last_msg_seq, or deleted_at_seq for a tombstone, or nothing for a hidden row.
+//     (Below that the highest one changes nothing, and neither would the next one down.)
+//
+// Once no follower needs a late message, none ever will: a follower's base, read and delete points
+// change only when its row is written, and every write rebases it at the channel's state then, whose
+// arrivals are at or above every late message that exists; new followers are based the same way; B
+// only grows; and a late message that is not the highest since a base never becomes it (messages are
+// only added, and a highest one is never purged while needed, so it stays the highest or is overtaken). So a late message found unneeded in one
+// consistent snapshot can be deleted at any later time. What remains is a reader holding a follower's
+// row from before that snapshot: see internal/purge for the grace period that covers it.
+
+// latePerChannel bounds the late messages of one channel examined in one call.
+const latePerChannel = 10000
+
+// UnneededLate returns late messages that no follower of their channel can need any more, from the
+// channels after the given one in key order, examining whole channels (the oldest latePerChannel late
+// messages of each) until limit late messages were examined; next is the last channel examined, or the
+// zero key when the last channel was reached.
+// The messages come back by channel and arrival. Reads only, each channel in one consistent snapshot.
+func (s *Store) UnneededLate(ctx context.Context, after conversation.ChannelKey, limit int) (found []conversation.LateMsg, next conversation.ChannelKey, err error) {
+	var keys []conversation.ChannelKey
+	err = func() error {
+		rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT channel_key, channel_type FROM late_messages
+			WHERE channel_key > ? OR (channel_key = ? AND channel_type > ?) ORDER BY channel_key, channel_type LIMIT ?`,
+			after.Key, after.Key, after.Type, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k conversation.ChannelKey
+			if err := rows.Scan(&k.Key, &k.Type); err != nil {
+				return err
+			}
+			keys = append(keys, k)
+		}
+		return rows.Err()
+	}()
+	if err != nil {
+		return nil, after, fmt.Errorf("select channels with late messages: %w", translate(err))
+	}
+	examined := 0
+	for _, k := range keys {
+		if examined >= limit {
+			return found, next, nil
+		}
+		unneeded, n, err := s.unneededLateOf(ctx, k, latePerChannel)
+		if err != nil {
+			return nil, after, err
+		}
+		found, examined, next = append(found, unneeded...), examined+n, k
+	}
+	if len(keys) < limit {
+		next = conversation.ChannelKey{}
+	}
+	return found, next, nil
+}
+
+// unneededLateOf returns the unneeded ones among the at most limit oldest late messages of channel k,
+// and how many it examined.
+func (s *Store) unneededLateOf(ctx context.Context, k conversation.ChannelKey, limit int) ([]conversation.LateMsg, int, error) {
+	// REPEATABLE READ gives the three reads one snapshot: the followers seen are those the late
+	// messages and the channel's newest seq were read with.
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	if err != nil {
+		return nil, 0, fmt.Errorf("late purge: %w", translate(err))
+	}
+	defer tx.Rollback() //nolint:errcheck // read only: nothing to keep
+	var late []conversation.LateMsg
+	err = func() error {
+		rows, err := tx.QueryContext(ctx, `SELECT arrival, message_seq, red_dot FROM late_messages
+			WHERE channel_key = ? AND channel_type = ? ORDER BY arrival LIMIT ?`, k.Key, k.Type, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			m := conversation.LateMsg{Channel: k}
+			if err := rows.Scan(&m.Arrival, &m.Seq, &m.RedDot); err != nil {
+				return err
+			}
+			late = append(late, m)
+		}
+		return rows.Err()
+	}()
+	if err != nil || len(late) == 0 {
+		return nil, 0, wrapLate(err)
+	}
+	// The highest seq beyond what was read (when the channel has more): a late message read is the
+	// highest since some base only when it is above that.
+	var beyond int64
+	if len(late) == limit {
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(message_seq), 0) FROM late_messages
+			WHERE channel_key = ? AND channel_type = ? AND arrival > ?`, k.Key, k.Type, late[len(late)-1].Arrival).Scan(&beyond); err != nil {
+			return nil, 0, wrapLate(err)
+		}
+	}
+	var newest int64
+	if err := tx.QueryRowContext(ctx, `SELECT bc_max_seq FROM channels WHERE channel_key = ? AND channel_type = ?`,
+		k.Key, k.Type).Scan(&newest); err != nil && err != sql.ErrNoRows {
+		return nil, 0, wrapLate(err)
+	}
+	// Followers with the same base arrivals were written at the same channel state, so they share
+	// base_max_seq; only the highest L and the lowest seq compared with the highest late one matter.
+	type base struct{ arrivals, maxSeq, point, above int64 }
+	var bases []base
+	err = func() error {
+		rows, err := tx.QueryContext(ctx, `SELECT base_arrivals, MAX(base_max_seq),
+			MAX(CASE WHEN hidden = 1 THEN base_floor ELSE GREATEST(readed_to_msg_seq, deleted_at_seq, base_floor) END),
+			MIN(CASE WHEN hidden = 1 THEN 0 WHEN is_deleted = 1 THEN deleted_at_seq ELSE last_msg_seq END)
+			FROM conversations WHERE channel_id = ? AND channel_type = ? AND follows = 1 AND base_arrivals < ?
+			GROUP BY base_arrivals`, k.Key, k.Type, late[len(late)-1].Arrival)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var b base
+			if err := rows.Scan(&b.arrivals, &b.maxSeq, &b.point, &b.above); err != nil {
+				return err
+			}
+			bases = append(bases, b)
+		}
+		return rows.Err()
+	}()
+	if err != nil {
+		return nil, 0, wrapLate(err)
+	}
+	sort.Slice(bases, func(i, j int) bool { return bases[i].arrivals < bases[j].arrivals })
+	needed := make([]bool, len(late))
+	// Counting: a red-dot late message is needed when a follower based before it has L >= its seq.
+	point, bi := int64(-1), 0
+	for i, m := range late {
+		for bi < len(bases) && bases[bi].arrivals < m.Arrival {
+			point = max(point, bases[bi].point)
+			bi++
+		}
+		if m.RedDot && m.Seq <= point {
+			needed[i] = true
+		}
+	}
+	// last_*: for each follower still at the channel's newest seq, the highest late message since its
+	// base. top[i] is the index of the highest seq among late[i:].
+	top := make([]int, len(late))
+	for i := len(late) - 1; i >= 0; i-- {
+		top[i] = i
+		if i+1 < len(late) && late[top[i+1]].Seq > late[i].Seq {
+			top[i] = top[i+1]
+		}
+	}
+	li := 0
+	for _, b := range bases { // ascending arrivals
+		if b.maxSeq < newest {
+			continue
+		}
+		for li < len(late) && late[li].Arrival <= b.arrivals {
+			li++
+		}
+		if li < len(late) && late[top[li]].Seq > max(b.above, beyond) {
+			needed[top[li]] = true
+		}
+	}
+	var out []conversation.LateMsg
+	for i, m := range late {
+		if !needed[i] {
+			out = append(out, m)
+		}
+	}
+	return out, len(late), nil
+}
+
+func wrapLate(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("late purge: %w", translate(err))
+}
+
+// DeleteLate deletes the given late messages, each channel's in a transaction that first locks the
+// channel row (the order every writer takes: channel, conversation, user version), so it never
+// interleaves with a batch or an API mutation of that channel. It returns how many went. Only messages
+// UnneededLate returned may be given (after the grace period internal/purge keeps).
+func (s *Store) DeleteLate(ctx context.Context, msgs []conversation.LateMsg) (int64, error) {
+	by := map[conversation.ChannelKey][]any{}
+	var keys []conversation.ChannelKey
+	for _, m := range msgs {
+		if _, ok := by[m.Channel]; !ok {
+			keys = append(keys, m.Channel)
+		}
+		by[m.Channel] = append(by[m.Channel], m.Arrival)
+	}
+	var total int64
+	for _, k := range keys {
+		arrivals := by[k]
+		err := chunks(len(arrivals), rowsPerStatement, func(lo, hi int) error {
+			var n int64
+			err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+				var one int
+				if err := tx.QueryRowContext(ctx, `SELECT 1 FROM channels WHERE channel_key = ? AND channel_type = ? FOR UPDATE`,
+					k.Key, k.Type).Scan(&one); err != nil && err != sql.ErrNoRows {
+					return err
+				}
+				res, err := tx.ExecContext(ctx, `DELETE FROM late_messages WHERE channel_key = ? AND channel_type = ? AND arrival IN (?`+
+					strings.Repeat(", ?", hi-lo-1)+`)`, append([]any{k.Key, k.Type}, arrivals[lo:hi]...)...)
+				if err != nil {
+					return err
+				}
+				n, err = res.RowsAffected()
+				return err
+			})
+			total += n
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("delete late messages: %w", err)
+		}
+	}
+	return total, nil
+}
