@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -238,4 +239,121 @@ func (s *Store) DeleteLate(ctx context.Context, msgs []conversation.LateMsg) (in
 		}
 	}
 	return total, nil
+}
+
+// PurgeFollowerTombstones purges at most limit tombstones of followers of large channels deleted before
+// beforeMS, and returns how many went. A plain tombstone is purged by deleting the row: the member is
+// forgotten, and a later message creates the conversation afresh. The follower's equivalent is the row
+// of a member who has just joined: hidden, at the channel's state now, read and delete points gone, so
+// the first message that arrives creates the conversation and unread counts only what arrived since,
+// exactly what fan-out gives after the plain purge (contract §5). A stored tombstone that has revived
+// since its base (a message above its delete point arrived) is no tombstone: it is rewritten as
+// derived, at the channel's state now, the same answer, so it is not looked at again. Each channel's
+// rows are rewritten in a transaction that locks the channel, then the rows, then the users' versions
+// (the projector's order), and take the users' next versions: the rows cache must not keep a row at a
+// base whose late messages the purge may then delete. Deadlocks retry; other errors are returned.
+func (s *Store) PurgeFollowerTombstones(ctx context.Context, beforeMS int64, limit int) (int64, error) {
+	byChannel := map[conversation.ChannelKey][]conversation.ConvKey{}
+	err := func() error {
+		rows, err := s.db.QueryContext(ctx, `SELECT uid, channel_id, channel_type FROM conversations
+			WHERE is_deleted = 1 AND follows = 1 AND deleted_at_ms < ? ORDER BY deleted_at_ms LIMIT ?`, beforeMS, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k conversation.ConvKey
+			if err := rows.Scan(&k.UID, &k.ChannelID, &k.ChannelType); err != nil {
+				return err
+			}
+			ck := conversation.ChannelKey{Key: k.ChannelID, Type: k.ChannelType}
+			byChannel[ck] = append(byChannel[ck], k)
+		}
+		return rows.Err()
+	}()
+	if err != nil {
+		return 0, fmt.Errorf("purge follower tombstones: %w", translate(err))
+	}
+	channels := make([]conversation.ChannelKey, 0, len(byChannel))
+	for ck := range byChannel {
+		channels = append(channels, ck)
+	}
+	sort.Slice(channels, func(i, j int) bool {
+		return channels[i].Key < channels[j].Key || (channels[i].Key == channels[j].Key && channels[i].Type < channels[j].Type)
+	})
+	var total int64
+	for _, ck := range channels {
+		keys := byChannel[ck]
+		sort.Slice(keys, func(i, j int) bool { return keys[i].UID < keys[j].UID })
+		n, err := s.purgeFollowerTombstonesOf(ctx, ck, keys, beforeMS)
+		if err != nil {
+			return total, fmt.Errorf("purge follower tombstones: %w", err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// purgeFollowerTombstonesOf rewrites the follower tombstones of channel ck among keys (sorted).
+func (s *Store) purgeFollowerTombstonesOf(ctx context.Context, ck conversation.ChannelKey, keys []conversation.ConvKey, beforeMS int64) (int64, error) {
+	var purged int64
+	var versions map[string]int64
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		purged, versions = 0, nil
+		ch, err := scanChannelState(tx.QueryRowxContext(ctx, `SELECT `+channelStateColumns+
+			` FROM channels WHERE channel_key = ? AND channel_type = ? FOR UPDATE`, ck.Key, ck.Type))
+		if err != nil {
+			return err // a follower's channel row exists
+		}
+		b := &batch{tx: tx}
+		rows, err := b.lockRows(ctx, keys)
+		if err != nil {
+			return err
+		}
+		since := map[conversation.ChannelKey]int64{}
+		for _, r := range rows {
+			if a, ok := since[ck]; !ok || r.Base.Arrivals < a {
+				since[ck] = r.Base.Arrivals
+			}
+		}
+		late, err := loadLate(ctx, tx, since)
+		if err != nil {
+			return err
+		}
+		var out []conversation.Row
+		var uids []string
+		for _, k := range keys {
+			r, ok := rows[k]
+			if !ok || !r.Follows || !r.Deleted || r.DeletedAtMS >= beforeMS {
+				continue // changed since it was picked
+			}
+			d := conversation.Derive(r, ch.Broadcast, late[ck])
+			if d.Deleted {
+				d = conversation.Row{ConvKey: k, Follows: true, Hidden: true}
+				purged++
+			}
+			d.Base = conversation.BaseOf(ch)
+			out = append(out, d)
+			uids = append(uids, k.UID)
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		takenAt := time.Now()
+		versions, err = s.bumpVersions(ctx, tx, uids)
+		if err != nil {
+			return err
+		}
+		for i := range out {
+			out[i].Version = versions[out[i].UID]
+		}
+		if err := b.writeRows(ctx, out); err != nil {
+			return err
+		}
+		return versionsFresh(takenAt)
+	})
+	if err == nil && len(versions) > 0 {
+		s.committed(ctx, conversation.Changes{Versions: versions})
+	}
+	return purged, err
 }

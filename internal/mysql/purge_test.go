@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"time"
 	"testing"
 
 	"github.com/convsync/conversations/internal/conversation"
@@ -264,4 +265,73 @@ func TestLatePurgeConcurrentWithBatches(t *testing.T) {
 		t.Fatalf("%d late messages left, %d needed", n, len(need))
 	}
 	t.Logf("purged %d of %d late messages while batches ran", total, lateCount(t, control))
+}
+
+// visible is what a sync can show of uid's conversations: hidden rows left out, and whether a row
+// follows a large channel (the only thing fan-out and read-time fan-out store differently) cleared.
+func visible(t *testing.T, s *mysql.Store, uid string) map[string]conversation.Row {
+	t.Helper()
+	out := map[string]conversation.Row{}
+	for ch, r := range rowsOf(t, s, uid) {
+		if !r.Hidden {
+			r.Follows = false
+			out[ch] = r
+		}
+	}
+	return out
+}
+
+// TestFollowerTombstonePurgeIsFanOutPurge runs seeded streams on a store with large channels and on one
+// with per-member fan-out only, purging every tombstone of both now and then: a purged follower
+// tombstone must then answer exactly as a purged plain tombstone does, before and after later
+// messages, and late messages are purged beside it.
+func TestFollowerTombstonePurgeIsFanOutPurge(t *testing.T) {
+	ctx := context.Background()
+	for seed := range uint64(3) {
+		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
+			large, _ := testenv.Store(t, mysql.Options{LargeChannelMembers: 3})
+			fanout, _ := testenv.Store(t, mysql.Options{})
+			var purged int64
+			for i, op := range lateStream(100+seed, 300) {
+				op.do(t, large)
+				op.do(t, fanout)
+				if i%7 == 6 {
+					before := time.Now().Add(time.Hour).UnixMilli()
+					n, err := large.PurgeTombstones(ctx, before, 1000)
+					if err != nil {
+						t.Fatal(err)
+					}
+					f, err := large.PurgeFollowerTombstones(ctx, before, 1000)
+					if err != nil {
+						t.Fatal(err)
+					}
+					m, err := fanout.PurgeTombstones(ctx, before, 1000)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if n+f != m {
+						t.Fatalf("step %d: purged %d plain and %d follower tombstones, fan-out purged %d", i, n, f, m)
+					}
+					purged += f
+					purgeLate(t, large, 1000)
+				}
+				for u := range 7 {
+					uid := fmt.Sprintf("u%d", u)
+					g, w := visible(t, large, uid), visible(t, fanout, uid)
+					for ch := range w {
+						if !sameFields(g[ch], w[ch]) {
+							t.Fatalf("step %d, %s in %s: large store has %+v, fan-out %+v", i, uid, ch, g[ch], w[ch])
+						}
+					}
+					if len(g) != len(w) {
+						t.Fatalf("step %d, %s: %d conversations, fan-out %d", i, uid, len(g), len(w))
+					}
+				}
+			}
+			if purged == 0 {
+				t.Fatal("no follower tombstone was purged: the stream tests nothing")
+			}
+			t.Logf("purged %d follower tombstones", purged)
+		})
+	}
 }

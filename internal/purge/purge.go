@@ -19,6 +19,9 @@ import (
 type Store interface {
 	// PurgeTombstones deletes at most limit tombstones deleted before beforeMS and returns how many went.
 	PurgeTombstones(ctx context.Context, beforeMS int64, limit int) (int64, error)
+	// PurgeFollowerTombstones does the same for followers of large channels (contract §5): each becomes
+	// a member with no conversation yet, as if they had just joined.
+	PurgeFollowerTombstones(ctx context.Context, beforeMS int64, limit int) (int64, error)
 	// UnneededLate returns late messages no follower can need any more, from the channels after the
 	// given one, examining about limit of them; next is where to go on (the zero key: from the start).
 	UnneededLate(ctx context.Context, after conversation.ChannelKey, limit int) (found []conversation.LateMsg, next conversation.ChannelKey, err error)
@@ -101,14 +104,28 @@ func (p *Purger) Run(ctx context.Context) {
 func (p *Purger) tombstoneRound(ctx context.Context) {
 	before := p.now().Add(-p.maxAge).UnixMilli()
 	total := int64(0)
+	for _, purge := range []func(context.Context, int64, int) (int64, error){p.store.PurgeTombstones, p.store.PurgeFollowerTombstones} {
+		n, ok := p.tombstones(ctx, purge, before)
+		total += n
+		if !ok {
+			break
+		}
+	}
+	if total > 0 {
+		p.log.Info("tombstones purged", "count", total, "max_age", p.maxAge.String())
+	}
+}
+
+// tombstones runs purge in batches until it comes back short; ok is false when it failed.
+func (p *Purger) tombstones(ctx context.Context, purge func(context.Context, int64, int) (int64, error), before int64) (total int64, ok bool) {
 	for ctx.Err() == nil {
-		n, err := p.store.PurgeTombstones(ctx, before, batchSize)
+		n, err := purge(ctx, before, batchSize)
 		if err != nil {
 			if ctx.Err() == nil {
 				p.failures.Inc()
 				p.log.Warn("tombstone purge failed", "purged_this_round", total, "error", err.Error())
 			}
-			break
+			return total, false
 		}
 		total += n
 		p.purged.Add(float64(n))
@@ -116,9 +133,7 @@ func (p *Purger) tombstoneRound(ctx context.Context) {
 			break
 		}
 	}
-	if total > 0 {
-		p.log.Info("tombstones purged", "count", total, "max_age", p.maxAge.String())
-	}
+	return total, true
 }
 
 // lateRound deletes the late messages found unneeded at least the grace period ago, then looks for
