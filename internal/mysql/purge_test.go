@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/mysql"
@@ -38,9 +38,8 @@ func lateStream(seed uint64, steps int) []lateOp {
 					n := 1 + rng.IntN(6)
 					for range n {
 						m := groupMsg(ch, next[ch], uids[rng.IntN(len(uids))])
-						m.Message.Header.RedDot = uint8(rng.IntN(4) % 3 % 2) // mostly red dots
-						if rng.IntN(3) > 0 {
-							m.Message.Header.RedDot = 1
+						if rng.IntN(3) == 0 {
+							m.Message.Header.RedDot = 0
 						}
 						pending = append(pending, m)
 						next[ch]++

@@ -37,7 +37,9 @@ func (s *fakeStore) PurgeTombstones(_ context.Context, _ int64, limit int) (int6
 	return n, nil
 }
 
-func (s *fakeStore) PurgeFollowerTombstones(context.Context, int64, int) (int64, error) { return 0, nil }
+func (s *fakeStore) PurgeFollowerTombstones(context.Context, int64, int) (int64, error) {
+	return 0, nil
+}
 
 func (s *fakeStore) UnneededLate(context.Context, conversation.ChannelKey, int) ([]conversation.LateMsg, conversation.ChannelKey, error) {
 	return nil, conversation.ChannelKey{}, nil
