@@ -9,6 +9,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/convsync/conversations/internal/kafkaconn"
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 // cluster is convctl's admin connection to the brokers.
@@ -79,22 +80,16 @@ func (c *cluster) offsets(ctx context.Context, topic string, parts []int) (first
 
 // committed returns the group's committed offset per partition; -1 where it has none.
 func (c *cluster) committed(ctx context.Context, group, topic string, parts []int) (map[int]int64, error) {
-	res, err := c.client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	got, err := topicadmin.CommittedOffsets(ctx, c.client, group, topic)
 	if err != nil {
-		return nil, fmt.Errorf("committed offsets of group %s: %w", group, err)
+		return nil, err
 	}
-	if res.Error != nil {
-		return nil, fmt.Errorf("committed offsets of group %s: %w", group, res.Error)
-	}
-	out := map[int]int64{}
+	out := make(map[int]int64, len(parts))
 	for _, p := range parts {
 		out[p] = -1
-	}
-	for _, po := range res.Topics[topic] {
-		if po.Error != nil {
-			return nil, fmt.Errorf("committed offset of %s/%d: %w", topic, po.Partition, po.Error)
+		if o, ok := got[p]; ok {
+			out[p] = o
 		}
-		out[po.Partition] = po.CommittedOffset
 	}
 	return out, nil
 }

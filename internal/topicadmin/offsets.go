@@ -2,8 +2,10 @@ package topicadmin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 )
@@ -60,18 +62,31 @@ func EndOffsets(ctx context.Context, c *kafkago.Client, topic string) (map[int]i
 }
 
 // CommittedOffsets returns group's committed offset for each partition of topic: the offset of the next
-// record it will read, -1 where it committed nothing yet.
+// record it will read, -1 where it committed nothing yet. While the group's coordinator is moving or
+// still loading (a broker just started, say) it asks again, up to coordinatorWait, as long as ctx lasts.
 func CommittedOffsets(ctx context.Context, c *kafkago.Client, group, topic string) (map[int]int64, error) {
 	ps, err := Partitions(ctx, c, topic)
 	if err != nil {
 		return nil, err
 	}
-	res, err := c.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+	var res *kafkago.OffsetFetchResponse
+	deadline := time.Now().Add(coordinatorWait)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		res, err = c.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+		if err == nil {
+			err = res.Error
+		}
+		if !coordinatorBusy(err) || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("committed offsets of %s in %s: %w", group, topic, errors.Join(err, ctx.Err()))
+		case <-time.After(wait):
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("committed offsets of %s in %s: %w", group, topic, err)
-	}
-	if res.Error != nil {
-		return nil, fmt.Errorf("committed offsets of %s in %s: %w", group, topic, res.Error)
 	}
 	out := make(map[int]int64, len(ps))
 	for _, p := range res.Topics[topic] {
@@ -81,4 +96,14 @@ func CommittedOffsets(ctx context.Context, c *kafkago.Client, group, topic strin
 		out[p.Partition] = p.CommittedOffset
 	}
 	return out, nil
+}
+
+// coordinatorWait bounds how long CommittedOffsets waits for a group coordinator that is not ready.
+const coordinatorWait = 15 * time.Second
+
+// coordinatorBusy reports whether err says the group's coordinator is not ready yet: asking again
+// shortly is the protocol's answer.
+func coordinatorBusy(err error) bool {
+	return errors.Is(err, kafkago.NotCoordinatorForGroup) || errors.Is(err, kafkago.GroupCoordinatorNotAvailable) ||
+		errors.Is(err, kafkago.GroupLoadInProgress)
 }
