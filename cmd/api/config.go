@@ -11,6 +11,7 @@ import (
 
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/purge"
 )
 
 // config is the API's whole configuration, read from the environment. Defaults are on the fields.
@@ -52,7 +53,7 @@ type config struct {
 	KafkaChangesTopic string `env:"KAFKA_CHANGES_TOPIC" envDefault:"im.conversations.changes"`
 	// SyncCacheMaxAge bounds, with the change feed on, how long a cached list or recents stretch is
 	// served without checking the database: how stale either can get if an announcement is lost
-	// (default 5s).
+	// (default 5s; at most 1m, see maxSyncCacheMaxAge).
 	SyncCacheMaxAge time.Duration `env:"SYNC_CACHE_MAX_AGE" envDefault:"5s"`
 	// RecentsCacheBytes bounds the memory for channels' newest messages, cached only with the change feed
 	// on (default 67108864 = 64 MiB; 0 turns the cache off).
@@ -94,8 +95,8 @@ func loadConfig(environ map[string]string) (config, error) {
 	if cfg.SyncCacheUsers < 0 || cfg.RecentsCacheBytes < 0 {
 		errs = append(errs, fmt.Errorf("SYNC_CACHE_USERS and RECENTS_CACHE_BYTES must be >= 0, got %d and %d", cfg.SyncCacheUsers, cfg.RecentsCacheBytes))
 	}
-	if cfg.SyncCacheMaxAge <= 0 {
-		errs = append(errs, fmt.Errorf("SYNC_CACHE_MAX_AGE must be positive, got %s", cfg.SyncCacheMaxAge))
+	if cfg.SyncCacheMaxAge <= 0 || cfg.SyncCacheMaxAge > maxSyncCacheMaxAge {
+		errs = append(errs, fmt.Errorf("SYNC_CACHE_MAX_AGE must be positive and at most %s, got %s", maxSyncCacheMaxAge, cfg.SyncCacheMaxAge))
 	}
 	if len(cfg.KafkaBrokers) > 0 && cfg.KafkaChangesTopic == "" {
 		errs = append(errs, errors.New("KAFKA_CHANGES_TOPIC must not be empty when KAFKA_BROKERS is set"))
@@ -132,3 +133,8 @@ func (c config) LogValue() slog.Value {
 
 // String keeps fmt from printing the secrets that LogValue leaves out.
 func (c config) String() string { return c.LogValue().String() }
+
+// maxSyncCacheMaxAge keeps a cached list well inside the projector's grace before it deletes a late
+// message of a large channel that no follower needs any more (purge.LateGrace, 2m): a list served from
+// memory is as old as its last check, and a purge must not remove what such a list still derives from.
+const maxSyncCacheMaxAge = purge.LateGrace / 2

@@ -75,7 +75,8 @@ func TestLoadConfigInvalid(t *testing.T) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
 	}
-	for _, env := range []map[string]string{{"LOG_LEVEL": "loud"}, {"SYNC_MAX_MSG_COUNT": "many"}, {"SHUTDOWN_TIMEOUT": "10"}} {
+	for _, env := range []map[string]string{{"LOG_LEVEL": "loud"}, {"SYNC_MAX_MSG_COUNT": "many"}, {"SHUTDOWN_TIMEOUT": "10"},
+		{"SYNC_CACHE_MAX_AGE": "2m"}, {"SYNC_CACHE_MAX_AGE": "0s"}} {
 		if _, err := loadConfig(env); err == nil {
 			t.Errorf("%v accepted", env)
 		}
