@@ -79,6 +79,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 	var rows *readcache.Rows
 	var recentsCache *readcache.Recents
+	var largeCache *readcache.Large
 	var follower *changefeed.Follower
 	var publish func(context.Context, conversation.Changes)
 	maxAge := time.Duration(0) // without the feed, every sync checks the user's version
@@ -109,6 +110,11 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		if recentsCache != nil {
 			recentsCache.Apply(c.Windows)
 		}
+		// After the users: a list a commit rewrote must be stale before the channel state that commit
+		// reached can be derived with it.
+		if largeCache != nil {
+			largeCache.Apply(c.Channels)
+		}
 	}
 	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{MaxOpenConns: cfg.MySQLMaxOpenConns, TLS: cfg.MySQLTLS,
 		OnCommit: func(ctx context.Context, c conversation.Changes) {
@@ -135,7 +141,13 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 	var rowsSource httpapi.Rows = store
 	if cfg.SyncCacheUsers > 0 {
-		rows = readcache.NewRows(store, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers, MaxAge: maxAge, Metrics: cacheMetrics})
+		// Large channels' states are held only with the feed: its announcements keep them current, and
+		// SYNC_CACHE_MAX_AGE bounds a lost one. Without it each sync reads them.
+		if maxAge > 0 {
+			largeCache = readcache.NewLarge(store, readcache.LargeOptions{MaxAge: maxAge, Metrics: cacheMetrics})
+		}
+		rows = readcache.NewRows(store, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers, MaxAge: maxAge, Metrics: cacheMetrics,
+			Large: largeCache})
 		rowsSource = rows
 	}
 	// Recents come from the cache only with the feed: its announcements of late messages and prunes keep
@@ -153,7 +165,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		following.Go(func() { follower.Run(followCtx, notify) })
 		// Revalidate what the caches hold in bulk before SYNC_CACHE_MAX_AGE runs out, rather than one
 		// database read per list and per stretch as requests find them expired.
-		following.Go(func() { refreshCaches(followCtx, maxAge/4, log, rows, recentsCache) })
+		following.Go(func() { refreshCaches(followCtx, maxAge/4, log, rows, recentsCache, largeCache) })
 		defer func() {
 			stopFollowing()
 			following.Wait()
@@ -206,7 +218,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 
 // refreshCaches revalidates the caches every interval until ctx ends. A failure is logged: the requests
 // then revalidate what they need themselves.
-func refreshCaches(ctx context.Context, interval time.Duration, log *slog.Logger, rows *readcache.Rows, recents *readcache.Recents) {
+func refreshCaches(ctx context.Context, interval time.Duration, log *slog.Logger, rows *readcache.Rows, recents *readcache.Recents, large *readcache.Large) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -217,6 +229,11 @@ func refreshCaches(ctx context.Context, interval time.Duration, log *slog.Logger
 		}
 		if err := rows.Refresh(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("conversation list refresh failed", "error", err.Error())
+		}
+		if large != nil {
+			if err := large.Refresh(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("large channels refresh failed", "error", err.Error())
+			}
 		}
 		if recents == nil {
 			continue

@@ -3,6 +3,7 @@
 package changefeed
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,8 +22,9 @@ import (
 
 // Per record bounds, so a batch that changed many users or windows is a few records of modest size.
 const (
-	usersPerRecord   = 500
-	windowsPerRecord = 500
+	usersPerRecord    = 500
+	windowsPerRecord  = 500
+	channelsPerRecord = 200
 )
 
 // changeRecord is the value of a change-feed record: users whose conversation list changed, each with
@@ -31,7 +33,54 @@ const (
 type changeRecord struct {
 	Versions map[string]int64 `json:"versions,omitempty"`
 	Windows  []windowRecord   `json:"windows,omitempty"`
+	Channels []channelRecord  `json:"channels,omitempty"`
 	AtMicros int64            `json:"at_us,omitempty"`
+}
+
+// channelRecord is a conversation.ChannelChange: the large channel's broadcast state before (arrivals
+// and version) and after, and the late messages in between.
+type channelRecord struct {
+	Key            string       `json:"key"`
+	Type           uint8        `json:"type"`
+	BeforeArrivals int64        `json:"before_arrivals"`
+	BeforeVersion  int64        `json:"before_version"`
+	Arrivals       int64        `json:"arrivals"`
+	RedDots        int64        `json:"red_dots"`
+	MaxSeq         int64        `json:"max_seq"`
+	ClientMsgNo    string       `json:"client_msg_no,omitempty"`
+	Timestamp      int64        `json:"timestamp"`
+	Version        int64        `json:"version"`
+	Late           []lateRecord `json:"late,omitempty"`
+}
+
+type lateRecord struct {
+	Arrival     int64  `json:"arrival"`
+	Seq         int64  `json:"seq"`
+	RedDot      bool   `json:"red_dot,omitempty"`
+	ClientMsgNo string `json:"client_msg_no,omitempty"`
+	Timestamp   int64  `json:"timestamp"`
+}
+
+func toChannelRecord(c conversation.ChannelChange) channelRecord {
+	r := channelRecord{Key: c.Channel.Key, Type: c.Channel.Type, BeforeArrivals: c.Before.Arrivals, BeforeVersion: c.Before.Version,
+		Arrivals: c.After.Arrivals, RedDots: c.After.RedDots, MaxSeq: c.After.MaxSeq, ClientMsgNo: c.After.ClientMsgNo,
+		Timestamp: c.After.Timestamp, Version: c.After.Version}
+	for _, m := range c.Late {
+		r.Late = append(r.Late, lateRecord{Arrival: m.Arrival, Seq: m.Seq, RedDot: m.RedDot, ClientMsgNo: m.ClientMsgNo, Timestamp: m.Timestamp})
+	}
+	return r
+}
+
+func (r channelRecord) change() conversation.ChannelChange {
+	k := conversation.ChannelKey{Key: r.Key, Type: r.Type}
+	c := conversation.ChannelChange{Channel: k, Before: conversation.Broadcast{Arrivals: r.BeforeArrivals, Version: r.BeforeVersion},
+		After: conversation.Broadcast{Arrivals: r.Arrivals, RedDots: r.RedDots, MaxSeq: r.MaxSeq, ClientMsgNo: r.ClientMsgNo,
+			Timestamp: r.Timestamp, Version: r.Version}}
+	for _, m := range r.Late {
+		c.Late = append(c.Late, conversation.LateMsg{Channel: k, Arrival: m.Arrival, Seq: m.Seq, RedDot: m.RedDot,
+			ClientMsgNo: m.ClientMsgNo, Timestamp: m.Timestamp})
+	}
+	return c
 }
 
 type windowRecord struct {
@@ -156,6 +205,7 @@ func (p *Publisher) run() {
 func (p *Publisher) gather(first pending) pending {
 	merged := pending{at: first.at, changes: conversation.Changes{Versions: map[string]int64{}}}
 	windows := map[conversation.ChannelKey]conversation.WindowChange{}
+	var channels []conversation.ChannelChange
 	add := func(c conversation.Changes) {
 		for u, v := range c.Versions {
 			merged.changes.Versions[u] = max(merged.changes.Versions[u], v)
@@ -163,6 +213,7 @@ func (p *Publisher) gather(first pending) pending {
 		for _, w := range c.Windows {
 			windows[w.Channel] = mergeWindow(windows[w.Channel], w)
 		}
+		channels = append(channels, c.Channels...)
 	}
 	add(first.changes)
 gathering:
@@ -177,7 +228,39 @@ gathering:
 	for _, w := range windows {
 		merged.changes.Windows = append(merged.changes.Windows, w)
 	}
+	merged.changes.Channels = chainChannels(channels)
 	return merged
+}
+
+// chainChannels merges the changes of each channel that follow one another into one, whatever order
+// they were queued in (commits of one channel are ordered by its lock, but the hooks that queue them
+// race). Changes that do not chain are kept apart, in the order of their Before: a reader applies
+// those that start where it stands and drops the channel at a gap, so merging never hides one.
+func chainChannels(in []conversation.ChannelChange) []conversation.ChannelChange {
+	if len(in) <= 1 {
+		return in
+	}
+	sorted := slices.Clone(in)
+	slices.SortStableFunc(sorted, func(a, b conversation.ChannelChange) int {
+		if c := a.Channel.Compare(b.Channel); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Before.Arrivals, b.Before.Arrivals); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Before.Version, b.Before.Version)
+	})
+	out := sorted[:0:0]
+	for _, c := range sorted {
+		if n := len(out); n > 0 && out[n-1].Channel == c.Channel && c.Follows(out[n-1].After) {
+			last := &out[n-1]
+			last.After = c.After
+			last.Late = append(slices.Clip(last.Late), c.Late...)
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // mergeWindow is one announcement of a channel that means what a and b mean one after the other: the
@@ -220,10 +303,18 @@ func (p *Publisher) Publish(ctx context.Context, changes conversation.Changes, a
 	}
 	slices.Sort(uids)
 	// Record i carries the i-th chunk of users and of windows, so a commit's announcement is one record
-	// (read and applied as one) unless it is large.
+	// (read and applied as one) unless it is large. Large channels' states come in the last records,
+	// after every user: a follower applies users first, so a cached list a commit rewrote is stale before
+	// the channel state that commit reached is served with it (an old row at an old base with the new
+	// state would count the member's own message, say).
 	userChunks := slices.Collect(slices.Chunk(uids, usersPerRecord))
 	windowChunks := slices.Collect(slices.Chunk(changes.Windows, windowsPerRecord))
-	recs := make([]changeRecord, max(len(userChunks), len(windowChunks)))
+	channelChunks := slices.Collect(slices.Chunk(changes.Channels, channelsPerRecord))
+	n := max(len(userChunks), len(windowChunks))
+	if len(channelChunks) > 0 {
+		n = max(n, len(userChunks)-1+len(channelChunks), len(channelChunks))
+	}
+	recs := make([]changeRecord, n)
 	for i := range recs {
 		recs[i].AtMicros = at.UnixMicro()
 		if i < len(userChunks) {
@@ -236,6 +327,12 @@ func (p *Publisher) Publish(ctx context.Context, changes conversation.Changes, a
 			for _, w := range windowChunks[i] {
 				recs[i].Windows = append(recs[i].Windows, windowRecord{Key: w.Channel.Key, Type: w.Channel.Type, LateMin: w.LateMin,
 					LateMax: w.LateMax, MinKept: w.MinKept})
+			}
+		}
+		// channels start in the record holding the last users
+		if j := i - max(0, len(userChunks)-1); j >= 0 && j < len(channelChunks) {
+			for _, c := range channelChunks[j] {
+				recs[i].Channels = append(recs[i].Channels, toChannelRecord(c))
 			}
 		}
 	}
@@ -348,6 +445,9 @@ func (f *Follower) follow(ctx context.Context, r *kafkago.Reader, notify func(co
 		for _, w := range rec.Windows {
 			changes.Windows = append(changes.Windows, conversation.WindowChange{
 				Channel: conversation.ChannelKey{Key: w.Key, Type: w.Type}, LateMin: w.LateMin, LateMax: w.LateMax, MinKept: w.MinKept})
+		}
+		for _, c := range rec.Channels {
+			changes.Channels = append(changes.Channels, c.change())
 		}
 		notify(changes)
 		if rec.AtMicros > 0 {

@@ -120,3 +120,60 @@ func TestPublishNeverBlocks(t *testing.T) {
 		t.Errorf("dropped %v of 50 commits, want most of them (queue of 2, writer stuck)", dropped)
 	}
 }
+
+// TestChannelChangesChain: changes of a large channel reach a follower as a chain it can apply from the
+// state before the first, late messages included, whether the publisher merged them or not.
+func TestChannelChangesChain(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.Topics(t, brokers, 1).Changes
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	f, err := changefeed.NewFollower(ctx, nil, brokers, topic, quiet, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan conversation.Changes, 16)
+	done := make(chan struct{})
+	go func() {
+		f.Run(ctx, func(c conversation.Changes) { got <- c })
+		close(done)
+	}()
+	p, err := changefeed.NewPublisher(nil, brokers, topic, quiet, prometheus.NewRegistry(), changefeed.PublisherOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := conversation.ChannelKey{Key: "big", Type: 2}
+	state := func(n int64) conversation.Broadcast {
+		return conversation.Broadcast{Arrivals: n, RedDots: n, MaxSeq: 10 * n, ClientMsgNo: "c", Timestamp: n, Version: 100 + n}
+	}
+	late := conversation.LateMsg{Channel: g, Arrival: 2, Seq: 5, RedDot: true, ClientMsgNo: "l", Timestamp: 2}
+	c1 := conversation.ChannelChange{Channel: g, Before: state(0), After: state(1)}
+	c2 := conversation.ChannelChange{Channel: g, Before: state(1), After: state(2), Late: []conversation.LateMsg{late}}
+	c3 := conversation.ChannelChange{Channel: g, Before: state(2), After: state(3)}
+	for _, c := range []conversation.ChannelChange{c1, c2, c3} {
+		p.AfterCommit(ctx, conversation.Changes{Versions: map[string]int64{"u": c.After.Version}, Channels: []conversation.ChannelChange{c}})
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	held, gaps := state(0), 0
+	var lates []conversation.LateMsg
+	for held != state(3) && gaps == 0 {
+		c := <-got
+		for _, ch := range c.Channels {
+			switch {
+			case ch.Follows(held):
+				held = ch.After
+				lates = append(lates, ch.Late...)
+			case ch.After.Arrivals <= held.Arrivals:
+			default:
+				gaps++
+			}
+		}
+	}
+	if gaps > 0 || len(lates) != 1 || lates[0] != late {
+		t.Errorf("held %+v after %d gaps with late %+v; want state 3, no gap, late %+v", held, gaps, lates, late)
+	}
+	cancel()
+	<-done
+}

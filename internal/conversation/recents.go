@@ -99,15 +99,37 @@ type WindowChange struct {
 	MinKept          int64
 }
 
+// ChannelChange is what one commit (or a chain of commits, one after the other) did to a large
+// channel's broadcast state (contract §5): the state before (Before; only Arrivals and Version are
+// carried), the state after, and the broadcast messages that arrived late meanwhile, with arrival
+// numbers in (Before.Arrivals, After.Arrivals]. A reader holding the channel's state at Before can move
+// it to After and add Late; one holding another state cannot, since commits of a channel are ordered by
+// its lock but their announcements may arrive in another order.
+type ChannelChange struct {
+	Channel ChannelKey
+	Before  Broadcast
+	After   Broadcast
+	Late    []LateMsg
+}
+
+// Follows reports whether c starts where prev ends: the same channel state (arrivals and version).
+func (c ChannelChange) Follows(prev Broadcast) bool {
+	return c.Before.Arrivals == prev.Arrivals && c.Before.Version == prev.Version
+}
+
 // Changes is what a committed transaction changed that readers may hold in memory: each changed user's
-// new version (contract §3.6) and the windows that changed other than by growing at the top.
+// new version (contract §3.6), the windows that changed other than by growing at the top, and the large
+// channels whose broadcast state moved.
 type Changes struct {
 	Versions map[string]int64
 	Windows  []WindowChange
+	Channels []ChannelChange
 }
 
 // Empty reports whether c announces nothing.
-func (c Changes) Empty() bool { return len(c.Versions) == 0 && len(c.Windows) == 0 }
+func (c Changes) Empty() bool {
+	return len(c.Versions) == 0 && len(c.Windows) == 0 && len(c.Channels) == 0
+}
 
 // WindowChanges is what a routed batch does to its channels' windows that a Stretch cannot learn from
 // rows: messages inserted at or below the newest seq of their channel as st found it (late ones), and

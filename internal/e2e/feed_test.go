@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,10 +18,20 @@ import (
 // SYNC_CACHE_MAX_AGE of an hour: once a user's list is cached, only the feed's announcements can make a
 // replica read it again. Every user's sync on both replicas must still catch up with the model within
 // seconds of the projector's commits, and a mutation made through one replica must show on the other.
-func TestChangeFeedKeepsCachedListsCurrent(t *testing.T) {
+func TestChangeFeedKeepsCachedListsCurrent(t *testing.T) { feedKeepsCachesCurrent(t) }
+
+// TestChangeFeedKeepsLargeStatesCurrent is TestChangeFeedKeepsCachedListsCurrent with
+// LARGE_CHANNEL_MEMBERS=3 (contract §5): the groups fan out at read time, and the replicas derive their
+// members' conversations from the channel states they hold, which only the feed's announcements
+// (readcache.Large) can move on.
+func TestChangeFeedKeepsLargeStatesCurrent(t *testing.T) {
+	feedKeepsCachesCurrent(t, "LARGE_CHANNEL_MEMBERS", "3")
+}
+
+func feedKeepsCachesCurrent(t *testing.T, projectorEnv ...string) {
 	s := newStack(t, 3, 200)
 	group := testenv.Name("e2e-feed-")
-	p := s.projector("projector", group)
+	p := s.projector("projector", group, projectorEnv...)
 	replica := func(name string) *apiClient {
 		addr := freeAddr(t)
 		api := start(t, "api", name, map[string]string{"MYSQL_DSN": s.dsn, "API_HTTP_ADDR": addr,
@@ -51,6 +63,14 @@ func TestChangeFeedKeepsCachedListsCurrent(t *testing.T) {
 	}
 	phase("phase 1 (lists cached from here on)", recs[:half])
 	phase("phase 2 (seen only through the feed)", recs[half:])
+	if len(projectorEnv) > 0 {
+		// The large groups' conversations came from the states the replicas hold, not from the database.
+		for _, c := range []*apiClient{a, b} {
+			if n := metricValue(t, c, `conv_api_large_cache_total{result="memory"}`); n == 0 {
+				t.Errorf("%s: no large channel state served from memory", c.base)
+			}
+		}
+	}
 
 	// A mutation through replica a reaches replica b's cached list through the feed.
 	conv := model.Sync("u1")[0]
@@ -82,4 +102,28 @@ func eventuallySynced(t *testing.T, c *apiClient, m *refmodel.Model, uid string,
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// metricValue returns the value of one exported series (name with its labels, as exposed), 0 if absent.
+func metricValue(t *testing.T, c *apiClient, series string) float64 {
+	t.Helper()
+	resp, err := c.http.Get(c.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	return 0
 }

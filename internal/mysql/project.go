@@ -40,7 +40,7 @@ func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event) (co
 		if err == nil {
 			err = versionsFresh(b.versionsAt)
 		}
-		changes = conversation.Changes{Versions: versions, Windows: b.windows}
+		changes = conversation.Changes{Versions: versions, Windows: b.windows, Channels: b.channels}
 		applied = time.Now()
 		return err
 	})
@@ -51,12 +51,40 @@ func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event) (co
 	return res, err
 }
 
+// channelChanges is what a routed batch does to the broadcast state of channels that are large at
+// either end of it: the state before is the one read under the channel's lock, so the changes of one
+// channel chain (each one's Before is the previous one's After) in commit order. A batch that crosses
+// the threshold records no late messages (it fans out to every member): it is announced with a Before
+// no reader holds, so readers drop what they hold of the channel.
+func channelChanges(st conversation.BatchState, r conversation.Routing) []conversation.ChannelChange {
+	var out []conversation.ChannelChange
+	for _, u := range r.Channels {
+		before := st.Channels[u.Key]
+		if !u.Arrived || !(u.Large || before.Large) {
+			continue
+		}
+		c := conversation.ChannelChange{Channel: u.Key, Before: before.Broadcast, After: u.Broadcast}
+		if !u.Large || !before.Large {
+			c.Before = conversation.Broadcast{Arrivals: -1}
+		}
+		for _, m := range r.Late {
+			if m.Channel == u.Key {
+				c.Late = append(c.Late, m)
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 // batch is one ApplyBatch transaction attempt.
 type batch struct {
 	store *Store
 	tx    *sqlx.Tx
 	// windows is what the batch does to its channels' windows that cached recents must learn.
 	windows []conversation.WindowChange
+	// channels is what the batch did to large channels' broadcast states, for readers that hold them.
+	channels []conversation.ChannelChange
 	// versionsAt is when the transaction took its first version.
 	versionsAt time.Time
 }
@@ -162,6 +190,7 @@ func (b *batch) apply(ctx context.Context, events []conversation.Event) (convers
 		b.versionsAt = time.Now()
 	}
 	route.StampChannels(b.store.nowMS())
+	b.channels = channelChanges(st, route)
 	if err := b.saveChannels(ctx, route.Channels); err != nil {
 		return res, nil, err
 	}

@@ -86,6 +86,46 @@ func (s *Store) DeriveLarge(ctx context.Context, rows []conversation.Row) ([]con
 	return out, nil
 }
 
+// LargeStates returns, in one statement, the state of each existing channel of since and its late
+// messages with an arrival number above since's (readcache.Large holds them). Errors wrap
+// conversation.ErrUnavailable when the database cannot be reached.
+func (s *Store) LargeStates(ctx context.Context, since map[conversation.ChannelKey]int64) (map[conversation.ChannelKey]conversation.ChannelState, map[conversation.ChannelKey][]conversation.LateMsg, error) {
+	return s.largeStates(ctx, since)
+}
+
+// ChannelHeads returns the broadcast arrivals and version of each existing channel of keys, one
+// statement per few hundred: what tells a held state (readcache.Large) from the stored one, since every
+// change of a channel's broadcast state moves its arrivals or its version. Errors wrap
+// conversation.ErrUnavailable when the database cannot be reached.
+func (s *Store) ChannelHeads(ctx context.Context, keys []conversation.ChannelKey) (map[conversation.ChannelKey]conversation.Broadcast, error) {
+	out := make(map[conversation.ChannelKey]conversation.Broadcast, len(keys))
+	err := chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
+		args := make([]any, 0, 2*(hi-lo))
+		for _, k := range keys[lo:hi] {
+			args = append(args, k.Key, k.Type)
+		}
+		rows, err := s.db.QueryContext(ctx, `SELECT ch.channel_key, ch.channel_type, ch.arrivals, ch.version FROM `+
+			keysTable(hi-lo, "k_key", "k_type")+` JOIN channels ch ON ch.channel_key = k.k_key AND ch.channel_type = k.k_type`, args...)
+		if err != nil {
+			return fmt.Errorf("select channel heads: %w", translate(err))
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k conversation.ChannelKey
+			var b conversation.Broadcast
+			if err := rows.Scan(&k.Key, &k.Type, &b.Arrivals, &b.Version); err != nil {
+				return fmt.Errorf("scan channel head: %w", err)
+			}
+			out[k] = b
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("select channel heads: %w", translate(err))
+		}
+		return nil
+	})
+	return out, err
+}
+
 // largeStates reads, in one statement (one snapshot, so that the late messages are those the channel
 // state counts), the state of each channel of since and its late messages that arrived after the
 // arrival number since gives it.

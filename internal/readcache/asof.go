@@ -20,8 +20,9 @@ func WithAsOfNote(ctx context.Context) context.Context {
 	return context.WithValue(ctx, asOfKey{}, new(atomic.Int64))
 }
 
-// ListAsOf returns when the list served during the request was last known current, and false when it
-// was read (or its version checked) during the request itself.
+// ListAsOf returns when the list served during the request, and the large channels' states it was
+// derived with (Large), were last known current (the earliest of those times), and false when all of
+// them were read (or checked) during the request itself.
 func ListAsOf(ctx context.Context) (time.Time, bool) {
 	n, _ := ctx.Value(asOfKey{}).(*atomic.Int64)
 	if n == nil || n.Load() == 0 {
@@ -30,8 +31,21 @@ func ListAsOf(ctx context.Context) (time.Time, bool) {
 	return time.UnixMilli(n.Load()), true
 }
 
+// noteAsOf records t unless an earlier time is recorded already: an answer is as current as the
+// oldest of what it was made of.
 func noteAsOf(ctx context.Context, t time.Time) {
-	if n, _ := ctx.Value(asOfKey{}).(*atomic.Int64); n != nil {
-		n.Store(t.UnixMilli())
+	n, _ := ctx.Value(asOfKey{}).(*atomic.Int64)
+	if n == nil {
+		return
+	}
+	ms := t.UnixMilli()
+	for {
+		old := n.Load()
+		if old != 0 && old <= ms {
+			return
+		}
+		if n.CompareAndSwap(old, ms) {
+			return
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 type Metrics struct {
 	rows    *prometheus.CounterVec
 	recents *prometheus.CounterVec
+	large   *prometheus.CounterVec
 	load    *prometheus.HistogramVec
 }
 
@@ -20,14 +21,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Conversation lists served: from memory alone, after an unchanged version check, or loaded; refreshed counts lists revalidated in bulk."}, []string{"result"}),
 		recents: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "conv", Subsystem: "api", Name: "recents_cache_total",
 			Help: "Recents ranges asked of the cache, by hit or miss; refreshed counts stretches reloaded in bulk."}, []string{"result"}),
+		large: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "conv", Subsystem: "api", Name: "large_cache_total",
+			Help: "Large channels' states used by sync: from memory, or loaded; refreshed counts states revalidated in bulk."}, []string{"result"}),
 		load: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "api", Name: "cache_load_seconds",
 			Help:    "Cache refreshes: reading what a cache misses from the database, by cache (rows, recents).",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14)}, []string{"cache"}),
 	}
-	for _, c := range []string{"rows", "recents", "rows_bulk", "recents_bulk"} {
+	for _, c := range []string{"rows", "recents", "rows_bulk", "recents_bulk", "large", "large_bulk"} {
 		m.load.WithLabelValues(c)
 	}
-	if err := errors.Join(reg.Register(m.rows), reg.Register(m.recents), reg.Register(m.load)); err != nil {
+	if err := errors.Join(reg.Register(m.rows), reg.Register(m.recents), reg.Register(m.large), reg.Register(m.load)); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -46,6 +46,9 @@ type RowsOptions struct {
 	Now func() time.Time
 	// Metrics count how lists are served (default: counted, not exported).
 	Metrics *Metrics
+	// Large, when set (with the change feed), derives large channels' conversations from the states it
+	// holds instead of reading them through the source's DeriveLarge at every request.
+	Large *Large
 }
 
 // Rows serves sync's conversation lists. A user's version changes in the same commit as any of the
@@ -124,7 +127,11 @@ func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, in
 	if err != nil || !c.derives || !followsAny(rows) {
 		return rows, version, err
 	}
-	rows, err = c.large.DeriveLarge(ctx, rows)
+	if c.opts.Large != nil {
+		rows, err = c.opts.Large.Derive(ctx, rows)
+	} else {
+		rows, err = c.large.DeriveLarge(ctx, rows)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
