@@ -13,6 +13,8 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 // followersRun is the devices following users while the rounds run.
@@ -215,28 +217,16 @@ func (ch *chaos) drain(ctx context.Context, bound time.Duration) time.Duration {
 }
 
 func (ch *chaos) committedToEnd(ctx context.Context, c *kafkago.Client) (bool, error) {
-	parts := make([]kafkago.OffsetRequest, ch.cfg.Partitions)
-	for i := range parts {
-		parts[i] = kafkago.LastOffsetOf(i)
-	}
-	ends, err := c.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{ch.topics.events: parts}})
+	ends, err := topicadmin.EndOffsets(ctx, c, ch.topics.events)
 	if err != nil {
 		return false, err
 	}
-	ids := make([]int, ch.cfg.Partitions)
-	for i := range ids {
-		ids[i] = i
-	}
-	got, err := c.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: ch.group, Topics: map[string][]int{ch.topics.events: ids}})
+	committed, err := topicadmin.CommittedOffsets(ctx, c, ch.group, ch.topics.events)
 	if err != nil {
 		return false, err
 	}
-	committed := map[int]int64{}
-	for _, p := range got.Topics[ch.topics.events] {
-		committed[p.Partition] = p.CommittedOffset
-	}
-	for _, p := range ends.Topics[ch.topics.events] {
-		if p.LastOffset > 0 && committed[p.Partition] < p.LastOffset {
+	for p, end := range ends {
+		if end > 0 && committed[p] < end {
 			return false, nil
 		}
 	}

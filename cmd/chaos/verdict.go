@@ -12,6 +12,7 @@ import (
 
 	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/refmodel"
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 // fuzz sends cfg.FuzzAPI random requests to the API (ids of their own, so no real conversation moves)
@@ -229,11 +230,11 @@ func (ch *chaos) kafkaRestartKind() string {
 // deadLetters counts the distinct source records in the dead-letter topic (it is at least once).
 func (ch *chaos) deadLetters(ctx context.Context) (int, error) {
 	client := &kafkago.Client{Addr: kafkago.TCP(ch.cfg.Brokers...), Timeout: 5 * time.Second}
-	ends, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{ch.topics.dlq: {kafkago.LastOffsetOf(0)}}})
+	ends, err := topicadmin.EndOffsets(ctx, client, ch.topics.dlq)
 	if err != nil {
 		return 0, err
 	}
-	end := ends.Topics[ch.topics.dlq][0].LastOffset
+	end := ends[0]
 	if end == 0 {
 		return 0, nil
 	}

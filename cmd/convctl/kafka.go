@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
 
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -34,23 +32,7 @@ func (c *cluster) Close() { c.transport.CloseIdleConnections() }
 
 // partitions lists the topic's partition ids, sorted; an unknown topic is an error.
 func (c *cluster) partitions(ctx context.Context, topic string) ([]int, error) {
-	res, err := c.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
-	if err != nil {
-		return nil, fmt.Errorf("metadata of %s: %w", topic, err)
-	}
-	if len(res.Topics) != 1 || res.Topics[0].Error != nil {
-		var terr error
-		if len(res.Topics) == 1 {
-			terr = res.Topics[0].Error
-		}
-		return nil, fmt.Errorf("topic %s: %w", topic, errors.Join(errors.New("not found"), terr))
-	}
-	var ids []int
-	for _, p := range res.Topics[0].Partitions {
-		ids = append(ids, p.ID)
-	}
-	slices.Sort(ids)
-	return ids, nil
+	return topicadmin.Partitions(ctx, c.client, topic)
 }
 
 // offsets returns each partition's first and end offsets (the end is the next offset to be written).
