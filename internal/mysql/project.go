@@ -57,6 +57,10 @@ func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event) (co
 // the threshold records no late messages (it fans out to every member): it is announced with a Before
 // no reader holds, so readers drop what they hold of the channel.
 func channelChanges(st conversation.BatchState, r conversation.Routing) []conversation.ChannelChange {
+	lateOf := map[conversation.ChannelKey][]conversation.LateMsg{}
+	for _, m := range r.Late {
+		lateOf[m.Channel] = append(lateOf[m.Channel], m)
+	}
 	var out []conversation.ChannelChange
 	for _, u := range r.Channels {
 		before := st.Channels[u.Key]
@@ -67,11 +71,7 @@ func channelChanges(st conversation.BatchState, r conversation.Routing) []conver
 		if !u.Large || !before.Large {
 			c.Before = conversation.Broadcast{Arrivals: -1}
 		}
-		for _, m := range r.Late {
-			if m.Channel == u.Key {
-				c.Late = append(c.Late, m)
-			}
-		}
+		c.Late = lateOf[u.Key]
 		out = append(out, c)
 	}
 	return out
@@ -443,25 +443,10 @@ func (s *Store) bumpVersions(ctx context.Context, tx *sqlx.Tx, uids []string) (m
 			` ON DUPLICATE KEY UPDATE version = GREATEST(VALUES(version), version + 1)`, args...); err != nil {
 			return fmt.Errorf("bump versions: %w", err)
 		}
-		args = args[:0]
-		for _, u := range part {
-			args = append(args, u)
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT uid, version FROM user_versions WHERE uid IN (`+
-			placeholders(len(part), "?")+`)`, args...)
-		if err != nil {
+		if err := readVersions(ctx, tx, part, out); err != nil {
 			return fmt.Errorf("read versions: %w", err)
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var u string
-			var v int64
-			if err := rows.Scan(&u, &v); err != nil {
-				return fmt.Errorf("scan version: %w", err)
-			}
-			out[u] = v
-		}
-		return rows.Err()
+		return nil
 	})
 	return out, err
 }

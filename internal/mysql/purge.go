@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -283,9 +284,7 @@ func (s *Store) PurgeFollowerTombstones(ctx context.Context, beforeMS int64, lim
 	for ck := range byChannel {
 		channels = append(channels, ck)
 	}
-	sort.Slice(channels, func(i, j int) bool {
-		return channels[i].Key < channels[j].Key || (channels[i].Key == channels[j].Key && channels[i].Type < channels[j].Type)
-	})
+	slices.SortFunc(channels, conversation.ChannelKey.Compare)
 	var total int64
 	for _, ck := range channels {
 		keys := byChannel[ck]
@@ -315,13 +314,7 @@ func (s *Store) purgeFollowerTombstonesOf(ctx context.Context, ck conversation.C
 		if err != nil {
 			return err
 		}
-		since := map[conversation.ChannelKey]int64{}
-		for _, r := range rows {
-			if a, ok := since[ck]; !ok || r.Base.Arrivals < a {
-				since[ck] = r.Base.Arrivals
-			}
-		}
-		late, err := loadLate(ctx, tx, since)
+		late, err := loadLate(ctx, tx, followedSince(rows))
 		if err != nil {
 			return err
 		}
@@ -349,9 +342,7 @@ func (s *Store) purgeFollowerTombstonesOf(ctx context.Context, ck conversation.C
 		if err != nil {
 			return err
 		}
-		for i := range out {
-			out[i].Version = versions[out[i].UID]
-		}
+		conversation.RowChanges{Rows: out}.Stamp(versions)
 		if err := b.writeRows(ctx, out); err != nil {
 			return err
 		}

@@ -197,27 +197,34 @@ const versionsPerStatement = 500
 func (s *Store) UserVersions(ctx context.Context, uids []string) (map[string]int64, error) {
 	out := make(map[string]int64, len(uids))
 	err := chunks(len(uids), versionsPerStatement, func(lo, hi int) error {
-		args := make([]any, 0, hi-lo)
-		for _, u := range uids[lo:hi] {
-			args = append(args, u)
-		}
-		rows, err := s.db.QueryContext(ctx, `SELECT uid, version FROM user_versions WHERE uid IN (`+
-			strings.TrimSuffix(strings.Repeat("?,", hi-lo), ",")+`)`, args...)
-		if err != nil {
+		if err := readVersions(ctx, s.db, uids[lo:hi], out); err != nil {
 			return fmt.Errorf("select user versions: %w", translate(err))
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var u string
-			var v int64
-			if err := rows.Scan(&u, &v); err != nil {
-				return fmt.Errorf("scan user version: %w", err)
-			}
-			out[u] = v
-		}
-		return rows.Err()
+		return nil
 	})
 	return out, err
+}
+
+// readVersions adds the version of each of uids that has one to out, in one statement.
+func readVersions(ctx context.Context, q sqlx.QueryerContext, uids []string, out map[string]int64) error {
+	args := make([]any, len(uids))
+	for i, u := range uids {
+		args[i] = u
+	}
+	rows, err := q.QueryContext(ctx, `SELECT uid, version FROM user_versions WHERE uid IN (`+placeholders(len(uids), "?")+`)`, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u string
+		var v int64
+		if err := rows.Scan(&u, &v); err != nil {
+			return fmt.Errorf("scan user version: %w", err)
+		}
+		out[u] = v
+	}
+	return rows.Err()
 }
 
 // recentsPerStatement bounds the ranges one recents query carries.
