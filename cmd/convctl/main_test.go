@@ -227,9 +227,13 @@ func TestPurgeUser(t *testing.T) {
 		t.Fatalf("purge-user said:\n%s", out)
 	}
 	var bob, alice int
-	_ = s.DB().Get(&bob, `SELECT (SELECT COUNT(*) FROM conversations WHERE uid='bob') + (SELECT COUNT(*) FROM user_versions WHERE uid='bob')
-		+ (SELECT COUNT(*) FROM channel_members WHERE uid='bob')`)
-	_ = s.DB().Get(&alice, `SELECT COUNT(*) FROM conversations WHERE uid='alice'`)
+	if err := s.DB().Get(&bob, `SELECT (SELECT COUNT(*) FROM conversations WHERE uid='bob') + (SELECT COUNT(*) FROM user_versions WHERE uid='bob')
+		+ (SELECT COUNT(*) FROM channel_members WHERE uid='bob')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DB().Get(&alice, `SELECT COUNT(*) FROM conversations WHERE uid='alice'`); err != nil {
+		t.Fatal(err)
+	}
 	if bob != 0 || alice != 2 {
 		t.Fatalf("after the purge bob has %d rows, alice %d conversations; want 0 and 2", bob, alice)
 	}
@@ -277,7 +281,9 @@ func TestRebuildAndSwitch(t *testing.T) {
 	if _, err := db.Exec(`UPDATE conversations SET unread = 42 WHERE uid = 'bob' AND channel_id = 'hand1'`); err != nil {
 		t.Fatal(err)
 	}
-	_ = db.QueryRow(`SELECT MAX(version) FROM user_versions`).Scan(&oldMax)
+	if err := db.QueryRow(`SELECT MAX(version) FROM user_versions`).Scan(&oldMax); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { deleteTopic(f.brokers, f.topics.DLQ+".rebuild."+rebuilt) })
 
 	if out, err := f.convctl(t, "rebuild", "-schema", rebuilt); err != nil || !strings.Contains(out, "caught up") {
@@ -338,7 +344,9 @@ func TestRebuildAndSwitch(t *testing.T) {
 	if err := db.QueryRow(`SELECT unread FROM conversations WHERE uid='bob' AND channel_id='hand1'`).Scan(&unread); err != nil || unread != 4 {
 		t.Errorf("after the switch bob's unread in g1 = %d (%v), want 4 (3 rebuilt + the late event)", unread, err)
 	}
-	_ = db.QueryRow(`SELECT MIN(version) FROM conversations`).Scan(&minVersion)
+	if err := db.QueryRow(`SELECT MIN(version) FROM conversations`).Scan(&minVersion); err != nil {
+		t.Fatal(err)
+	}
 	if minVersion <= oldMax {
 		t.Errorf("after the switch the lowest version is %d, want above the old model's highest %d", minVersion, oldMax)
 	}

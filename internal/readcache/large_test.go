@@ -126,7 +126,6 @@ func TestLargeServesOnlyCurrentStates(t *testing.T) {
 	check("older announcement ignored", 1)
 
 	lost := db.commit(chA, 4, 13)
-	_ = lost
 	next := db.commit(chA, 5, 14)
 	c.Apply([]conversation.ChannelChange{next}) // after a gap
 	check("gap: dropped and loaded", 2)
@@ -208,4 +207,36 @@ func TestLargeNotesOldestState(t *testing.T) {
 	if at, ok := ListAsOf(ctx); !ok || !at.Equal(loadedAt) {
 		t.Errorf("noted %v %v, want the state's load time %v", at, ok, loadedAt)
 	}
+}
+
+// A held state whose late messages would pass MaxLate is dropped, not kept partly: the next request
+// loads it (a load past MaxLate is not kept either), and each answer equals a fresh load's.
+func TestLargeDropsStatesPastMaxLate(t *testing.T) {
+	now := time.UnixMilli(1_000_000)
+	db := newFakeLarge()
+	db.commit(chA, 1, 10)
+	db.commit(chA, 5, 11)
+	c := NewLarge(db, LargeOptions{MaxAge: time.Minute, MaxLate: 1, Now: func() time.Time { return now }})
+	derive := func(step string, wantLoads int) {
+		t.Helper()
+		got, err := c.Derive(context.Background(), follower())
+		if err != nil {
+			t.Fatal(err)
+		}
+		loads := db.loads
+		want, err := NewLarge(db, LargeOptions{MaxAge: time.Minute}).Derive(context.Background(), follower())
+		db.loads = loads
+		if err != nil || got[0] != want[0] {
+			t.Errorf("%s: derived %+v, a fresh load gives %+v (%v)", step, got[0], want[0], err)
+		}
+		if db.loads != wantLoads {
+			t.Errorf("%s: %d loads, want %d", step, db.loads, wantLoads)
+		}
+	}
+	derive("first request: loaded", 1)
+	c.Apply([]conversation.ChannelChange{db.commit(chA, 3, 12)}) // one late message: within MaxLate
+	derive("one late message held: from memory", 1)
+	c.Apply([]conversation.ChannelChange{db.commit(chA, 4, 13)}) // a second one: past MaxLate
+	derive("past MaxLate: dropped and loaded", 2)
+	derive("a load past MaxLate is not kept", 3)
 }

@@ -123,8 +123,8 @@ func (c *Rows) Notify(uid string, version int64) {
 // (conversation.Select does not). When the source is unreachable, a cached list that no announcement
 // made stale is served instead, whatever its age (the outage path, outage.go). Errors are the source's.
 func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
-	rows, version, err := c.userRows(ctx, uid)
-	if err != nil || !c.derives || !followsAny(rows) {
+	rows, version, large, err := c.userRows(ctx, uid)
+	if err != nil || !c.derives || !large {
 		return rows, version, err
 	}
 	if c.opts.Large != nil {
@@ -138,29 +138,31 @@ func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, in
 	return rows, version, nil
 }
 
-// userRows is UserRows before large channels' conversations are derived (with a LargeSource).
-func (c *Rows) userRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
+// userRows is UserRows before large channels' conversations are derived (with a LargeSource), and
+// whether the list follows a large channel (known once per load, not rescanned per request).
+func (c *Rows) userRows(ctx context.Context, uid string) (rows []conversation.Row, version int64, large bool, err error) {
 	start := c.opts.Now()
 	if c.opts.MaxAge > 0 {
 		if e, ok := c.fresh(uid, start); ok {
 			c.opts.Metrics.rows.WithLabelValues("memory").Inc()
 			noteAsOf(ctx, e.checked)
-			return e.rows, e.version, nil
+			return e.rows, e.version, e.large, nil
 		}
 	}
-	version, err := c.src.UserVersion(ctx, uid)
+	version, err = c.src.UserVersion(ctx, uid)
 	if err != nil {
-		return c.outage(ctx, uid, err)
+		rows, version, err = c.outage(ctx, uid, err)
+		return rows, version, false, err // the outage path never serves a large list (lastKnown)
 	}
 	c.mu.Lock()
 	if el, ok := c.index[uid]; ok {
 		if e := el.Value.(*userRows); e.version == version && (!e.large || c.derives) {
 			e.checked = start
 			c.lru.MoveToFront(el)
-			rows := e.rows
+			rows, large := e.rows, e.large
 			c.mu.Unlock()
 			c.opts.Metrics.rows.WithLabelValues("checked").Inc()
-			return rows, version, nil
+			return rows, version, large, nil
 		}
 	}
 	c.mu.Unlock()
@@ -170,16 +172,18 @@ func (c *Rows) userRows(ctx context.Context, uid string) ([]conversation.Row, in
 	if c.derives {
 		load = c.large.RawUserRows
 	}
-	rows, version, err := load(ctx, uid)
+	rows, version, err = load(ctx, uid)
 	if err != nil {
-		return c.outage(ctx, uid, err)
+		rows, version, err = c.outage(ctx, uid, err)
+		return rows, version, false, err
 	}
 	c.opts.Metrics.load.WithLabelValues("rows").Observe(time.Since(loadStart).Seconds())
 	c.opts.Metrics.rows.WithLabelValues("loaded").Inc()
+	large = followsAny(rows)
 	if len(rows) <= c.opts.MaxRowsPerUser {
-		c.put(&userRows{uid: uid, version: version, checked: start, rows: rows, large: followsAny(rows)})
+		c.put(&userRows{uid: uid, version: version, checked: start, rows: rows, large: large})
 	}
-	return rows, version, nil
+	return rows, version, large, nil
 }
 
 // outage answers from the cached list when the source failed for being unreachable and the list is

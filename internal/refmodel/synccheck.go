@@ -36,6 +36,9 @@ func CompareSync(ctx context.Context, db *sql.DB, userRows UserRowsFunc, m *Mode
 		users = append(users, u)
 	}
 	rs.Close()
+	if err := rs.Err(); err != nil {
+		return rep, fmt.Errorf("read user_versions: %w", err)
+	}
 	seen := 0
 	for _, uid := range users {
 		rows, _, err := userRows(ctx, uid)
