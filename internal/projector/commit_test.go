@@ -106,8 +106,10 @@ func TestBatchesAreBoundedByMaxRecords(t *testing.T) {
 	if len(store.batches) != 3 {
 		t.Fatalf("batch sizes %v, want 100, 100, 50", store.batches)
 	}
-	if n := metricValue(t, reg, "conv_projector_commits_total"); n != 3 {
-		t.Fatalf("commits_total = %v, want 3", n)
+	// Offsets are committed in the background, and batches applied while a commit is in flight share
+	// the next one (committer.go): one commit per batch at most, at least one.
+	if n := metricValue(t, reg, "conv_projector_commits_total"); n < 1 || n > 3 {
+		t.Fatalf("commits_total = %v, want 1 to 3 for 3 batches", n)
 	}
 	if n := metricValue(t, reg, "conv_projector_records_consumed_total"); n != 250 {
 		t.Fatalf("records_consumed_total = %v, want 250", n)
