@@ -29,7 +29,7 @@ type Query struct {
 }
 
 // LargeVersionSlackMS is what makes incremental sync of large channels' conversations (Row.Follows)
-// never miss a change (contract §5; docs/design.md, "Versions of large channels"). Their versions are
+// never miss a change (contract §5; docs/proofs.md, "Versions of large channels"). Their versions are
 // the channel's, taken under the channel's lock, not the user's, so they are not ordered with the
 // user's own changes. Two rules restore the order:
 //   - A large conversation is answered with the version max(UserVersion, NowMS - slack): every change

@@ -131,7 +131,7 @@ func (s *Store) unneededLateOf(ctx context.Context, k conversation.ChannelKey, l
 	err = func() error {
 		// Every follower is a stored member (a removed member's row becomes plain), so the members'
 		// primary-key lookups find them all: an index of conversations by channel would make every new
-		// conversation row of every channel pay, for a purge that runs once a minute (docs/design.md).
+		// conversation row of every channel pay, for a purge that runs once a minute (docs/proofs.md).
 		rows, err := tx.QueryContext(ctx, `SELECT c.base_arrivals, MAX(c.base_max_seq),
 			MAX(CASE WHEN c.hidden = 1 THEN c.base_floor ELSE GREATEST(c.readed_to_msg_seq, c.deleted_at_seq, c.base_floor) END),
 			MIN(CASE WHEN c.hidden = 1 THEN 0 WHEN c.is_deleted = 1 THEN c.deleted_at_seq ELSE c.last_msg_seq END)

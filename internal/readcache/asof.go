@@ -8,7 +8,7 @@ import (
 
 // A list served from memory is what the database held when it was last checked, not at the request:
 // a change committed since, whose announcement was lost, is missing from it. The versions that sync
-// gives large channels' conversations (conversation.Query.NowMS, docs/design.md "Versions of large
+// gives large channels' conversations (conversation.Query.NowMS, docs/proofs.md "Versions of large
 // channels") must be taken at the time the answer was known current, or a client's cursor could pass
 // that change for good. The list-as-of note carries that time from Rows to the API.
 

@@ -37,7 +37,7 @@ type LargeOptions struct {
 
 // Large holds large channels' broadcast states and late messages, fed by the change feed (Apply), so
 // that deriving a follower's conversation (conversation.Derive) needs no database read. Exactness rests
-// on three rules (docs/design.md "Holding large channels' states"):
+// on three rules (docs/proofs.md "Holding large channels' states"):
 //   - an announced change is applied only when it starts where the held state stands (its Before); an
 //     older one is ignored and one beyond a gap drops the channel;
 //   - a load that was in flight when a change of its channel was announced answers its request but is
