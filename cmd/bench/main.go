@@ -87,6 +87,17 @@ func main() {
 	}
 }
 
+// options are the command's flags.
+type options struct {
+	sections  map[string]bool
+	duration  time.Duration // each API load run
+	scale     float64       // multiplies the size of the projector workloads
+	freshRate float64       // events/s of the freshness run (0: half the measured maximum)
+}
+
+// peakRSS is the highest resident set size seen of each binary over the run, in MiB.
+type peakRSS struct{ projector, api float64 }
+
 func run(ctx context.Context) error {
 	only := flag.String("only", "projector,api,peer,freshness,large", "sections to run, comma-separated")
 	duration := flag.Duration("duration", 20*time.Second, "length of each API load run")
@@ -97,9 +108,9 @@ func run(ctx context.Context) error {
 	if *fixtureDSN != "" {
 		return serveFixture(ctx, *fixtureDSN)
 	}
-	sections := map[string]bool{}
+	opts := options{sections: map[string]bool{}, duration: *duration, scale: *scale, freshRate: *freshRate}
 	for _, s := range strings.Split(*only, ",") {
-		sections[strings.TrimSpace(s)] = true
+		opts.sections[strings.TrimSpace(s)] = true
 	}
 	e, err := newEnv(ctx)
 	if err != nil {
@@ -116,160 +127,191 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	rep := &report{}
-	var maxRSS struct{ projector, api float64 }
-	n := func(v int) int { return max(1, int(float64(v)**scale)) }
-
-	if sections["projector"] {
-		for _, wl := range []struct {
-			name string
-			cfg  trafficgen.Config
-		}{
-			{"w1", trafficgen.W1(n(30_000), 1)},
-			{"w2", trafficgen.W2(n(2_000), 2)},
-			{"w3", trafficgen.W3(n(500), 3)},
-		} {
-			w, err := newWorkload(wl.name, wl.cfg)
-			if err != nil {
-				return err
-			}
-			base, err := e.baselineUpserts(ctx, w)
-			if err != nil {
-				return err
-			}
-			res, err := e.runProjector(ctx, w, nil)
-			if err != nil {
-				return err
-			}
-			maxRSS.projector = max(maxRSS.projector, res.peakRSS)
-			rows := float64(len(w.rows)) / res.seconds
-			rep.add("projector."+wl.name+".events_per_s", res.events, "events/s")
-			target := "≥ 0.8"
-			if wl.name == "w3" {
-				target = ""
-			}
-			rep.vs("projector."+wl.name+".row_updates_per_s", rows, "rows/s", base, target)
-			if wl.name == "w3" {
-				perEvent, err := e.runProjector(ctx, w, map[string]string{"BATCH_MAX_RECORDS": "1"})
-				if err != nil {
-					return err
-				}
-				maxRSS.projector = max(maxRSS.projector, perEvent.peakRSS)
-				rep.vs("projector.w3.coalesced_vs_per_event", res.events, "events/s", perEvent.events, "≥ 3")
-			}
+	var rss peakRSS
+	if opts.sections["projector"] {
+		if err := projectorSection(ctx, e, rep, opts, &rss); err != nil {
+			return err
 		}
 	}
-
-	if sections["api"] {
-		dsn, err := e.loadDirect(ctx, trafficgen.Config{Seed: 4, Messages: 12_000, Users: 500, Groups: 1_000,
-			GroupSizeMin: 25, GroupSizeMax: 25, InlineShare: 1})
-		if err != nil {
+	if opts.sections["api"] {
+		if err := apiSection(ctx, e, rep, opts, &rss); err != nil {
 			return err
 		}
-		users, err := syncUsers(ctx, dsn, 5)
-		if err != nil {
-			return err
-		}
-		feed, err := e.freshTopic(ctx, 1)
-		if err != nil {
-			return err
-		}
-		api, err := e.start(ctx, "api", e.apiEnv(dsn, feed))
-		if err != nil {
-			return err
-		}
-		for _, incr := range []bool{false, true} {
-			kind := map[bool]string{false: "full", true: "incremental"}[incr]
-			progress("api: %s sync, 64 clients, %s", kind, *duration)
-			viaAPI := apiLoad(ctx, api, e.dbPID, users, 10, 64, *duration, incr)
-			progress("api: %s sync baseline, same SQL from Go", kind)
-			direct, err := directLoad(ctx, dsn, e.dbPID, users, 10, 64, *duration, incr)
-			if err != nil {
-				api.stop()
-				return err
-			}
-			if viaAPI.errors > 0 || direct.errors > 0 {
-				progress("api: %d API errors, %d direct errors", viaAPI.errors, direct.errors)
-			}
-			rep.vs("api."+kind+".req_per_s", viaAPI.rate(), "req/s", direct.rate(), "≥ 0.7")
-			rep.add("api."+kind+".p50", ms(viaAPI.p50), "ms")
-			rep.add("api."+kind+".p99", ms(viaAPI.p99), "ms")
-		}
-		maxRSS.api = max(maxRSS.api, peakRSSMiB(api.cmd.Process.Pid))
-		api.stop()
 	}
-
-	if sections["peer"] || sections["freshness"] || sections["large"] {
-		w, err := newWorkload("peer", trafficgen.Peer())
-		if err != nil {
+	if opts.sections["peer"] || opts.sections["freshness"] || opts.sections["large"] {
+		if err := peerStreamSections(ctx, e, rep, opts, &rss); err != nil {
 			return err
 		}
-		topic, dsn, projector, res, err := e.peerIngest(ctx, w)
-		if err != nil {
-			return err
-		}
-		defer projector.stop()
-		maxRSS.projector = max(maxRSS.projector, res.peakRSS)
-		rep.vs("peer.ingest.events_per_s", res.events, "events/s", peerIngestPerSec, "≥ 10 (vs WuKongIM)")
-		api, err := e.start(ctx, "api", e.apiEnv(dsn, topic))
-		if err != nil {
-			return err
-		}
-		defer api.stop()
-		if sections["peer"] {
-			users, err := syncUsers(ctx, dsn, 0)
-			if err != nil {
-				return err
-			}
-			fixture, err := e.startFixture(ctx, dsn)
-			if err != nil {
-				return err
-			}
-			for _, mc := range []int{10, 1} {
-				progress("peer: sync msg_count %d, 32 clients, %s", mc, *duration)
-				r := apiLoad(ctx, api, e.dbPID, users, mc, 32, *duration, false)
-				progress("peer: fixture baseline, msg_count %d, 32 clients, %s", mc, *duration)
-				fx := apiLoad(ctx, fixture, 0, users, mc, 32, *duration, false)
-				peer := map[int]float64{10: peerReqPerCPUMsg10, 1: peerReqPerCPUMsg1}[mc]
-				name := fmt.Sprintf("peer.sync_msg%d", mc)
-				rep.add(name+".req_per_s", r.rate(), "req/s")
-				rep.add(name+".p50", ms(r.p50), "ms")
-				rep.add(name+".p99", ms(r.p99), "ms")
-				rep.vs(name+".req_per_cpu_s", float64(r.requests)/r.cpu, "req/CPU-s", peer, "≥ 2 (vs WuKongIM)")
-				rep.vs(name+".vs_fixture", float64(r.requests)/r.cpu, "req/CPU-s", float64(fx.requests)/fx.cpu, "≥ 0.8")
-				if len(r.cpuPer) == 2 {
-					rep.add(name+".api_cpu_us_per_req", 1e6*r.cpuPer[0]/float64(r.requests), "µs")
-					rep.add(name+".db_cpu_us_per_req", 1e6*r.cpuPer[1]/float64(r.requests), "µs")
-				}
-				rep.add(name+".fixture_cpu_us_per_req", 1e6*fx.cpu/float64(fx.requests), "µs")
-			}
-			fixture.stop()
-		}
-		if sections["freshness"] {
-			if err := freshnessSection(ctx, e, rep, topic, projector, api, res.events, *freshRate); err != nil {
-				return err
-			}
-			lost, err := lostAnnouncement(ctx, dsn, api)
-			if err != nil {
-				return err
-			}
-			rep.emit(figure{Name: "feed.lost_announcement_ms", Value: ms(lost), Unit: "ms", Target: "≤ 5000 (SYNC_CACHE_MAX_AGE)"})
-		}
-		if sections["large"] {
-			if err := largeSection(ctx, e, rep, topic, projector, api, min(15*time.Second, *duration)); err != nil {
-				return err
-			}
-		}
-		maxRSS.projector = max(maxRSS.projector, peakRSSMiB(projector.cmd.Process.Pid))
-		maxRSS.api = max(maxRSS.api, peakRSSMiB(api.cmd.Process.Pid))
 	}
-	if maxRSS.projector > 0 {
-		rep.add("memory.projector.peak_rss", maxRSS.projector, "MiB")
+	if rss.projector > 0 {
+		rep.add("memory.projector.peak_rss", rss.projector, "MiB")
 	}
-	if maxRSS.api > 0 {
-		rep.add("memory.api.peak_rss", maxRSS.api, "MiB")
+	if rss.api > 0 {
+		rep.add("memory.api.peak_rss", rss.api, "MiB")
 	}
 	fmt.Println()
 	rep.table()
+	return nil
+}
+
+// projectorSection measures the projector on the three synthetic workloads against plain upserts of the
+// same rows, and W3 coalesced against one event per batch.
+func projectorSection(ctx context.Context, e *env, rep *report, opts options, rss *peakRSS) error {
+	n := func(v int) int { return max(1, int(float64(v)*opts.scale)) }
+	for _, wl := range []struct {
+		name string
+		cfg  trafficgen.Config
+	}{
+		{"w1", trafficgen.W1(n(30_000), 1)},
+		{"w2", trafficgen.W2(n(2_000), 2)},
+		{"w3", trafficgen.W3(n(500), 3)},
+	} {
+		w, err := newWorkload(wl.name, wl.cfg)
+		if err != nil {
+			return err
+		}
+		base, err := e.baselineUpserts(ctx, w)
+		if err != nil {
+			return err
+		}
+		res, err := e.runProjector(ctx, w, nil)
+		if err != nil {
+			return err
+		}
+		rss.projector = max(rss.projector, res.peakRSS)
+		rows := float64(len(w.rows)) / res.seconds
+		rep.add("projector."+wl.name+".events_per_s", res.events, "events/s")
+		target := "≥ 0.8"
+		if wl.name == "w3" {
+			target = ""
+		}
+		rep.vs("projector."+wl.name+".row_updates_per_s", rows, "rows/s", base, target)
+		if wl.name == "w3" {
+			perEvent, err := e.runProjector(ctx, w, map[string]string{"BATCH_MAX_RECORDS": "1"})
+			if err != nil {
+				return err
+			}
+			rss.projector = max(rss.projector, perEvent.peakRSS)
+			rep.vs("projector.w3.coalesced_vs_per_event", res.events, "events/s", perEvent.events, "≥ 3")
+		}
+	}
+	return nil
+}
+
+// apiSection measures full and incremental sync through the API against the same SQL run from Go.
+func apiSection(ctx context.Context, e *env, rep *report, opts options, rss *peakRSS) error {
+	dsn, err := e.loadDirect(ctx, trafficgen.Config{Seed: 4, Messages: 12_000, Users: 500, Groups: 1_000,
+		GroupSizeMin: 25, GroupSizeMax: 25, InlineShare: 1})
+	if err != nil {
+		return err
+	}
+	users, err := syncUsers(ctx, dsn, 5)
+	if err != nil {
+		return err
+	}
+	feed, err := e.freshTopic(ctx, 1)
+	if err != nil {
+		return err
+	}
+	api, err := e.start(ctx, "api", e.apiEnv(dsn, feed))
+	if err != nil {
+		return err
+	}
+	defer api.stop()
+	for _, incr := range []bool{false, true} {
+		kind := map[bool]string{false: "full", true: "incremental"}[incr]
+		progress("api: %s sync, 64 clients, %s", kind, opts.duration)
+		viaAPI := apiLoad(ctx, api, e.dbPID, users, 10, 64, opts.duration, incr)
+		progress("api: %s sync baseline, same SQL from Go", kind)
+		direct, err := directLoad(ctx, dsn, e.dbPID, users, 10, 64, opts.duration, incr)
+		if err != nil {
+			return err
+		}
+		if viaAPI.errors > 0 || direct.errors > 0 {
+			progress("api: %d API errors, %d direct errors", viaAPI.errors, direct.errors)
+		}
+		rep.vs("api."+kind+".req_per_s", viaAPI.rate(), "req/s", direct.rate(), "≥ 0.7")
+		rep.add("api."+kind+".p50", ms(viaAPI.p50), "ms")
+		rep.add("api."+kind+".p99", ms(viaAPI.p99), "ms")
+	}
+	rss.api = max(rss.api, peakRSSMiB(api.cmd.Process.Pid))
+	return nil
+}
+
+// peerStreamSections ingest the peer workload once (peer.ingest) and run the sections that need it on
+// the same projector and API: peer, freshness, large.
+func peerStreamSections(ctx context.Context, e *env, rep *report, opts options, rss *peakRSS) error {
+	w, err := newWorkload("peer", trafficgen.Peer())
+	if err != nil {
+		return err
+	}
+	topic, dsn, projector, res, err := e.peerIngest(ctx, w)
+	if err != nil {
+		return err
+	}
+	defer projector.stop()
+	rss.projector = max(rss.projector, res.peakRSS)
+	rep.vs("peer.ingest.events_per_s", res.events, "events/s", peerIngestPerSec, "≥ 10 (vs WuKongIM)")
+	api, err := e.start(ctx, "api", e.apiEnv(dsn, topic))
+	if err != nil {
+		return err
+	}
+	defer api.stop()
+	if opts.sections["peer"] {
+		if err := peerSection(ctx, e, rep, dsn, api, opts.duration); err != nil {
+			return err
+		}
+	}
+	if opts.sections["freshness"] {
+		if err := freshnessSection(ctx, e, rep, topic, projector, api, res.events, opts.freshRate); err != nil {
+			return err
+		}
+		lost, err := lostAnnouncement(ctx, dsn, api)
+		if err != nil {
+			return err
+		}
+		rep.emit(figure{Name: "feed.lost_announcement_ms", Value: ms(lost), Unit: "ms", Target: "≤ 5000 (SYNC_CACHE_MAX_AGE)"})
+	}
+	if opts.sections["large"] {
+		if err := largeSection(ctx, e, rep, topic, projector, api, min(15*time.Second, opts.duration)); err != nil {
+			return err
+		}
+	}
+	rss.projector = max(rss.projector, peakRSSMiB(projector.cmd.Process.Pid))
+	rss.api = max(rss.api, peakRSSMiB(api.cmd.Process.Pid))
+	return nil
+}
+
+// peerSection measures sync on the peer workload against WuKongIM's figures and against a minimal
+// server of the same answers (the fixture).
+func peerSection(ctx context.Context, e *env, rep *report, dsn string, api *proc, duration time.Duration) error {
+	users, err := syncUsers(ctx, dsn, 0)
+	if err != nil {
+		return err
+	}
+	fixture, err := e.startFixture(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer fixture.stop()
+	for _, mc := range []int{10, 1} {
+		progress("peer: sync msg_count %d, 32 clients, %s", mc, duration)
+		r := apiLoad(ctx, api, e.dbPID, users, mc, 32, duration, false)
+		progress("peer: fixture baseline, msg_count %d, 32 clients, %s", mc, duration)
+		fx := apiLoad(ctx, fixture, 0, users, mc, 32, duration, false)
+		peer := map[int]float64{10: peerReqPerCPUMsg10, 1: peerReqPerCPUMsg1}[mc]
+		name := fmt.Sprintf("peer.sync_msg%d", mc)
+		rep.add(name+".req_per_s", r.rate(), "req/s")
+		rep.add(name+".p50", ms(r.p50), "ms")
+		rep.add(name+".p99", ms(r.p99), "ms")
+		rep.vs(name+".req_per_cpu_s", float64(r.requests)/r.cpu, "req/CPU-s", peer, "≥ 2 (vs WuKongIM)")
+		rep.vs(name+".vs_fixture", float64(r.requests)/r.cpu, "req/CPU-s", float64(fx.requests)/fx.cpu, "≥ 0.8")
+		if len(r.cpuPer) == 2 {
+			rep.add(name+".api_cpu_us_per_req", 1e6*r.cpuPer[0]/float64(r.requests), "µs")
+			rep.add(name+".db_cpu_us_per_req", 1e6*r.cpuPer[1]/float64(r.requests), "µs")
+		}
+		rep.add(name+".fixture_cpu_us_per_req", 1e6*fx.cpu/float64(fx.requests), "µs")
+	}
 	return nil
 }
 
