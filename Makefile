@@ -31,7 +31,8 @@ STATICCHECK := .cache/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 BENCH_ARGS ?=
 CHAOS_ARGS ?=
 
-.PHONY: help services services-status migrate build run test down status lint vet bench chaos clean
+.PHONY: help services services-status migrate build run test down status lint vet bench chaos clean \
+        cluster cluster-down cluster-status
 
 help: ## list the targets
 	@echo "Targets:"
@@ -82,6 +83,15 @@ bench: ## benchmarks with baselines (starts and stops the services it needs; arg
 
 chaos: ## kill -9 replicas, restart a private MariaDB and Kafka, fuzz; compare with the model (args: CHAOS_ARGS=...)
 	@$(LOCAL)/chaos.sh $(CHAOS_ARGS)
+
+cluster: ## 3 Kafka brokers, MariaDB primary + 2 replicas, 2 projectors, 2 APIs (restarts what is not running)
+	@$(LOCAL)/cluster.sh up
+
+cluster-down: ## stop what `make cluster` started (data stays in .run/cluster)
+	@$(LOCAL)/cluster.sh down
+
+cluster-status: ## show the cluster's processes
+	@$(LOCAL)/cluster.sh status
 
 clean: down ## stop everything and delete .run/ (data, logs, binaries); keeps .cache/
 	rm -rf .run

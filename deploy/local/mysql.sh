@@ -14,18 +14,28 @@
 #   .run/mariadb/*.sock    socket           .run/mysql.pid        pid file
 #   .run/logs/mariadb.log  error log
 # Root administers it over the socket (unix_socket auth, no password).
+#
+# One server of a replicated set (deploy/local/cluster.sh): MYSQL_INSTANCE names its directory, pid
+# file and error log (.run/$MYSQL_INSTANCE/, .run/$MYSQL_INSTANCE.pid, .run/logs/$MYSQL_INSTANCE.log),
+# MYSQL_SERVER_ID turns the binary log on (row format, GTID strict mode) under that server id, and
+# MYSQL_EXTRA_CNF holds more [mariadbd] lines (semi-synchronous replication), and MYSQL_READ_ONLY=1
+# makes it a read-only replica (no convtest_* probe database is created on it). Accounts are
+# provisioned on each server without being written to the binary log.
 set -euo pipefail
 # shellcheck source=deploy/local/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 HOST=127.0.0.1
 PORT="${MYSQL_PORT:-3306}"
-MDIR="$RUN_DIR/mariadb"
+INSTANCE="${MYSQL_INSTANCE:-}"
+MDIR="$RUN_DIR/${INSTANCE:-mariadb}"
 DATADIR="$MDIR/data"
 CNF="$MDIR/my.cnf"
-PIDFILE="$RUN_DIR/mysql.pid"
+PIDFILE="$RUN_DIR/${INSTANCE:-mysql}.pid"
 SERVER_PIDFILE="$MDIR/mariadbd.pid" # written by mariadbd itself (must be writable by mysql)
-ERRLOG="$LOG_DIR/mariadb.log"
+ERRLOG="$LOG_DIR/${INSTANCE:-mariadb}.log"
+SERVER_ID="${MYSQL_SERVER_ID:-}"
+READ_ONLY="${MYSQL_READ_ONLY:-}"
 START_TIMEOUT="${MYSQL_START_TIMEOUT:-90}"
 STOP_TIMEOUT="${MYSQL_STOP_TIMEOUT:-60}"
 
@@ -126,9 +136,22 @@ innodb_buffer_pool_size        = 256M
 innodb_log_file_size           = 128M
 innodb_flush_log_at_trx_commit = 2
 innodb_file_per_table          = 1
-skip-log-bin
 performance_schema             = OFF
 EOF
+  if [ -n "$SERVER_ID" ]; then
+    cat >>"$CNF.tmp" <<EOF
+# Replication (deploy/local/cluster.sh): GTIDs, row events, replicated changes logged too.
+server_id                      = $SERVER_ID
+log_bin                        = $MDIR/binlog
+binlog_format                  = ROW
+gtid_strict_mode               = ON
+log_slave_updates              = ON
+${READ_ONLY:+read_only                      = ON}
+${MYSQL_EXTRA_CNF:-}
+EOF
+  else
+    echo skip-log-bin >>"$CNF.tmp"
+  fi
   mv "$CNF.tmp" "$CNF"
 }
 
@@ -142,7 +165,9 @@ admin_sql() { "$(client)" --no-defaults --socket="$SOCK" -u"$ADMIN_USER" -NB; }
 provision() {
   local hn
   hn="$(hostname 2>/dev/null || echo localhost)"
+  # sql_log_bin=0: each server of a replicated set provisions its own accounts; none replicates them.
   admin_sql <<EOF
+SET SESSION sql_log_bin = 0;
 DROP USER IF EXISTS ''@'localhost';
 DROP USER IF EXISTS ''@'$hn';
 CREATE DATABASE IF NOT EXISTS \`$APP_DB\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
@@ -205,10 +230,10 @@ start() {
     log "initialising datadir $DATADIR"
     rm -rf "$DATADIR"
     if ! "$(install_db_bin)" --defaults-file="$CNF" --user="$RUN_AS" --skip-test-db \
-      >"$LOG_DIR/mariadb-install-db.log" 2>&1; then
-      tail -n 30 "$LOG_DIR/mariadb-install-db.log" >&2
+      >"$LOG_DIR/${INSTANCE:-mariadb}-install-db.log" 2>&1; then
+      tail -n 30 "$LOG_DIR/${INSTANCE:-mariadb}-install-db.log" >&2
       rm -rf "$DATADIR"
-      die "mariadb-install-db failed (log: $LOG_DIR/mariadb-install-db.log)"
+      die "mariadb-install-db failed (log: $LOG_DIR/${INSTANCE:-mariadb}-install-db.log)"
     fi
   fi
 
@@ -244,7 +269,8 @@ start() {
   fi
   provision
   tcp_login "$APP_USER" "$APP_PASS" "$APP_DB" || { dump_log; die "started, but $APP_USER cannot log in over TCP"; }
-  test_login_works || { dump_log; die "started, but $TEST_USER cannot create convtest_* databases"; }
+  # A read-only replica gets its databases from the primary.
+  [ -n "$READ_ONLY" ] || test_login_works || { dump_log; die "started, but $TEST_USER cannot create convtest_* databases"; }
   log "ready on $HOST:$PORT (pid $pid, $((SECONDS - t0))s)"
 }
 
