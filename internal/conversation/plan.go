@@ -6,23 +6,23 @@ import (
 	"time"
 )
 
-// A projector batch is decided here and carried out by the store, in three steps that alternate
-// between reading state under lock and pure decisions (contract §3):
+// A projector batch is decided here: RunBatch (batch.go) is its algorithm, the one place its steps are
+// written, over the storage a BatchTx gives it. Between the reads it alternates pure decisions
+// (contract §3):
 //
-//  1. ScopeOf(events): which channels the batch locks, and whose stored membership it reads.
-//     The store locks the channels and loads their ChannelState; SeqsToCheck says which messages
-//     may have been applied before, and the store looks those up in the window.
-//  2. Route(events, state, window): which messages apply, which are duplicates or below the window,
-//     how membership evolves through the batch, who receives each message, how each channel's
-//     newest seq and window move, and the net membership change. The store then locks the rows
-//     named by Routing.RowKeys.
-//  3. ApplyDeliveries(deliveries, rows): each row's new value, all of a row's deliveries coalesced
-//     into one write, and the users whose versions move. The store gives those users their next
-//     versions (RowChanges.Stamp) and writes everything in one transaction.
+//   - ScopeOf(events): which channels the batch locks, and whose stored membership it reads;
+//     SeqsToCheck: which messages may have been applied before, to look up in the window.
+//   - RouteWith(events, state, options): which messages apply, which are duplicates or below the
+//     window, how membership evolves through the batch, who receives each message, how each channel's
+//     newest seq, window and broadcast state move, which rows follow a large channel, and the net
+//     membership change. Routing.RowKeys are the rows to read for update.
+//   - ApplyRouting(state, routing, rows, late): each row's new value, all of a row's deliveries
+//     coalesced into one write, followers derived first and rebased after, and the users whose
+//     versions move (RowChanges.Stamp gives them their new versions).
 //
 // The inputs and outputs are plain values so that each rule can be table-tested without a database,
 // and so that another way of delivering a channel's messages (read-time fan-out for large channels,
-// contract §5) is a change to Route's outputs, not to SQL loops.
+// contract §5) is a change to RouteWith's outputs, not to SQL loops.
 
 // BatchResult counts what a batch did with the events it was given.
 type BatchResult struct {
@@ -189,7 +189,7 @@ type Member struct {
 	UID     string
 }
 
-// Routing is what Route decided for a batch.
+// Routing is what RouteWith decided for a batch.
 type Routing struct {
 	// Result counts the applied, duplicate, below-window and membership events.
 	Result BatchResult
@@ -215,17 +215,12 @@ type Routing struct {
 	NeedMembers []ChannelKey
 }
 
-// RouteOptions configure Route.
+// RouteOptions configure RouteWith.
 type RouteOptions struct {
 	// Window is how many newest seqs a channel keeps.
 	Window int64
 	// Large says when a channel fans out at read time (zero: never).
 	Large LargeThresholds
-}
-
-// Route walks a batch's events in order with per-member fan-out for every channel; see RouteWith.
-func Route(events []Event, st BatchState, window int64) Routing {
-	return RouteWith(events, st, RouteOptions{Window: window})
 }
 
 // RouteWith walks a batch's events in order (contract §3.3, §3.4, §4, §5): a membership change takes
@@ -235,167 +230,176 @@ func Route(events []Event, st BatchState, window int64) Routing {
 // RouteWith does not modify st.
 //
 // A channel that is large before and after the batch fans out at read time: its broadcast messages are
-// delivered only to the members who act in the batch (send, receive an inline message, join, leave),
-// whose rows are then written at the channel's state after the batch; the others derive theirs at sync
-// (Derive). A channel that is small at either end of the batch fans out to every member for the whole
-// batch, and a crossing rewrites every member's row once: following when it became large, plain when
-// it became small. So the mode changes only between batches and no answer changes with it.
+// delivered only to the members who act in the batch (send, receive an inline message, join, leave:
+// NamedUIDs), whose rows are then written at the channel's state after the batch; the others derive
+// theirs at sync (Derive). A channel that is small at either end of the batch fans out to every member
+// for the whole batch, and a crossing rewrites every member's row once: following when it became large,
+// plain when it became small. So the mode changes only between batches and no answer changes with it.
 func RouteWith(events []Event, st BatchState, opts RouteOptions) Routing {
-	r := Routing{Follow: map[ConvKey]bool{}}
-	members := make(map[ChannelKey]*memberSet)
-	for _, e := range events {
-		if k := e.Key(); needsMembers(e) && members[k] == nil {
-			members[k] = newMemberSet(st.Members[k])
-			if st.Partial[k] {
-				members[k].count = int(st.Channels[k].Members)
-			}
-		}
-	}
-	// Each channel's mode for the batch, from its membership at the end, and who acts in it.
-	endLarge := map[ChannelKey]bool{}
-	endCount := map[ChannelKey]int{}
-	final := finalMembership(events)
-	for k, ms := range members {
-		endCount[k] = ms.countAfter(final[k])
-		endLarge[k] = opts.Large.large(st.Channels[k].Large, endCount[k])
-		if st.Partial[k] && !endLarge[k] {
-			r.NeedMembers = append(r.NeedMembers, k)
-		}
-	}
-	if len(r.NeedMembers) > 0 {
-		slices.SortFunc(r.NeedMembers, ChannelKey.Compare)
-		return r
-	}
-	readTime := func(k ChannelKey) bool {
-		end, ok := endLarge[k]
-		return st.Channels[k].Large && (!ok || end)
-	}
-	active := map[ChannelKey]map[string]bool{}
-	for _, e := range events {
-		k := e.Key()
-		if !readTime(k) {
-			continue
-		}
-		if active[k] == nil {
-			active[k] = map[string]bool{}
-		}
-		if e.Membership != nil {
-			for _, u := range e.Membership.UIDs {
-				active[k][u] = true
-			}
-			continue
-		}
-		if e.Message.FromUID != "" {
-			active[k][e.Message.FromUID] = true
-		}
-		for _, u := range e.Message.Subscribers {
-			active[k][u] = true
-		}
-	}
-	activeSorted := map[ChannelKey][]string{}
-	for k, set := range active {
-		for u := range set {
-			activeSorted[k] = append(activeSorted[k], u)
-		}
-		slices.Sort(activeSorted[k])
-	}
+	return routeNamed(events, st, opts, NamedUIDs(events))
+}
 
-	seen := make(map[MessageKey]bool)
-	moved := make(map[ChannelKey]ChannelState)
-	arrived := make(map[ChannelKey]bool)
+// routeNamed is RouteWith given NamedUIDs(events): the uids whose memberships of large channels were
+// read are the uids those channels' messages are delivered to, so both come from that one call.
+func routeNamed(events []Event, st BatchState, opts RouteOptions, named map[ChannelKey][]string) Routing {
+	rt := newRouter(events, st, opts, named)
+	if len(rt.r.NeedMembers) > 0 {
+		return rt.r
+	}
 	for _, e := range events {
-		k := e.Key()
-		if e.Membership != nil {
-			members[k].change(e.Membership)
-			r.Result.Memberships++
-			continue
-		}
-		m := e.Message
-		mk := MessageKey{k, m.MessageSeq}
-		ch, ok := moved[k]
-		if !ok {
-			ch = st.Channels[k]
-		}
-		switch {
-		case seen[mk] || st.Applied[mk]:
-			r.Result.Duplicates++
-			continue
-		case m.MessageSeq < belowWindow(ch, opts.Window):
-			r.Result.BelowWindow++
-			continue
-		}
-		seen[mk] = true
-		broadcast := m.ChannelType != ChannelTypePerson && m.Subscribers == nil
-		if broadcast {
-			b := &ch.Broadcast
-			b.Arrivals++
-			if m.Header.RedDot == 1 {
-				b.RedDots++
-			}
-			if readTime(k) && m.MessageSeq < ch.MaxSeq {
-				r.Late = append(r.Late, LateMsg{Channel: k, Arrival: b.Arrivals, Seq: m.MessageSeq,
-					RedDot: m.Header.RedDot == 1, ClientMsgNo: m.ClientMsgNo, Timestamp: m.Timestamp})
-			}
-			if m.MessageSeq > b.MaxSeq {
-				b.MaxSeq, b.ClientMsgNo, b.Timestamp = m.MessageSeq, m.ClientMsgNo, m.Timestamp
-			}
-			arrived[k] = true
-		}
-		ch.MaxSeq = max(ch.MaxSeq, m.MessageSeq)
-		moved[k] = ch
-		r.Messages = append(r.Messages, m)
-		r.Result.Applied++
-		switch ms := members[k]; {
-		case broadcast && readTime(k):
-			for _, uid := range activeSorted[k] {
-				if ms.current[uid] {
-					r.Deliveries = append(r.Deliveries, Delivery{ConvKeyFor(m, uid), m})
-				}
-			}
-		default:
-			var stored []string
-			if ms != nil {
-				stored = ms.list()
-			}
-			for _, uid := range Recipients(m, stored) {
-				r.Deliveries = append(r.Deliveries, Delivery{ConvKeyFor(m, uid), m})
+		rt.event(e)
+	}
+	rt.settleFollowing()
+	rt.r.RowKeys = rowKeys(rt.r.Deliveries, rt.r.Follow)
+	rt.r.Channels = channelUpdates(rt.moved, rt.arrived, opts.Window)
+	for k, ms := range rt.members {
+		rt.r.MembersAdded, rt.r.MembersRemoved = ms.diff(k, rt.r.MembersAdded, rt.r.MembersRemoved)
+	}
+	slices.SortFunc(rt.r.MembersAdded, Member.compare)
+	slices.SortFunc(rt.r.MembersRemoved, Member.compare)
+	return rt.r
+}
+
+// router is one routing of a batch in progress.
+type router struct {
+	st    BatchState
+	opts  RouteOptions
+	named map[ChannelKey][]string
+	// members are the memberships the batch reads, as they evolve through it.
+	members map[ChannelKey]*memberSet
+	// endLarge and endCount are each such channel's mode and size after the batch.
+	endLarge map[ChannelKey]bool
+	endCount map[ChannelKey]int
+	// seen are the messages applied so far; moved the channels' states so far, arrived those with
+	// broadcast arrivals.
+	seen    map[MessageKey]bool
+	moved   map[ChannelKey]ChannelState
+	arrived map[ChannelKey]bool
+	r       Routing
+}
+
+// newRouter sets up the memberships and decides each channel's mode for the batch, from its membership
+// at the end. A channel read partially that stops being large is left in r.NeedMembers.
+func newRouter(events []Event, st BatchState, opts RouteOptions, named map[ChannelKey][]string) *router {
+	rt := &router{st: st, opts: opts, named: named, members: map[ChannelKey]*memberSet{},
+		endLarge: map[ChannelKey]bool{}, endCount: map[ChannelKey]int{}, seen: map[MessageKey]bool{},
+		moved: map[ChannelKey]ChannelState{}, arrived: map[ChannelKey]bool{}, r: Routing{Follow: map[ConvKey]bool{}}}
+	for _, e := range events {
+		if k := e.Key(); needsMembers(e) && rt.members[k] == nil {
+			rt.members[k] = newMemberSet(st.Members[k])
+			if st.Partial[k] {
+				rt.members[k].count = int(st.Channels[k].Members)
 			}
 		}
 	}
-	for k, ms := range members {
-		start, end := st.Channels[k].Large, endLarge[k]
+	final := finalMembership(events)
+	for k, ms := range rt.members {
+		rt.endCount[k] = ms.countAfter(final[k])
+		rt.endLarge[k] = opts.Large.large(st.Channels[k].Large, rt.endCount[k])
+		if st.Partial[k] && !rt.endLarge[k] {
+			rt.r.NeedMembers = append(rt.r.NeedMembers, k)
+		}
+	}
+	slices.SortFunc(rt.r.NeedMembers, ChannelKey.Compare)
+	return rt
+}
+
+// readTime reports whether channel k fans out at read time for the whole batch: large at both ends.
+func (rt *router) readTime(k ChannelKey) bool {
+	end, ok := rt.endLarge[k]
+	return rt.st.Channels[k].Large && (!ok || end)
+}
+
+// event routes one event at its place in the batch's order.
+func (rt *router) event(e Event) {
+	k := e.Key()
+	if e.Membership != nil {
+		rt.members[k].change(e.Membership)
+		rt.r.Result.Memberships++
+		return
+	}
+	m := e.Message
+	mk := MessageKey{k, m.MessageSeq}
+	ch, ok := rt.moved[k]
+	if !ok {
+		ch = rt.st.Channels[k]
+	}
+	switch {
+	case rt.seen[mk] || rt.st.Applied[mk]:
+		rt.r.Result.Duplicates++
+		return
+	case m.MessageSeq < belowWindow(ch, rt.opts.Window):
+		rt.r.Result.BelowWindow++
+		return
+	}
+	rt.seen[mk] = true
+	broadcast := m.ChannelType != ChannelTypePerson && m.Subscribers == nil
+	if broadcast {
+		b := &ch.Broadcast
+		b.Arrivals++
+		if m.Header.RedDot == 1 {
+			b.RedDots++
+		}
+		if rt.readTime(k) && m.MessageSeq < ch.MaxSeq {
+			rt.r.Late = append(rt.r.Late, LateMsg{Channel: k, Arrival: b.Arrivals, Seq: m.MessageSeq,
+				RedDot: m.Header.RedDot == 1, ClientMsgNo: m.ClientMsgNo, Timestamp: m.Timestamp})
+		}
+		if m.MessageSeq > b.MaxSeq {
+			b.MaxSeq, b.ClientMsgNo, b.Timestamp = m.MessageSeq, m.ClientMsgNo, m.Timestamp
+		}
+		rt.arrived[k] = true
+	}
+	ch.MaxSeq = max(ch.MaxSeq, m.MessageSeq)
+	rt.moved[k] = ch
+	rt.r.Messages = append(rt.r.Messages, m)
+	rt.r.Result.Applied++
+	switch ms := rt.members[k]; {
+	case broadcast && rt.readTime(k):
+		for _, uid := range rt.named[k] {
+			if ms.current[uid] {
+				rt.r.Deliveries = append(rt.r.Deliveries, Delivery{ConvKeyFor(m, uid), m})
+			}
+		}
+	default:
+		var stored []string
+		if ms != nil {
+			stored = ms.list()
+		}
+		for _, uid := range Recipients(m, stored) {
+			rt.r.Deliveries = append(rt.r.Deliveries, Delivery{ConvKeyFor(m, uid), m})
+		}
+	}
+}
+
+// settleFollowing decides which rows follow their channel after the batch (Routing.Follow), and records
+// each channel's new mode and member count.
+func (rt *router) settleFollowing() {
+	for k, ms := range rt.members {
+		start, end := rt.st.Channels[k].Large, rt.endLarge[k]
 		conv := func(uid string) ConvKey { return ConvKey{UID: uid, ChannelID: k.Key, ChannelType: k.Type} }
 		switch {
 		case start && end:
-			for _, uid := range activeSorted[k] {
-				r.Follow[conv(uid)] = ms.current[uid]
+			for _, uid := range rt.named[k] {
+				rt.r.Follow[conv(uid)] = ms.current[uid]
 			}
 		case end: // became large: every member follows from now on
 			for uid := range ms.current {
-				r.Follow[conv(uid)] = true
+				rt.r.Follow[conv(uid)] = true
 			}
 		case start: // became small: every follower gets its plain row
 			for uid := range ms.initial {
-				r.Follow[conv(uid)] = false
+				rt.r.Follow[conv(uid)] = false
 			}
 		}
-		if start != end || endCount[k] != ms.count {
-			ch, ok := moved[k]
+		if start != end || rt.endCount[k] != ms.count {
+			ch, ok := rt.moved[k]
 			if !ok {
-				ch = st.Channels[k]
+				ch = rt.st.Channels[k]
 			}
-			ch.Large, ch.Members = end, int64(endCount[k])
-			moved[k] = ch
+			ch.Large, ch.Members = end, int64(rt.endCount[k])
+			rt.moved[k] = ch
 		}
 	}
-	r.RowKeys = rowKeys(r.Deliveries, r.Follow)
-	r.Channels = channelUpdates(moved, arrived, opts.Window)
-	for k, ms := range members {
-		r.MembersAdded, r.MembersRemoved = ms.diff(k, r.MembersAdded, r.MembersRemoved)
-	}
-	slices.SortFunc(r.MembersAdded, Member.compare)
-	slices.SortFunc(r.MembersRemoved, Member.compare)
-	return r
 }
 
 func rowKeys(ds []Delivery, follow map[ConvKey]bool) []ConvKey {
@@ -556,13 +560,6 @@ type RowChanges struct {
 	Rows []Row
 	// UIDs are the users of Rows, sorted and unique: each gets its next version (contract §3.6).
 	UIDs []string
-}
-
-// ApplyDeliveries applies each delivery, in order, to its row (ApplyMessage) and returns the rows
-// that changed. rows holds the existing rows among the deliveries' keys; a key without a row gets a
-// new one. All deliveries to one row end in one value, so each row is written once per batch.
-func ApplyDeliveries(deliveries []Delivery, rows map[ConvKey]Row) RowChanges {
-	return ApplyRouting(BatchState{}, Routing{Deliveries: deliveries}, rows, nil)
 }
 
 // ApplyRouting returns the rows a routed batch changes. rows holds the existing rows among r.RowKeys as

@@ -180,7 +180,7 @@ func TestRoute(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := summarize(Route(tt.events, tt.state, window))
+			got := summarize(RouteWith(tt.events, tt.state, RouteOptions{Window: window}))
 			if len(got.Channels) == 0 {
 				got.Channels = []ChannelUpdate{}
 			}
@@ -188,14 +188,14 @@ func TestRoute(t *testing.T) {
 				tt.want.Channels = []ChannelUpdate{}
 			}
 			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("Route =\n%+v\nwant\n%+v", got, tt.want)
+				t.Errorf("RouteWith =\n%+v\nwant\n%+v", got, tt.want)
 			}
 		})
 	}
 }
 
 func TestRouteRowKeysAreSortedAndUnique(t *testing.T) {
-	r := Route([]Event{gmsg("g2", 1, "x", "c", "a"), gmsg("g1", 1, "x", "c"), gmsg("g2", 2, "x", "a")}, BatchState{}, 200)
+	r := RouteWith([]Event{gmsg("g2", 1, "x", "c", "a"), gmsg("g1", 1, "x", "c"), gmsg("g2", 2, "x", "a")}, BatchState{}, RouteOptions{Window: 200})
 	want := []ConvKey{{"a", "g2", 2}, {"c", "g1", 2}, {"c", "g2", 2}}
 	if !reflect.DeepEqual(r.RowKeys, want) {
 		t.Errorf("RowKeys = %v, want %v (primary-key order: the order rows are locked in)", r.RowKeys, want)
@@ -208,13 +208,14 @@ func TestRouteDoesNotModifyState(t *testing.T) {
 		Applied:  map[MessageKey]bool{},
 		Members:  map[ChannelKey][]string{gkey("g1"): {"a"}},
 	}
-	Route([]Event{gmsg("g1", 2, "x"), join("g1", "b"), gmsg("g1", 3, "x")}, st, 200)
+	RouteWith([]Event{gmsg("g1", 2, "x"), join("g1", "b"), gmsg("g1", 3, "x")}, st, RouteOptions{Window: 200})
 	if st.Channels[gkey("g1")].MaxSeq != 1 || len(st.Applied) != 0 || !reflect.DeepEqual(st.Members[gkey("g1")], []string{"a"}) {
 		t.Errorf("state changed: %+v", st)
 	}
 }
 
-func TestApplyDeliveries(t *testing.T) {
+// TestApplyRoutingDeliveries: ApplyRouting of deliveries alone (no channel is large).
+func TestApplyRoutingDeliveries(t *testing.T) {
 	k := func(uid string) ConvKey { return ConvKey{UID: uid, ChannelID: "g1", ChannelType: 2} }
 	m := func(seq int64, from string) *Message { return gmsg("g1", seq, from).Message }
 	tests := []struct {
@@ -253,8 +254,8 @@ func TestApplyDeliveries(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := ApplyDeliveries(tt.deliveries, tt.rows); !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("ApplyDeliveries =\n%+v\nwant\n%+v", got, tt.want)
+			if got := ApplyRouting(BatchState{}, Routing{Deliveries: tt.deliveries}, tt.rows, nil); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("ApplyRouting =\n%+v\nwant\n%+v", got, tt.want)
 			}
 		})
 	}

@@ -20,188 +20,46 @@ const (
 
 // ApplyBatch applies a batch of decoded events, in their order, in one transaction (contract §3). The
 // events must all be projected: the caller drops what conversation.SkipSet.Projected rejects. What the
-// batch does is decided by conversation's batch plan (ScopeOf, Route, ApplyDeliveries); this method
-// reads the state the plan needs, taking locks in a fixed order, and writes the outcome. All effects on
-// one conversation row are coalesced into one write, and all rows a batch changes for one user share
-// one new version. A (storage key, message_seq) already applied changes nothing, so replaying a batch,
-// whole or in part, is harmless: when ApplyBatch returns nil every event's effect is committed exactly
-// once; when it returns an error nothing of the batch is committed and the whole batch can be retried.
-// Errors wrap conversation.ErrUnavailable when the database cannot be reached and
-// conversation.ErrConflict when lock conflicts outlasted the retries.
+// batch does, and the order of its steps, is conversation.RunBatch's; this store gives it the
+// transaction (batch, a conversation.BatchTx in SQL), which takes locks in a fixed order: channels,
+// conversation rows, user versions. All effects on one conversation row are coalesced into one write,
+// and all rows a batch changes for one user share one new version. A (storage key, message_seq)
+// already applied changes nothing, so replaying a batch, whole or in part, is harmless: when
+// ApplyBatch returns nil every event's effect is committed exactly once; when it returns an error
+// nothing of the batch is committed and the whole batch can be retried. Errors wrap
+// conversation.ErrUnavailable when the database cannot be reached and conversation.ErrConflict when
+// lock conflicts outlasted the retries.
 func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event) (conversation.BatchResult, error) {
-	var res conversation.BatchResult
-	var changes conversation.Changes
+	var out conversation.BatchOutcome
 	var applied time.Time
+	opts := conversation.BatchOptions{Window: s.window, Large: s.large, NowMS: s.nowMS}
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
-		b := &batch{store: s, tx: tx}
 		var err error
-		var versions map[string]int64
-		res, versions, err = b.apply(ctx, events)
-		if err == nil {
-			err = versionsFresh(b.versionsAt)
-		}
-		changes = conversation.Changes{Versions: versions, Windows: b.windows, Channels: b.channels}
+		out, err = conversation.RunBatch(ctx, &batch{store: s, tx: tx}, events, opts)
 		applied = time.Now()
 		return err
 	})
 	if err == nil {
-		res.CommitTime = time.Since(applied)
-		s.committed(ctx, changes)
+		out.Result.CommitTime = time.Since(applied)
+		s.committed(ctx, out.Changes)
 	}
-	return res, err
+	return out.Result, err
 }
 
-// channelChanges is what a routed batch does to the broadcast state of channels that are large at
-// either end of it: the state before is the one read under the channel's lock, so the changes of one
-// channel chain (each one's Before is the previous one's After) in commit order. A batch that crosses
-// the threshold records no late messages (it fans out to every member): it is announced with a Before
-// no reader holds, so readers drop what they hold of the channel.
-func channelChanges(st conversation.BatchState, r conversation.Routing) []conversation.ChannelChange {
-	lateOf := map[conversation.ChannelKey][]conversation.LateMsg{}
-	for _, m := range r.Late {
-		lateOf[m.Channel] = append(lateOf[m.Channel], m)
-	}
-	var out []conversation.ChannelChange
-	for _, u := range r.Channels {
-		before := st.Channels[u.Key]
-		if !u.Arrived || !(u.Large || before.Large) {
-			continue
-		}
-		c := conversation.ChannelChange{Channel: u.Key, Before: before.Broadcast, After: u.Broadcast}
-		if !u.Large || !before.Large {
-			c.Before = conversation.Broadcast{Arrivals: -1}
-		}
-		c.Late = lateOf[u.Key]
-		out = append(out, c)
-	}
-	return out
-}
-
-// batch is one ApplyBatch transaction attempt.
+// batch is one ApplyBatch transaction attempt: conversation.BatchTx in SQL. Each method's statements
+// are chunked to rowsPerStatement keys.
 type batch struct {
 	store *Store
 	tx    *sqlx.Tx
-	// windows is what the batch does to its channels' windows that cached recents must learn.
-	windows []conversation.WindowChange
-	// channels is what the batch did to large channels' broadcast states, for readers that hold them.
-	channels []conversation.ChannelChange
-	// versionsAt is when the transaction took its first version.
-	versionsAt time.Time
 }
 
-// versionsFresh returns a conflict, so that the transaction is retried with new versions, when its
-// first version was taken longer ago than half of conversation.LargeVersionSlackMS: incremental syncs
-// rely on a change committing within that time of taking its version (contract §5).
-func versionsFresh(takenAt time.Time) error {
-	if d := time.Since(takenAt); !takenAt.IsZero() && d > conversation.LargeVersionSlackMS*time.Millisecond/2 {
-		return fmt.Errorf("%w: versions taken %v before the commit", conversation.ErrConflict, d.Round(time.Millisecond))
-	}
-	return nil
-}
+var _ conversation.BatchTx = (*batch)(nil)
 
-// apply runs the plan's steps against the transaction and returns the new version of each user whose
-// rows changed.
-func (b *batch) apply(ctx context.Context, events []conversation.Event) (conversation.BatchResult, map[string]int64, error) {
-	scope := conversation.ScopeOf(events)
-	if len(scope.Channels) == 0 {
-		return conversation.BatchResult{}, nil, nil
-	}
-	var st conversation.BatchState
-	var err error
-	if st.Channels, err = b.lockChannels(ctx, scope.Channels); err != nil {
-		return conversation.BatchResult{}, nil, err
-	}
-	if st.Applied, err = b.loadApplied(ctx, conversation.SeqsToCheck(events, st.Channels)); err != nil {
-		return conversation.BatchResult{}, nil, err
-	}
-	// A large channel's membership is read only for the uids the batch names (conversation.NamedUIDs),
-	// unless the plan finds the channel stops being large and asks for all of it.
-	var whole, partial []conversation.ChannelKey
-	for _, k := range scope.Members {
-		if st.Channels[k].Large {
-			partial = append(partial, k)
-		} else {
-			whole = append(whole, k)
-		}
-	}
-	if st.Members, err = b.loadMembers(ctx, whole); err != nil {
-		return conversation.BatchResult{}, nil, err
-	}
-	st.Partial = make(map[conversation.ChannelKey]bool, len(partial))
-	if len(partial) > 0 {
-		named := conversation.NamedUIDs(events)
-		var keys []conversation.Member
-		for _, k := range partial {
-			st.Partial[k] = true
-			for _, u := range named[k] {
-				keys = append(keys, conversation.Member{Channel: k, UID: u})
-			}
-		}
-		if err := b.loadNamedMembers(ctx, keys, st.Members); err != nil {
-			return conversation.BatchResult{}, nil, err
-		}
-	}
-	opts := conversation.RouteOptions{Window: b.store.window, Large: b.store.large}
-	route := conversation.RouteWith(events, st, opts)
-	if len(route.NeedMembers) > 0 {
-		all, err := b.loadMembers(ctx, route.NeedMembers)
-		if err != nil {
-			return conversation.BatchResult{}, nil, err
-		}
-		for _, k := range route.NeedMembers {
-			st.Members[k] = all[k]
-			delete(st.Partial, k)
-		}
-		route = conversation.RouteWith(events, st, opts)
-	}
-	res := route.Result
-	b.windows = conversation.WindowChanges(st, route)
-
-	rows, err := b.lockRows(ctx, route.RowKeys)
-	if err != nil {
-		return res, nil, err
-	}
-	late, err := loadLate(ctx, b.tx, followedSince(rows))
-	if err != nil {
-		return res, nil, err
-	}
-	changes := conversation.ApplyRouting(st, route, rows, late)
-	var versions map[string]int64
-	if len(changes.Rows) > 0 {
-		b.versionsAt = time.Now()
-		if versions, err = b.store.bumpVersions(ctx, b.tx, changes.UIDs); err != nil {
-			return res, nil, err
-		}
-		changes.Stamp(versions)
-		if err := b.writeRows(ctx, changes.Rows); err != nil {
-			return res, nil, err
-		}
-	}
-	res.RowsWritten = len(changes.Rows)
-	if err := b.insertMessages(ctx, route.Messages); err != nil {
-		return res, nil, err
-	}
-	if err := b.insertLate(ctx, route.Late); err != nil {
-		return res, nil, err
-	}
-	// Channel versions are taken last, to keep them as close to the commit as possible (see
-	// conversation.LargeVersionSlackMS).
-	if b.versionsAt.IsZero() {
-		b.versionsAt = time.Now()
-	}
-	route.StampChannels(b.store.nowMS())
-	b.channels = channelChanges(st, route)
-	if err := b.saveChannels(ctx, route.Channels); err != nil {
-		return res, nil, err
-	}
-	return res, versions, b.saveMembers(ctx, route.MembersAdded, route.MembersRemoved)
-}
-
-// lockChannels creates missing channel rows and locks all of them, in the given (sorted) order: every
+// LockChannels creates missing channel rows and locks all of them, in the given (sorted) order: every
 // batch that touches a channel is serialised behind this lock, so reads of the channel's applied seqs
 // and membership below cannot be invalidated by a concurrent projector (during a rebalance two may hold
 // one partition).
-func (b *batch) lockChannels(ctx context.Context, keys []conversation.ChannelKey) (map[conversation.ChannelKey]conversation.ChannelState, error) {
+func (b *batch) LockChannels(ctx context.Context, keys []conversation.ChannelKey) (map[conversation.ChannelKey]conversation.ChannelState, error) {
 	out := make(map[conversation.ChannelKey]conversation.ChannelState, len(keys))
 	return out, chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
 		part := keys[lo:hi]
@@ -232,8 +90,8 @@ func (b *batch) lockChannels(ctx context.Context, keys []conversation.ChannelKey
 	})
 }
 
-// loadApplied returns which of the given messages are in the window, i.e. already applied.
-func (b *batch) loadApplied(ctx context.Context, keys []conversation.MessageKey) (map[conversation.MessageKey]bool, error) {
+// AppliedMessages returns which of the given messages are in the window, i.e. already applied.
+func (b *batch) AppliedMessages(ctx context.Context, keys []conversation.MessageKey) (map[conversation.MessageKey]bool, error) {
 	out := make(map[conversation.MessageKey]bool, len(keys))
 	return out, chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 3*(hi-lo))
@@ -256,6 +114,16 @@ func (b *batch) loadApplied(ctx context.Context, keys []conversation.MessageKey)
 		}
 		return rows.Err()
 	})
+}
+
+// Members returns the stored membership of the channels of whole, and which pairs of named are stored
+// members.
+func (b *batch) Members(ctx context.Context, whole []conversation.ChannelKey, named []conversation.Member) (map[conversation.ChannelKey][]string, error) {
+	out, err := b.loadMembers(ctx, whole)
+	if err != nil {
+		return nil, err
+	}
+	return out, b.loadNamedMembers(ctx, named, out)
 }
 
 // loadMembers returns the stored membership of the given channels.
@@ -298,9 +166,9 @@ func (b *batch) loadNamedMembers(ctx context.Context, keys []conversation.Member
 	})
 }
 
-// lockRows reads and locks the existing conversation rows of keys, which are sorted: the keys table
+// RowsForUpdate reads and locks the existing conversation rows of keys, which are sorted: the keys table
 // drives the join in its order, so rows are locked in primary-key order.
-func (b *batch) lockRows(ctx context.Context, keys []conversation.ConvKey) (map[conversation.ConvKey]conversation.Row, error) {
+func (b *batch) RowsForUpdate(ctx context.Context, keys []conversation.ConvKey) (map[conversation.ConvKey]conversation.Row, error) {
 	out := make(map[conversation.ConvKey]conversation.Row, len(keys))
 	return out, chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 3*(hi-lo))
@@ -325,8 +193,8 @@ func (b *batch) lockRows(ctx context.Context, keys []conversation.ConvKey) (map[
 	})
 }
 
-// writeRows writes whole rows, sorted by key, with multi-row upserts.
-func (b *batch) writeRows(ctx context.Context, rows []conversation.Row) error {
+// WriteRows writes whole rows, sorted by key, with multi-row upserts.
+func (b *batch) WriteRows(ctx context.Context, rows []conversation.Row) error {
 	return chunks(len(rows), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 12*(hi-lo))
 		for i := range rows[lo:hi] {
@@ -355,20 +223,9 @@ func scanChannelState(rows rowScanner, lead ...any) (conversation.ChannelState, 
 	return st, nil
 }
 
-// followedSince returns, for each channel with followers among rows, the lowest base among them: the
-// late messages a derivation of those rows needs are those that arrived after it.
-func followedSince(rows map[conversation.ConvKey]conversation.Row) map[conversation.ChannelKey]int64 {
-	out := map[conversation.ChannelKey]int64{}
-	for k, r := range rows {
-		if !r.Follows {
-			continue
-		}
-		ck := conversation.ChannelKey{Key: k.ChannelID, Type: k.ChannelType}
-		if a, ok := out[ck]; !ok || r.Base.Arrivals < a {
-			out[ck] = r.Base.Arrivals
-		}
-	}
-	return out
+// LateSince reads the late messages of each channel of since that arrived after its arrival number.
+func (b *batch) LateSince(ctx context.Context, since map[conversation.ChannelKey]int64) (map[conversation.ChannelKey][]conversation.LateMsg, error) {
+	return loadLate(ctx, b.tx, since)
 }
 
 // loadLate reads the late messages of each channel of since that arrived after its arrival number.
@@ -427,6 +284,11 @@ func (b *batch) insertLate(ctx context.Context, late []conversation.LateMsg) err
 	})
 }
 
+// BumpVersions gives each user of uids its next version (Store.bumpVersions).
+func (b *batch) BumpVersions(ctx context.Context, uids []string) (map[string]int64, error) {
+	return b.store.bumpVersions(ctx, b.tx, uids)
+}
+
 // bumpVersions gives each user of uids, which are sorted and unique, its next version (contract §3.6)
 // and returns them. The upsert takes each user's version row lock until commit, in sorted order, so two transactions that change rows of one
 // user get versions in the order they commit.
@@ -449,6 +311,21 @@ func (s *Store) bumpVersions(ctx context.Context, tx *sqlx.Tx, uids []string) (m
 		return nil
 	})
 	return out, err
+}
+
+// WriteChannels writes the batch's messages, late messages, channel states (pruning windows) and
+// membership change, in that order.
+func (b *batch) WriteChannels(ctx context.Context, w conversation.ChannelWrites) error {
+	if err := b.insertMessages(ctx, w.Messages); err != nil {
+		return err
+	}
+	if err := b.insertLate(ctx, w.Late); err != nil {
+		return err
+	}
+	if err := b.saveChannels(ctx, w.Channels); err != nil {
+		return err
+	}
+	return b.saveMembers(ctx, w.MembersAdded, w.MembersRemoved)
 }
 
 // insertMessages adds the batch's new messages to the windows, in statements bounded by rows and by

@@ -309,12 +309,12 @@ func (s *Store) purgeFollowerTombstonesOf(ctx context.Context, ck conversation.C
 		if err != nil {
 			return err // a follower's channel row exists
 		}
-		b := &batch{tx: tx}
-		rows, err := b.lockRows(ctx, keys)
+		b := &batch{store: s, tx: tx}
+		rows, err := b.RowsForUpdate(ctx, keys)
 		if err != nil {
 			return err
 		}
-		late, err := loadLate(ctx, tx, followedSince(rows))
+		late, err := b.LateSince(ctx, conversation.FollowedSince(rows))
 		if err != nil {
 			return err
 		}
@@ -343,10 +343,10 @@ func (s *Store) purgeFollowerTombstonesOf(ctx context.Context, ck conversation.C
 			return err
 		}
 		conversation.RowChanges{Rows: out}.Stamp(versions)
-		if err := b.writeRows(ctx, out); err != nil {
+		if err := b.WriteRows(ctx, out); err != nil {
 			return err
 		}
-		return versionsFresh(takenAt)
+		return conversation.VersionsFresh(takenAt)
 	})
 	if err == nil && len(versions) > 0 {
 		s.committed(ctx, conversation.Changes{Versions: versions})

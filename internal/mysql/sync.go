@@ -306,11 +306,14 @@ func (s *Store) scanRecents(ctx context.Context, out map[conversation.ChannelKey
 	return nil
 }
 
-// Update applies change, given the row and the store clock in unix ms, to the user's conversation key in a transaction and, when change reports that
-// a field changed, gives the row the user's next version (contract §3.6) in the same commit. It locks the
-// row and then the user's version row, the same order the projector takes them, and retries deadlocks.
-// A committed change is reported to Options.OnCommit. It returns the row as stored afterwards, or an error wrapping conversation.ErrNotFound when there is
-// no such conversation, or conversation.ErrUnavailable when the database cannot be reached.
+// Update applies change, given the row and the store clock in unix ms, to the user's conversation key in
+// a transaction and, when change reports that a field changed, gives the row the user's next version
+// (contract §3.6) in the same commit. It locks the channel's row (group-like channels: a follower's row
+// is derived from it), then the conversation row, then the user's version row: the order the projector
+// takes them in (conversation.RunBatch). Deadlocks are retried. A committed change is reported to
+// Options.OnCommit. It returns the row as stored afterwards, or an error wrapping
+// conversation.ErrNotFound when there is no such conversation, or conversation.ErrUnavailable when the
+// database cannot be reached.
 func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change func(row conversation.Row, nowMS int64) (conversation.Row, bool)) (conversation.Row, error) {
 	var out conversation.Row
 	var before int64
@@ -364,7 +367,7 @@ func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change fun
 			return fmt.Errorf("update conversation: %w", err)
 		}
 		out = next
-		return versionsFresh(takenAt)
+		return conversation.VersionsFresh(takenAt)
 	})
 	if err == nil && out.Version != before {
 		s.committed(ctx, conversation.Changes{Versions: map[string]int64{key.UID: out.Version}})
