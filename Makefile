@@ -31,7 +31,7 @@ STATICCHECK := .cache/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 BENCH_ARGS ?=
 CHAOS_ARGS ?=
 
-.PHONY: help services services-status migrate build run test down status lint vet bench chaos clean \
+.PHONY: help services services-status migrate build run test down status lint vet bench bench-scale chaos clean \
         cluster cluster-down cluster-status
 
 help: ## list the targets
@@ -80,6 +80,9 @@ $(STATICCHECK):
 
 bench: ## benchmarks with baselines (starts and stops the services it needs; args: BENCH_ARGS=...)
 	@$(LOCAL)/bench.sh $(BENCH_ARGS)
+
+bench-scale: ## the data-scale bench: 1M users, 10M rows on a private MariaDB :14306 (~20 min; args: BENCH_ARGS=...)
+	@$(LOCAL)/bench-scale.sh $(BENCH_ARGS)
 
 chaos: ## kill -9 replicas, restart a private MariaDB and Kafka, fuzz; compare with the model (args: CHAOS_ARGS=...)
 	@$(LOCAL)/chaos.sh $(CHAOS_ARGS)

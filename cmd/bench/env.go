@@ -56,6 +56,9 @@ func newEnv(ctx context.Context) (*env, error) {
 		return nil, fmt.Errorf("build binaries: %w", err)
 	}
 	e.dbPID = findProcess("mariadbd", "mysqld")
+	if pid, err := strconv.Atoi(os.Getenv("BENCH_DB_PID")); err == nil && pid > 0 {
+		e.dbPID = pid // the server of TEST_MYSQL_DSN when more than one runs here (make bench-scale)
+	}
 	return e, nil
 }
 

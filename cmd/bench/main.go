@@ -103,6 +103,7 @@ func run(ctx context.Context) error {
 	duration := flag.Duration("duration", 20*time.Second, "length of each API load run")
 	scale := flag.Float64("scale", 1, "multiplies the size of the projector workloads")
 	freshRate := flag.Float64("freshness-rate", 0, "events/s of the freshness run (0: half the measured maximum)")
+	scaleOpts := scaleFlags()
 	fixtureDSN := flag.String("serve-fixture", "", "internal: serve the sync fixture read from this DSN (the baseline of peer.*.vs_fixture)")
 	flag.Parse()
 	if *fixtureDSN != "" {
@@ -141,6 +142,11 @@ func run(ctx context.Context) error {
 	if opts.sections["peer"] || opts.sections["freshness"] || opts.sections["large"] {
 		if err := peerStreamSections(ctx, e, rep, opts, &rss); err != nil {
 			return err
+		}
+	}
+	if opts.sections["scale"] {
+		if err := scaleSection(ctx, e, rep, opts, *scaleOpts); err != nil {
+			return fmt.Errorf("scale: %w", err)
 		}
 	}
 	if rss.projector > 0 {

@@ -5,6 +5,9 @@
 #   mysql.sh stop     # stop OUR instance only (pid file + command line check)
 #   mysql.sh status   # exit 0: ours running, 3: another usable server, 1: none
 #
+# MYSQL_PORT (default 3306) and CONV_RUN_DIR move it; MYSQL_BUFFER_POOL (default 256M) and
+# MYSQL_LOG_FILE_SIZE (default 128M) size InnoDB (make bench-scale runs one with a larger pool).
+#
 # If a server already answers on 127.0.0.1:3306 and both the app login
 # (conv/conv, database conversations) and the test login (convtest/convtest)
 # work, it is used as is and never stopped by us. Otherwise Debian's
@@ -132,8 +135,8 @@ collation-server               = utf8mb4_unicode_ci
 # MySQL 8.x defaults, so SQL that passes here also passes on MySQL.
 sql_mode                       = ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION
 max_connections                = 300
-innodb_buffer_pool_size        = 256M
-innodb_log_file_size           = 128M
+innodb_buffer_pool_size        = ${MYSQL_BUFFER_POOL:-256M}
+innodb_log_file_size           = ${MYSQL_LOG_FILE_SIZE:-128M}
 innodb_flush_log_at_trx_commit = 2
 innodb_file_per_table          = 1
 performance_schema             = OFF
