@@ -215,6 +215,9 @@ func (e *env) scaleDB(ctx context.Context, admin *sql.DB, opts scaleOptions) (st
 	var runs int
 	err = admin.QueryRowContext(ctx, `SELECT shape, runs FROM `+preloadDB+`.bench_preload`).Scan(&have, &runs)
 	if err == nil && have == want && !opts.reload {
+		if err := migrate(ctx, dsn); err != nil { // a migration landed since the load
+			return "", 0, err
+		}
 		if _, err := admin.ExecContext(ctx, `UPDATE `+preloadDB+`.bench_preload SET runs = runs + 1`); err != nil {
 			return "", 0, err
 		}
@@ -228,13 +231,7 @@ func (e *env) scaleDB(ctx context.Context, admin *sql.DB, opts scaleOptions) (st
 	if _, err := admin.ExecContext(ctx, `CREATE DATABASE `+preloadDB); err != nil {
 		return "", 0, err
 	}
-	s, err := mysqlstore.Open(dsn, mysqlstore.Options{MaxOpenConns: 2})
-	if err != nil {
-		return "", 0, err
-	}
-	err = s.Migrate(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	s.Close()
-	if err != nil {
+	if err := migrate(ctx, dsn); err != nil {
 		return "", 0, err
 	}
 	start := time.Now()
@@ -564,4 +561,14 @@ func analyze(ctx context.Context, db *sql.DB, query string, args []any) (string,
 		return "", errors.New("no plan")
 	}
 	return b.String(), nil
+}
+
+// migrate applies the pending migrations to dsn's database.
+func migrate(ctx context.Context, dsn string) error {
+	s, err := mysqlstore.Open(dsn, mysqlstore.Options{MaxOpenConns: 2})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.Migrate(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }

@@ -35,6 +35,13 @@ type Rows interface {
 	UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error)
 }
 
+// PagedRows is what Rows may also offer: for a paged incremental sync (q.Version and q.Limit set), the
+// rows conversation.Select needs to answer q, without the rest of the user's list, so that a page costs
+// about a page of rows read. *mysql.Store and readcache.Rows implement it.
+type PagedRows interface {
+	UserRowsPage(ctx context.Context, q conversation.Query) ([]conversation.Row, int64, error)
+}
+
 // Recents reads messages out of channel windows: for each range, its recents as
 // conversation.PickRecents defines them (the newest Count messages with After < message_seq <= UpTo,
 // newest first), keyed by channel. *mysql.Store implements it; so may a cache in

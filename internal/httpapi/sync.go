@@ -83,7 +83,8 @@ func (a *api) parseSync(r *http.Request) (syncQuery, error) {
 	return q, nil
 }
 
-// sync answers POST /conversation/sync: one store read for the rows, one Recents call for all their
+// sync answers POST /conversation/sync: one store read for the rows (a page of them for a paged
+// incremental sync, when rows can read pages), one Recents call for all their
 // recents, whatever the number of conversations, encoded by appendSync.
 func (a *api) sync(c *gin.Context) error {
 	q, err := a.parseSync(c.Request)
@@ -92,7 +93,13 @@ func (a *api) sync(c *gin.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(readcache.WithAsOfNote(readcache.WithOutageNote(c.Request.Context())), a.opts.RequestTimeout)
 	defer cancel()
-	all, version, err := a.rows.UserRows(ctx, q.query.UID)
+	var all []conversation.Row
+	var version int64
+	if p, ok := a.rows.(PagedRows); ok && q.query.Version > 0 && q.query.Limit > 0 {
+		all, version, err = p.UserRowsPage(ctx, q.query)
+	} else {
+		all, version, err = a.rows.UserRows(ctx, q.query.UID)
+	}
 	if err != nil {
 		return err
 	}

@@ -108,17 +108,28 @@ var (
 	}()
 )
 
-// userRowsSQL reads the user's version and rows in one statement (one read view). The outer join keeps
-// the version of a user whose rows were all purged; COALESCE keeps such a line scannable.
-var userRowsSQL = func() string {
+// zeroColumns is each column's zero value as SQL, in column order.
+var zeroColumns = func() []string {
 	var zero conversation.Row
 	cols := make([]string, len(convColumns))
 	for i, c := range convColumns {
-		z := "0"
+		cols[i] = "0"
 		if _, ok := c.field(&zero).(*string); ok {
-			z = "''"
+			cols[i] = "''"
 		}
-		cols[i] = "COALESCE(c." + c.name + ", " + z + ")"
+	}
+	return cols
+}()
+
+// zeroRowColumns is a select list of every column's zero value: a line with no row.
+var zeroRowColumns = strings.Join(zeroColumns, ", ")
+
+// userRowsSQL reads the user's version and rows in one statement (one read view). The outer join keeps
+// the version of a user whose rows were all purged; COALESCE keeps such a line scannable.
+var userRowsSQL = func() string {
+	cols := make([]string, len(convColumns))
+	for i, c := range convColumns {
+		cols[i] = "COALESCE(c." + c.name + ", " + zeroColumns[i] + ")"
 	}
 	return `SELECT v.version, c.uid IS NOT NULL, ` + strings.Join(cols, ", ") +
 		` FROM user_versions v LEFT JOIN conversations c ON c.uid = v.uid WHERE v.uid = ?`

@@ -1,10 +1,12 @@
 package mysql
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,7 +36,13 @@ func (s *Store) UserRows(ctx context.Context, uid string) ([]conversation.Row, i
 // rows change only with the user's version, so they can be cached by it; DeriveLarge then gives the
 // conversations. One statement.
 func (s *Store) RawUserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
-	rows, err := s.db.QueryContext(ctx, userRowsSQL, uid)
+	return s.scanUserRows(ctx, userRowsSQL, uid)
+}
+
+// scanUserRows runs a query whose lines are the user's version, whether the line holds a row, and the
+// row's columns, and returns the rows that are conversations (or follow a large channel) and the version.
+func (s *Store) scanUserRows(ctx context.Context, query string, args ...any) ([]conversation.Row, int64, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("select conversations: %w", translate(err))
 	}
@@ -383,4 +391,104 @@ func (s *Store) PurgeTombstones(ctx context.Context, beforeMS int64, limit int) 
 		return 0, fmt.Errorf("purge tombstones: %w", translate(err))
 	}
 	return res.RowsAffected()
+}
+
+// pageExtra is how many rows past a page's limit a paged read fetches, so that rows sharing the last
+// version of the page (never split, conversation.Select) usually come with it.
+const pageExtra = 64
+
+// UserRowsPage is UserRows for a paged incremental sync (q.Version > 0, q.Limit > 0): instead of every
+// row of the user it returns, from one snapshot, the user's version, the rows q selects other than
+// followers of large channels with the lowest versions above q.Version (q.Limit of them, with all
+// rows that share the last one's version), and every follower row, derived. conversation.Select then
+// answers from them exactly what it answers from all rows: its filters are applied here in SQL and its
+// limit keeps the lowest versions. The read follows the index conversations_by_version (uid, follows,
+// version), so a page costs about q.Limit rows read whatever the user's number of conversations (rows
+// the filters leave out are read and skipped). A query that is not paged reads everything (UserRows).
+func (s *Store) UserRowsPage(ctx context.Context, q conversation.Query) ([]conversation.Row, int64, error) {
+	rows, version, err := s.RawUserRowsPage(ctx, q)
+	if err != nil {
+		return nil, 0, err
+	}
+	rows, err = s.DeriveLarge(ctx, rows)
+	return rows, version, err
+}
+
+// RawUserRowsPage is UserRowsPage with followers as stored, not derived (what readcache.Rows derives
+// itself). One statement, two when more than pageExtra rows share the version that ends the page.
+func (s *Store) RawUserRowsPage(ctx context.Context, q conversation.Query) ([]conversation.Row, int64, error) {
+	if q.Version <= 0 || q.Limit <= 0 {
+		return s.RawUserRows(ctx, q.UID)
+	}
+	filter, fargs := pageFilter(q)
+	fetch := q.Limit + pageExtra
+	args := append([]any{q.Version}, fargs...)
+	args = append(args, q.UID, fetch, q.UID, q.UID)
+	rows, version, err := s.scanUserRows(ctx, `(SELECT v.version, 1, `+rowColumnList("c.")+` FROM user_versions v
+		JOIN conversations c ON c.uid = v.uid AND c.follows = 0 AND c.version > ?`+filter+`
+		WHERE v.uid = ? ORDER BY c.version LIMIT ?)
+		UNION ALL (SELECT v.version, 1, `+rowColumnList("c.")+` FROM user_versions v
+		JOIN conversations c ON c.uid = v.uid AND c.follows = 1 WHERE v.uid = ?)
+		UNION ALL (SELECT version, 0, `+zeroRowColumns+` FROM user_versions WHERE uid = ?)`, args...)
+	if err != nil {
+		return nil, 0, err
+	}
+	var plain []int
+	for i := range rows {
+		if !rows[i].Follows {
+			plain = append(plain, i)
+		}
+	}
+	slices.SortFunc(plain, func(a, b int) int { return cmp.Compare(rows[a].Version, rows[b].Version) })
+	if len(plain) < fetch || rows[plain[q.Limit-1]].Version != rows[plain[fetch-1]].Version {
+		return rows, version, nil
+	}
+	// The page's last version goes on past what was fetched: read all of its rows. A row among them that
+	// changed meanwhile has a higher version now and comes with a later page.
+	bound := rows[plain[fetch-1]].Version
+	args = append([]any{bound}, fargs...)
+	args = append(args, q.UID)
+	more, err := s.db.QueryContext(ctx, selectRow+` c WHERE c.version = ? AND c.follows = 0`+filter+` AND c.uid = ?`, args...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("select conversations: %w", translate(err))
+	}
+	defer more.Close()
+	seen := map[conversation.ConvKey]bool{}
+	for _, i := range plain {
+		seen[rows[i].ConvKey] = true
+	}
+	for more.Next() {
+		r, err := scanRow(more)
+		if err != nil {
+			return nil, 0, err
+		}
+		if !seen[r.ConvKey] {
+			rows = append(rows, r)
+		}
+	}
+	if err := more.Err(); err != nil {
+		return nil, 0, fmt.Errorf("select conversations: %w", translate(err))
+	}
+	return rows, version, nil
+}
+
+// pageFilter is conversation.Select's filters of rows that follow no large channel, as SQL on
+// conversations c, with its arguments.
+func pageFilter(q conversation.Query) (string, []any) {
+	var b strings.Builder
+	var args []any
+	b.WriteString(` AND c.hidden = 0`)
+	if !q.IncludeDeleted {
+		b.WriteString(` AND c.is_deleted = 0`)
+	}
+	if q.OnlyUnread {
+		b.WriteString(` AND c.unread > 0`)
+	}
+	if len(q.ExcludeTypes) > 0 {
+		b.WriteString(` AND c.channel_type NOT IN (` + placeholders(len(q.ExcludeTypes), "?") + `)`)
+		for _, t := range q.ExcludeTypes {
+			args = append(args, t)
+		}
+	}
+	return b.String(), args
 }

@@ -31,6 +31,15 @@ type LargeSource interface {
 	DeriveLarge(ctx context.Context, rows []conversation.Row) ([]conversation.Row, error)
 }
 
+// PageSource is what a RowsSource may also offer for paged incremental syncs (conversation.Query with
+// Version and Limit): the rows of one page, not the whole list. *mysql.Store does.
+type PageSource interface {
+	// UserRowsPage returns what conversation.Select needs to answer q exactly, with the user's version.
+	UserRowsPage(ctx context.Context, q conversation.Query) ([]conversation.Row, int64, error)
+	// RawUserRowsPage is UserRowsPage with followers as stored, not derived.
+	RawUserRowsPage(ctx context.Context, q conversation.Query) ([]conversation.Row, int64, error)
+}
+
 // RowsOptions size the rows cache. Zero values pick the defaults named on the fields.
 type RowsOptions struct {
 	// MaxUsers bounds how many users' lists are kept (default 100,000); least recently used go first.
@@ -123,7 +132,23 @@ func (c *Rows) Notify(uid string, version int64) {
 // (conversation.Select does not). When the source is unreachable, a cached list that no announcement
 // made stale is served instead, whatever its age (the outage path, outage.go). Errors are the source's.
 func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
-	rows, version, large, err := c.userRows(ctx, uid)
+	return c.rowsFor(ctx, uid, nil)
+}
+
+// UserRowsPage is UserRows for a paged incremental sync q (Version and Limit set): a list the cache
+// may serve is served whole, as UserRows does; otherwise, when the source is a PageSource, only q's page
+// is read (and not cached), so that a user with more rows than MaxRowsPerUser, or one not cached, costs
+// a page per page rather than the whole list. conversation.Select answers q exactly from either.
+func (c *Rows) UserRowsPage(ctx context.Context, q conversation.Query) ([]conversation.Row, int64, error) {
+	if q.Version <= 0 || q.Limit <= 0 {
+		return c.rowsFor(ctx, q.UID, nil)
+	}
+	return c.rowsFor(ctx, q.UID, &q)
+}
+
+// rowsFor is UserRows, or UserRowsPage when page is set.
+func (c *Rows) rowsFor(ctx context.Context, uid string, page *conversation.Query) ([]conversation.Row, int64, error) {
+	rows, version, large, err := c.userRows(ctx, uid, page)
 	if err != nil || !c.derives || !large {
 		return rows, version, err
 	}
@@ -140,7 +165,8 @@ func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, in
 
 // userRows is UserRows before large channels' conversations are derived (with a LargeSource), and
 // whether the list follows a large channel (known once per load, not rescanned per request).
-func (c *Rows) userRows(ctx context.Context, uid string) (rows []conversation.Row, version int64, large bool, err error) {
+// With page set and no list to serve, only the page is read, and not cached.
+func (c *Rows) userRows(ctx context.Context, uid string, page *conversation.Query) (rows []conversation.Row, version int64, large bool, err error) {
 	start := c.opts.Now()
 	if c.opts.MaxAge > 0 {
 		if e, ok := c.fresh(uid, start); ok {
@@ -171,6 +197,21 @@ func (c *Rows) userRows(ctx context.Context, uid string) (rows []conversation.Ro
 	load := c.src.UserRows
 	if c.derives {
 		load = c.large.RawUserRows
+	}
+	pager, paged := c.src.(PageSource)
+	if paged && page != nil {
+		if c.derives {
+			rows, version, err = pager.RawUserRowsPage(ctx, *page)
+		} else {
+			rows, version, err = pager.UserRowsPage(ctx, *page)
+		}
+		if err != nil {
+			rows, version, err = c.outage(ctx, uid, err)
+			return rows, version, false, err
+		}
+		c.opts.Metrics.load.WithLabelValues("rows_page").Observe(time.Since(loadStart).Seconds())
+		c.opts.Metrics.rows.WithLabelValues("page").Inc()
+		return rows, version, followsAny(rows), nil
 	}
 	rows, version, err = load(ctx, uid)
 	if err != nil {
