@@ -51,6 +51,22 @@ const (
 	maxHeaderBytes    = 64 << 10
 )
 
+// What run wires together, checked at compile time rather than found missing at run time: the store
+// serves sync directly or as the caches' source, and readcache.Rows finds the optional LargeSource by a
+// type assertion, which a renamed method would silently turn off.
+var (
+	_ httpapi.Store               = (*mysql.Store)(nil)
+	_ httpapi.Rows                = (*mysql.Store)(nil)
+	_ httpapi.Rows                = (*readcache.Rows)(nil)
+	_ httpapi.Recents             = (*mysql.Store)(nil)
+	_ httpapi.Recents             = (*readcache.Recents)(nil)
+	_ readcache.RowsSource        = (*mysql.Store)(nil)
+	_ readcache.LargeSource       = (*mysql.Store)(nil)
+	_ readcache.PageSource        = (*mysql.Store)(nil)
+	_ readcache.RecentsSource     = (*mysql.Store)(nil)
+	_ readcache.LargeStatesSource = (*mysql.Store)(nil)
+)
+
 // run serves until ctx is done, configured by environ (the process environment in main), logging JSON
 // lines to stdout. It returns an error when the configuration is invalid, the port cannot be bound, the
 // server fails, or the shutdown outlasts SHUTDOWN_TIMEOUT.

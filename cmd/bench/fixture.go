@@ -98,16 +98,16 @@ func loadFixture(ctx context.Context, dsn string) (*fixture, error) {
 	return f, nil
 }
 
-func (f *fixture) UserRows(_ context.Context, uid string) ([]conversation.Row, int64, error) {
-	return f.rows[uid], 0, nil
+func (f *fixture) ReadList(_ context.Context, q conversation.Query) (conversation.ListRead, error) {
+	return conversation.ListRead{Rows: f.rows[q.UID]}, nil
 }
 
-func (f *fixture) Recents(_ context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
+func (f *fixture) ReadRecents(_ context.Context, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
 	out := make(map[conversation.ChannelKey][]conversation.Message, len(ranges))
 	for _, r := range ranges {
 		out[r.Channel] = conversation.PickRecents(f.msgs[r.Channel], r)
 	}
-	return out, nil
+	return conversation.RecentsRead{Messages: out}, nil
 }
 
 func (f *fixture) Update(context.Context, conversation.ConvKey, func(conversation.Row, int64) (conversation.Row, bool)) (conversation.Row, error) {

@@ -98,8 +98,8 @@ func TestRecentsFault(t *testing.T) {
 
 type failingRecents struct{ err error }
 
-func (f *failingRecents) Recents(context.Context, []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
-	return nil, f.err
+func (f *failingRecents) ReadRecents(context.Context, []conversation.SeqRange) (conversation.RecentsRead, error) {
+	return conversation.RecentsRead{}, f.err
 }
 
 // TestPanicRecovery: a panicking handler answers 500 JSON, is logged with its stack and counted, and

@@ -188,19 +188,19 @@ type fakeStore struct {
 	updated []conversation.ConvKey
 }
 
-func (s *fakeStore) UserRows(context.Context, string) ([]conversation.Row, int64, error) {
+func (s *fakeStore) ReadList(context.Context, conversation.Query) (conversation.ListRead, error) {
 	if s.panics {
 		panic("fake store: boom")
 	}
 	if s.err != nil {
-		return nil, 0, s.err
+		return conversation.ListRead{}, s.err
 	}
-	return s.rows, 0, nil
+	return conversation.ListRead{Rows: s.rows}, nil
 }
 
-func (s *fakeStore) Recents(_ context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
+func (s *fakeStore) ReadRecents(_ context.Context, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
 	if s.err != nil {
-		return nil, s.err
+		return conversation.RecentsRead{}, s.err
 	}
 	out := map[conversation.ChannelKey][]conversation.Message{}
 	for _, r := range ranges {
@@ -210,7 +210,7 @@ func (s *fakeStore) Recents(_ context.Context, ranges []conversation.SeqRange) (
 			}
 		}
 	}
-	return out, nil
+	return conversation.RecentsRead{Messages: out}, nil
 }
 
 func (s *fakeStore) Update(_ context.Context, key conversation.ConvKey, change func(conversation.Row, int64) (conversation.Row, bool)) (conversation.Row, error) {

@@ -13,8 +13,18 @@ import (
 	"github.com/convsync/conversations/internal/readcache"
 )
 
-// versionedFake adds the version reads the rows cache needs to the fake store.
+// versionedFake gives the fake store the source methods the caches read through.
 type versionedFake struct{ *fakeStore }
+
+func (v versionedFake) UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
+	l, err := v.ReadList(ctx, conversation.Query{UID: uid})
+	return l.Rows, l.Version, err
+}
+
+func (v versionedFake) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
+	r, err := v.ReadRecents(ctx, ranges)
+	return r.Messages, err
+}
 
 func (v versionedFake) UserVersion(context.Context, string) (int64, error) { return 0, v.err }
 
@@ -30,7 +40,7 @@ func TestSyncDuringADatabaseOutage(t *testing.T) {
 	now := time.Unix(100, 0)
 	clock := func() time.Time { return now }
 	h, err := New(s, readcache.NewRows(src, readcache.RowsOptions{MaxAge: time.Second, Now: clock}),
-		readcache.NewRecents(s, readcache.RecentsOptions{MaxAge: time.Second, Now: clock}), Options{})
+		readcache.NewRecents(src, readcache.RecentsOptions{MaxAge: time.Second, Now: clock}), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

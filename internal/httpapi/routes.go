@@ -30,24 +30,23 @@ type Store interface {
 
 // Rows reads all of a user's conversations, tombstones included, with the user's version, in a bounded
 // number of queries; sync selects among them (conversation.Select), in one place whatever serves them.
-// *mysql.Store implements it; so does readcache.Rows in front of it.
+// How the list was served travels with it (conversation.Served): a list served from memory gives large
+// channels' conversations versions taken when it was last known current, and an answer from the outage
+// path is marked. *mysql.Store implements it; so does readcache.Rows in front of it.
+//
+// ReadList returns q.UID's list; for a paged incremental sync (q.Version and q.Limit set) it may return
+// only the rows conversation.Select needs to answer q, so that a page costs about a page of rows read.
 type Rows interface {
-	UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error)
-}
-
-// PagedRows is what Rows may also offer: for a paged incremental sync (q.Version and q.Limit set), the
-// rows conversation.Select needs to answer q, without the rest of the user's list, so that a page costs
-// about a page of rows read. *mysql.Store and readcache.Rows implement it.
-type PagedRows interface {
-	UserRowsPage(ctx context.Context, q conversation.Query) ([]conversation.Row, int64, error)
+	ReadList(ctx context.Context, q conversation.Query) (conversation.ListRead, error)
 }
 
 // Recents reads messages out of channel windows: for each range, its recents as
 // conversation.PickRecents defines them (the newest Count messages with After < message_seq <= UpTo,
-// newest first), keyed by channel. *mysql.Store implements it; so may a cache in
-// front of it. One call serves a whole sync, so an implementation can batch its reads.
+// newest first), keyed by channel, and how they were served. *mysql.Store implements it; so does
+// readcache.Recents in front of it. One call serves a whole sync, so an implementation can batch its
+// reads.
 type Recents interface {
-	Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error)
+	ReadRecents(ctx context.Context, ranges []conversation.SeqRange) (conversation.RecentsRead, error)
 }
 
 // Options configure the handler. The zero value of each field picks the default named on it.

@@ -12,7 +12,6 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/convsync/conversations/internal/conversation"
-	"github.com/convsync/conversations/internal/readcache"
 )
 
 // syncRequest is the body of POST /conversation/sync (contract §2.1). Absent and null fields are zero,
@@ -91,41 +90,37 @@ func (a *api) sync(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(readcache.WithAsOfNote(readcache.WithOutageNote(c.Request.Context())), a.opts.RequestTimeout)
+	ctx, cancel := context.WithTimeout(c.Request.Context(), a.opts.RequestTimeout)
 	defer cancel()
-	var all []conversation.Row
-	var version int64
-	if p, ok := a.rows.(PagedRows); ok && q.query.Version > 0 && q.query.Limit > 0 {
-		all, version, err = p.UserRowsPage(ctx, q.query)
-	} else {
-		all, version, err = a.rows.UserRows(ctx, q.query.UID)
-	}
+	list, err := a.rows.ReadList(ctx, q.query)
 	if err != nil {
 		return err
 	}
 	// Large channels' conversations are answered with versions taken from when the list was known
 	// current: the user's version read with it, and the clock then, not now (conversation.Query).
-	q.query.UserVersion = version
-	if asOf, ok := readcache.ListAsOf(ctx); ok {
+	q.query.UserVersion = list.Version
+	if asOf := list.Served.AsOf; !asOf.IsZero() {
 		q.query.NowMS = min(q.query.NowMS, asOf.UnixMilli())
 	}
-	rows := conversation.Select(all, q.query)
-	var recents map[conversation.ChannelKey][]conversation.Message
+	rows := conversation.Select(list.Rows, q.query)
+	served := list.Served
+	var recents conversation.RecentsRead
 	if q.msgCount > 0 && len(rows) > 0 {
 		ranges := make([]conversation.SeqRange, len(rows))
 		for i := range rows {
 			ranges[i] = q.seqRange(&rows[i])
 		}
-		if recents, err = a.recents.Recents(ctx, ranges); err != nil {
+		if recents, err = a.recents.ReadRecents(ctx, ranges); err != nil {
 			return err
 		}
+		served = served.Join(recents.Served)
 	}
-	if readcache.ServedDuringOutage(ctx) {
+	if served.Outage {
 		// The database was unreachable: the answer is the caches' last known state, exact as of the last
 		// announcement this replica received (docs/api.md).
 		c.Header(HeaderOutage, "cached")
 	}
-	return writeSync(c, rows, recents)
+	return writeSync(c, rows, recents.Messages)
 }
 
 // HeaderOutage is set on a sync answer ("cached") that came from the outage path: the database could not

@@ -32,6 +32,26 @@ func (s *Store) UserRows(ctx context.Context, uid string) ([]conversation.Row, i
 	return rows, version, err
 }
 
+// ReadList is UserRows as sync reads it (httpapi.Rows), or UserRowsPage for a paged incremental sync
+// (q.Version and q.Limit set): from the database during the request, so served as the zero
+// conversation.Served says. Errors are those of UserRows and UserRowsPage.
+func (s *Store) ReadList(ctx context.Context, q conversation.Query) (conversation.ListRead, error) {
+	read := func(ctx context.Context, q conversation.Query) ([]conversation.Row, int64, error) {
+		return s.UserRows(ctx, q.UID)
+	}
+	if q.Version > 0 && q.Limit > 0 {
+		read = s.UserRowsPage
+	}
+	rows, version, err := read(ctx, q)
+	return conversation.ListRead{Rows: rows, Version: version}, err
+}
+
+// ReadRecents is Recents as sync reads it (httpapi.Recents), from the database during the request.
+func (s *Store) ReadRecents(ctx context.Context, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
+	msgs, err := s.Recents(ctx, ranges)
+	return conversation.RecentsRead{Messages: msgs}, err
+}
+
 // RawUserRows is UserRows with followers of large channels as stored: at their base, not derived. Such
 // rows change only with the user's version, so they can be cached by it; DeriveLarge then gives the
 // conversations. One statement.

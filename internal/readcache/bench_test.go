@@ -41,12 +41,12 @@ func BenchmarkHits(b *testing.B) {
 	ctx := context.Background()
 	sync := func(i int) {
 		uid := fmt.Sprintf("u%d", i%2000)
-		rs, _, _ := rc.UserRows(ctx, uid)
+		rs, _, _ := rowsOf(rc.ReadList(ctx, conversation.Query{UID: uid}))
 		ranges := make([]conversation.SeqRange, len(rs))
 		for j := range rs {
 			ranges[j] = conversation.RecentsRange(&rs[j], conversation.ChannelKey{Key: rs[j].ChannelID, Type: 2}, 0, 10)
 		}
-		_, _ = rec.Recents(ctx, ranges)
+		_, _ = messagesOf(rec.ReadRecents(ctx, ranges))
 	}
 	for i := range 2000 {
 		rc.Notify(fmt.Sprintf("u%d", i), 1)

@@ -49,7 +49,7 @@ func TestRowsWithChangeFeed(t *testing.T) {
 	ctx := context.Background()
 	version := func() int64 {
 		t.Helper()
-		rows, _, err := c.UserRows(ctx, "u")
+		rows, _, err := rowsOf(c.ReadList(ctx, conversation.Query{UID: "u"}))
 		if err != nil || len(rows) != 1 {
 			t.Fatalf("UserRows = %v, %v", rows, err)
 		}
@@ -109,7 +109,7 @@ func TestRowsRefreshRevalidatesInBulk(t *testing.T) {
 	ctx := context.Background()
 	get := func() int64 {
 		t.Helper()
-		_, v, err := c.UserRows(ctx, "u")
+		_, v, err := rowsOf(c.ReadList(ctx, conversation.Query{UID: "u"}))
 		if err != nil {
 			t.Fatal(err)
 		}

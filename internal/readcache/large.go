@@ -43,8 +43,8 @@ type LargeOptions struct {
 //   - a load that was in flight when a change of its channel was announced answers its request but is
 //     not kept;
 //   - a state is served for at most MaxAge after it was last known current (loaded, or found unchanged
-//     by Refresh), and the time it was known current is noted for the request (ListAsOf), since the
-//     versions sync answers are taken at that time.
+//     by Refresh), and the time it was known current goes with the answer (conversation.Served.AsOf),
+//     since the versions sync answers are taken at that time.
 //
 // Large is safe for concurrent use.
 type Large struct {
@@ -117,11 +117,12 @@ func (l *Large) Apply(changes []conversation.ChannelChange) {
 	}
 }
 
-// Derive returns rows with every follower of a large channel replaced by its conversation
+// Derive returns list with every follower of a large channel replaced by its conversation
 // (conversation.Derive), from held states where they are current enough, reading the others in one
-// statement. rows is not modified. When a held state is used, the time it was last known current is
-// noted in ctx (ListAsOf) when it is earlier than one noted already. Errors are the source's.
-func (l *Large) Derive(ctx context.Context, rows []conversation.Row) ([]conversation.Row, error) {
+// statement. list.Rows is not modified. When a held state is used, the time it was last known current
+// joins list.Served.AsOf (the earliest stands). Errors are the source's.
+func (l *Large) Derive(ctx context.Context, list conversation.ListRead) (conversation.ListRead, error) {
+	rows := list.Rows
 	since := map[conversation.ChannelKey]int64{}
 	for _, r := range rows {
 		if r.Follows {
@@ -132,7 +133,7 @@ func (l *Large) Derive(ctx context.Context, rows []conversation.Row) ([]conversa
 		}
 	}
 	if len(since) == 0 {
-		return rows, nil
+		return list, nil
 	}
 	start := l.opts.Now()
 	type held struct {
@@ -166,13 +167,13 @@ func (l *Large) Derive(ctx context.Context, rows []conversation.Row) ([]conversa
 	l.mu.Unlock()
 	if len(states) > 0 {
 		l.opts.Metrics.large.WithLabelValues("memory").Add(float64(len(states)))
-		noteAsOf(ctx, oldest)
+		list.Served = list.Served.Join(conversation.Served{AsOf: oldest})
 	}
 	if len(missing) > 0 {
 		loadStart := time.Now()
 		channels, late, err := l.src.LargeStates(ctx, missing)
 		if err != nil {
-			return nil, err
+			return conversation.ListRead{}, err
 		}
 		l.opts.Metrics.load.WithLabelValues("large").Observe(time.Since(loadStart).Seconds())
 		l.opts.Metrics.large.WithLabelValues("loaded").Add(float64(len(missing)))
@@ -189,7 +190,8 @@ func (l *Large) Derive(ctx context.Context, rows []conversation.Row) ([]conversa
 		}
 		out[i] = r
 	}
-	return out, nil
+	list.Rows = out
+	return list, nil
 }
 
 // keep stores loaded states whose channel had no announcement while they were read (seen, epoch), and

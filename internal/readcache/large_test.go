@@ -98,7 +98,7 @@ func TestLargeServesOnlyCurrentStates(t *testing.T) {
 	var readState *conversation.ChannelState // what a racing load read, when not the database now
 	check := func(step string, wantLoads int) {
 		t.Helper()
-		got, err := c.Derive(context.Background(), rows)
+		got, err := derived(c.Derive(context.Background(), conversation.ListRead{Rows: rows}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,7 +161,7 @@ func TestLargeRefresh(t *testing.T) {
 	rows := follower()
 	derive := func() {
 		t.Helper()
-		if _, err := c.Derive(context.Background(), rows); err != nil {
+		if _, err := derived(c.Derive(context.Background(), conversation.ListRead{Rows: rows})); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -195,17 +195,18 @@ func TestLargeNotesOldestState(t *testing.T) {
 	db.commit(chA, 1, 10)
 	c := NewLarge(db, LargeOptions{MaxAge: 4 * time.Second, Now: func() time.Time { return now }})
 	loadedAt := now
-	if _, err := c.Derive(context.Background(), follower()); err != nil {
+	if _, err := derived(c.Derive(context.Background(), conversation.ListRead{Rows: follower()})); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(2 * time.Second)
-	ctx := WithAsOfNote(context.Background())
-	noteAsOf(ctx, now.Add(-time.Second)) // the list, checked after the state was loaded
-	if _, err := c.Derive(ctx, follower()); err != nil {
+	// the list, checked after the state was loaded
+	list := conversation.ListRead{Rows: follower(), Served: conversation.Served{AsOf: now.Add(-time.Second)}}
+	got, err := c.Derive(context.Background(), list)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if at, ok := ListAsOf(ctx); !ok || !at.Equal(loadedAt) {
-		t.Errorf("noted %v %v, want the state's load time %v", at, ok, loadedAt)
+	if at := got.Served.AsOf; !at.Equal(loadedAt) {
+		t.Errorf("noted %v, want the state's load time %v", at, loadedAt)
 	}
 }
 
@@ -219,12 +220,12 @@ func TestLargeDropsStatesPastMaxLate(t *testing.T) {
 	c := NewLarge(db, LargeOptions{MaxAge: time.Minute, MaxLate: 1, Now: func() time.Time { return now }})
 	derive := func(step string, wantLoads int) {
 		t.Helper()
-		got, err := c.Derive(context.Background(), follower())
+		got, err := derived(c.Derive(context.Background(), conversation.ListRead{Rows: follower()}))
 		if err != nil {
 			t.Fatal(err)
 		}
 		loads := db.loads
-		want, err := NewLarge(db, LargeOptions{MaxAge: time.Minute}).Derive(context.Background(), follower())
+		want, err := derived(NewLarge(db, LargeOptions{MaxAge: time.Minute}).Derive(context.Background(), conversation.ListRead{Rows: follower()}))
 		db.loads = loads
 		if err != nil || got[0] != want[0] {
 			t.Errorf("%s: derived %+v, a fresh load gives %+v (%v)", step, got[0], want[0], err)

@@ -1,39 +1,16 @@
 package readcache
 
 import (
-	"context"
 	"errors"
-	"sync/atomic"
 
 	"github.com/convsync/conversations/internal/conversation"
 )
 
 // While the database cannot be reached nothing commits, so a cached list or stretch that no
 // announcement has made stale is still exactly what the database holds: the caches serve it, whatever
-// its age, instead of failing (the outage path). They say so through the request's outage note, so the
-// API can tell its caller, and count it (result "outage" of the cache metrics). What is not cached still
-// fails with the source's error.
-
-type outageKey struct{}
-
-// WithOutageNote returns a context that records whether a cache answered from the outage path during
-// the request; ServedDuringOutage reads it.
-func WithOutageNote(ctx context.Context) context.Context {
-	return context.WithValue(ctx, outageKey{}, new(atomic.Bool))
-}
-
-// ServedDuringOutage reports whether a cache answered part of the request from the outage path: the
-// database was unreachable and a cached list or stretch, current as of the last announcement, stood in.
-func ServedDuringOutage(ctx context.Context) bool {
-	n, _ := ctx.Value(outageKey{}).(*atomic.Bool)
-	return n != nil && n.Load()
-}
-
-func noteOutage(ctx context.Context) {
-	if n, _ := ctx.Value(outageKey{}).(*atomic.Bool); n != nil {
-		n.Store(true)
-	}
-}
+// its age, instead of failing (the outage path). They say so in what they return
+// (conversation.Served.Outage), so the API can tell its caller, and count it (result "outage" of the
+// cache metrics). What is not cached still fails with the source's error.
 
 // unreachable reports whether err is the database being out of reach, the one failure the outage path
 // stands in for.

@@ -44,7 +44,7 @@ func TestRowsOutagePath(t *testing.T) {
 			now := time.Unix(100, 0)
 			c := NewRows(src, RowsOptions{MaxAge: maxAge, Now: func() time.Time { return now }})
 			for _, uid := range []string{"alice", "bob"} {
-				if _, _, err := c.UserRows(context.Background(), uid); err != nil {
+				if _, _, err := rowsOf(c.ReadList(context.Background(), conversation.Query{UID: uid})); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -52,20 +52,18 @@ func TestRowsOutagePath(t *testing.T) {
 			c.Notify("bob", 8)
 			src.err = errDown
 
-			ctx := WithOutageNote(context.Background())
-			rows, v, err := c.UserRows(ctx, "alice")
-			if err != nil || v != 5 || len(rows) != 1 || !ServedDuringOutage(ctx) {
+			list, err := c.ReadList(context.Background(), conversation.Query{UID: "alice"})
+			if err != nil || list.Version != 5 || len(list.Rows) != 1 || !list.Served.Outage {
 				t.Errorf("alice (cached, not announced since): %d rows, version %d, %v, noted %v; want her list, noted",
-					len(rows), v, err, ServedDuringOutage(ctx))
+					len(list.Rows), list.Version, err, list.Served.Outage)
 			}
 			for _, uid := range []string{"bob", "carol"} { // bob's list is known stale; carol's was never cached
-				ctx := WithOutageNote(context.Background())
-				if _, _, err := c.UserRows(ctx, uid); !errors.Is(err, conversation.ErrUnavailable) || ServedDuringOutage(ctx) {
-					t.Errorf("%s: %v, noted %v; want ErrUnavailable, not noted", uid, err, ServedDuringOutage(ctx))
+				if list, err := c.ReadList(context.Background(), conversation.Query{UID: uid}); !errors.Is(err, conversation.ErrUnavailable) || list.Served.Outage {
+					t.Errorf("%s: %v, noted %v; want ErrUnavailable, not noted", uid, err, list.Served.Outage)
 				}
 			}
 			src.err = errors.New("some other fault")
-			if _, _, err := c.UserRows(WithOutageNote(context.Background()), "alice"); err == nil {
+			if _, _, err := rowsOf(c.ReadList(context.Background(), conversation.Query{UID: "alice"})); err == nil {
 				t.Error("a fault other than unavailability was hidden by the cache")
 			}
 		})
@@ -80,19 +78,17 @@ func TestRecentsOutagePath(t *testing.T) {
 	now := time.Unix(0, 0)
 	src := &downWindow{window: w}
 	c := NewRecents(src, RecentsOptions{MaxAge: time.Second, Now: func() time.Time { return now }})
-	if _, err := c.Recents(context.Background(), []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 3}}); err != nil {
+	if _, err := messagesOf(c.ReadRecents(context.Background(), []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 3}})); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(time.Hour)
 	src.err = errDown
 
-	ctx := WithOutageNote(context.Background())
-	got, err := c.Recents(ctx, []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 2}})
-	if err != nil || seqs(got[g1]) != "[3 2]" || !ServedDuringOutage(ctx) {
-		t.Errorf("cached channel: %s, %v, noted %v; want [3 2] from the outage path", seqs(got[g1]), err, ServedDuringOutage(ctx))
+	got, err := c.ReadRecents(context.Background(), []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 2}})
+	if err != nil || seqs(got.Messages[g1]) != "[3 2]" || !got.Served.Outage {
+		t.Errorf("cached channel: %s, %v, noted %v; want [3 2] from the outage path", seqs(got.Messages[g1]), err, got.Served.Outage)
 	}
-	ctx = WithOutageNote(context.Background())
-	_, err = c.Recents(ctx, []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 2}, {Channel: g2, UpTo: 3, Count: 2}})
+	_, err = messagesOf(c.ReadRecents(context.Background(), []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 2}, {Channel: g2, UpTo: 3, Count: 2}}))
 	if !errors.Is(err, conversation.ErrUnavailable) {
 		t.Errorf("with an uncached channel: %v, want ErrUnavailable", err)
 	}

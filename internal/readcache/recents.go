@@ -123,11 +123,11 @@ func (c *Recents) Apply(changes []conversation.WindowChange) {
 	}
 }
 
-// Recents answers like Source.Recents (conversation.PickRecents per range). Ranges a cached stretch
-// answers cost nothing; the others go to the source in one call. When the source is unreachable and
-// every missed range is in a cached stretch, however old, those answer instead (the outage path,
-// outage.go). Errors are the source's.
-func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
+// ReadRecents answers like the source's Recents (conversation.PickRecents per range). Ranges a cached
+// stretch answers cost nothing; the others go to the source in one call. When the source is
+// unreachable and every missed range is in a cached stretch, however old, those answer instead (the
+// outage path, outage.go; Served.Outage). Errors are the source's.
+func (c *Recents) ReadRecents(ctx context.Context, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
 	out := make(map[conversation.ChannelKey][]conversation.Message, len(ranges))
 	var miss []conversation.SeqRange
 	hits := 0
@@ -155,7 +155,7 @@ func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (
 	c.opts.Metrics.recents.WithLabelValues("hit").Add(float64(hits))
 	c.opts.Metrics.recents.WithLabelValues("miss").Add(float64(len(miss)))
 	if len(miss) == 0 {
-		return out, nil
+		return conversation.RecentsRead{Messages: out}, nil
 	}
 
 	// Load at least Fill messages at or below UpTo, whatever the request's After: other members ask for
@@ -168,18 +168,17 @@ func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (
 	loaded, err := c.src.Recents(ctx, load)
 	if err != nil {
 		if !unreachable(err) {
-			return nil, err
+			return conversation.RecentsRead{}, err
 		}
 		cached, ok := c.cachedAnswers(miss)
 		if !ok {
-			return nil, err
+			return conversation.RecentsRead{}, err
 		}
-		noteOutage(ctx)
 		c.opts.Metrics.recents.WithLabelValues("outage").Add(float64(len(miss)))
 		for k, msgs := range cached {
 			out[k] = msgs
 		}
-		return out, nil
+		return conversation.RecentsRead{Messages: out, Served: conversation.Served{Outage: true}}, nil
 	}
 	c.encode(loaded)
 	c.opts.Metrics.load.WithLabelValues("recents").Observe(time.Since(start).Seconds())
@@ -194,7 +193,7 @@ func (c *Recents) Recents(ctx context.Context, ranges []conversation.SeqRange) (
 		}
 		c.put(&entry{key: r.Channel, stretch: s, bytes: size(s.Msgs), loadedAt: now})
 	}
-	return out, nil
+	return conversation.RecentsRead{Messages: out}, nil
 }
 
 // Refresh reloads, in bulk, every stretch loaded more than MaxAge/2 ago, so that under traffic stretches

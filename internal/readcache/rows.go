@@ -126,72 +126,65 @@ func (c *Rows) Notify(uid string, version int64) {
 	c.announced[uid] = version
 }
 
-// UserRows returns all of uid's rows, tombstones included, and their version, like the source: as
-// current as the user's version read at the start of the call, or, with MaxAge, from memory as
-// described on Rows. The rows are shared with the cache: callers must not modify them
-// (conversation.Select does not). When the source is unreachable, a cached list that no announcement
-// made stale is served instead, whatever its age (the outage path, outage.go). Errors are the source's.
-func (c *Rows) UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error) {
-	return c.rowsFor(ctx, uid, nil)
-}
-
-// UserRowsPage is UserRows for a paged incremental sync q (Version and Limit set): a list the cache
-// may serve is served whole, as UserRows does; otherwise, when the source is a PageSource, only q's page
-// is read (and not cached), so that a user with more rows than MaxRowsPerUser, or one not cached, costs
-// a page per page rather than the whole list. conversation.Select answers q exactly from either.
-func (c *Rows) UserRowsPage(ctx context.Context, q conversation.Query) ([]conversation.Row, int64, error) {
-	if q.Version <= 0 || q.Limit <= 0 {
-		return c.rowsFor(ctx, q.UID, nil)
+// ReadList returns all of q.UID's rows, tombstones included, and their version, like the source's
+// UserRows: as current as the user's version read at the start of the call, or, with MaxAge, from
+// memory as described on Rows (Served.AsOf then says when the list, or the oldest large channel's
+// state it was derived with, was last known current). The rows are shared with the cache: callers
+// must not modify them (conversation.Select does not). When the source is unreachable, a cached list
+// that no announcement made stale is served instead, whatever its age (the outage path, outage.go;
+// Served.Outage). Errors are the source's.
+//
+// For a paged incremental sync (q.Version and q.Limit set) a list the cache may serve is served whole;
+// otherwise, when the source is a PageSource, only q's page is read (and not cached), so that a user
+// with more rows than MaxRowsPerUser, or one not cached, costs a page per page rather than the whole
+// list. conversation.Select answers q exactly from either.
+func (c *Rows) ReadList(ctx context.Context, q conversation.Query) (conversation.ListRead, error) {
+	var page *conversation.Query
+	if q.Version > 0 && q.Limit > 0 {
+		page = &q
 	}
-	return c.rowsFor(ctx, q.UID, &q)
-}
-
-// rowsFor is UserRows, or UserRowsPage when page is set.
-func (c *Rows) rowsFor(ctx context.Context, uid string, page *conversation.Query) ([]conversation.Row, int64, error) {
-	rows, version, large, err := c.userRows(ctx, uid, page)
+	list, large, err := c.read(ctx, q.UID, page)
 	if err != nil || !c.derives || !large {
-		return rows, version, err
+		return list, err
 	}
 	if c.opts.Large != nil {
-		rows, err = c.opts.Large.Derive(ctx, rows)
-	} else {
-		rows, err = c.large.DeriveLarge(ctx, rows)
+		return c.opts.Large.Derive(ctx, list)
 	}
-	if err != nil {
-		return nil, 0, err
+	if list.Rows, err = c.large.DeriveLarge(ctx, list.Rows); err != nil {
+		return conversation.ListRead{}, err
 	}
-	return rows, version, nil
+	return list, nil
 }
 
-// userRows is UserRows before large channels' conversations are derived (with a LargeSource), and
+// read is ReadList before large channels' conversations are derived (with a LargeSource), and
 // whether the list follows a large channel (known once per load, not rescanned per request).
 // With page set and no list to serve, only the page is read, and not cached.
-func (c *Rows) userRows(ctx context.Context, uid string, page *conversation.Query) (rows []conversation.Row, version int64, large bool, err error) {
+func (c *Rows) read(ctx context.Context, uid string, page *conversation.Query) (list conversation.ListRead, large bool, err error) {
 	start := c.opts.Now()
 	if c.opts.MaxAge > 0 {
 		if e, ok := c.fresh(uid, start); ok {
 			c.opts.Metrics.rows.WithLabelValues("memory").Inc()
-			noteAsOf(ctx, e.checked)
-			return e.rows, e.version, e.large, nil
+			return e.list(conversation.Served{AsOf: e.checked}), e.large, nil
 		}
 	}
-	version, err = c.src.UserVersion(ctx, uid)
+	version, err := c.src.UserVersion(ctx, uid)
 	if err != nil {
-		rows, version, err = c.outage(ctx, uid, err)
-		return rows, version, false, err // the outage path never serves a large list (lastKnown)
+		list, err = c.outage(uid, err)
+		return list, false, err // the outage path never serves a large list (lastKnown)
 	}
 	c.mu.Lock()
 	if el, ok := c.index[uid]; ok {
 		if e := el.Value.(*userRows); e.version == version && (!e.large || c.derives) {
 			e.checked = start
 			c.lru.MoveToFront(el)
-			rows, large := e.rows, e.large
+			list, large := e.list(conversation.Served{}), e.large
 			c.mu.Unlock()
 			c.opts.Metrics.rows.WithLabelValues("checked").Inc()
-			return rows, version, large, nil
+			return list, large, nil
 		}
 	}
 	c.mu.Unlock()
+	var rows []conversation.Row
 
 	loadStart := time.Now()
 	load := c.src.UserRows
@@ -206,17 +199,17 @@ func (c *Rows) userRows(ctx context.Context, uid string, page *conversation.Quer
 			rows, version, err = pager.UserRowsPage(ctx, *page)
 		}
 		if err != nil {
-			rows, version, err = c.outage(ctx, uid, err)
-			return rows, version, false, err
+			list, err = c.outage(uid, err)
+			return list, false, err
 		}
 		c.opts.Metrics.load.WithLabelValues("rows_page").Observe(time.Since(loadStart).Seconds())
 		c.opts.Metrics.rows.WithLabelValues("page").Inc()
-		return rows, version, followsAny(rows), nil
+		return conversation.ListRead{Rows: rows, Version: version}, followsAny(rows), nil
 	}
 	rows, version, err = load(ctx, uid)
 	if err != nil {
-		rows, version, err = c.outage(ctx, uid, err)
-		return rows, version, false, err
+		list, err = c.outage(uid, err)
+		return list, false, err
 	}
 	c.opts.Metrics.load.WithLabelValues("rows").Observe(time.Since(loadStart).Seconds())
 	c.opts.Metrics.rows.WithLabelValues("loaded").Inc()
@@ -224,23 +217,26 @@ func (c *Rows) userRows(ctx context.Context, uid string, page *conversation.Quer
 	if len(rows) <= c.opts.MaxRowsPerUser {
 		c.put(&userRows{uid: uid, version: version, checked: start, rows: rows, large: large})
 	}
-	return rows, version, large, nil
+	return conversation.ListRead{Rows: rows, Version: version}, large, nil
 }
 
 // outage answers from the cached list when the source failed for being unreachable and the list is
 // not known stale (lastKnown); otherwise it returns err.
-func (c *Rows) outage(ctx context.Context, uid string, err error) ([]conversation.Row, int64, error) {
+func (c *Rows) outage(uid string, err error) (conversation.ListRead, error) {
 	if !unreachable(err) {
-		return nil, 0, err
+		return conversation.ListRead{}, err
 	}
 	e, ok := c.lastKnown(uid)
 	if !ok {
-		return nil, 0, err
+		return conversation.ListRead{}, err
 	}
-	noteOutage(ctx)
-	noteAsOf(ctx, e.checked)
 	c.opts.Metrics.rows.WithLabelValues("outage").Inc()
-	return e.rows, e.version, nil
+	return e.list(conversation.Served{AsOf: e.checked, Outage: true}), nil
+}
+
+// list is the cached list as a read served as said.
+func (e *userRows) list(served conversation.Served) conversation.ListRead {
+	return conversation.ListRead{Rows: e.rows, Version: e.version, Served: served}
 }
 
 // fresh returns the cached list of uid when it may be served without asking the database.

@@ -47,7 +47,7 @@ func TestRowsNeverServesAStaleList(t *testing.T) {
 	}
 	unread := func() int64 {
 		t.Helper()
-		rows, _, err := c.UserRows(ctx, "bob")
+		rows, _, err := readcache.RowsOf(c.ReadList(ctx, conversation.Query{UID: "bob"}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +113,7 @@ func TestRecentsFollowTheStoresAnnouncements(t *testing.T) {
 		for after := int64(0); after < upTo; after++ {
 			for _, count := range []int{1, 2, 5, 10} {
 				r := []conversation.SeqRange{{Channel: g1, After: after, UpTo: upTo, Count: count}}
-				got, err := c.Recents(ctx, r)
+				got, err := readcache.MessagesOf(c.ReadRecents(ctx, r))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -162,7 +162,7 @@ func TestRowsLargeChannelsAreReadAfresh(t *testing.T) {
 				t.Fatal(err)
 			}
 			visible := func() []conversation.Row {
-				rows, _, err := c.UserRows(ctx, "ann")
+				rows, _, err := readcache.RowsOf(c.ReadList(ctx, conversation.Query{UID: "ann"}))
 				if err != nil {
 					t.Fatal(err)
 				}
