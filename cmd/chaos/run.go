@@ -147,7 +147,9 @@ func (ch *chaos) setup(ctx context.Context) error {
 			return err
 		}
 		env := with(common, map[string]string{"KAFKA_GROUP_ID": ch.group, "PROJECTOR_HTTP_ADDR": addr, "KAFKA_SESSION_TIMEOUT": "6s",
-			"KAFKA_PARTITIONS": strconv.Itoa(ch.cfg.Partitions)})
+			"KAFKA_PARTITIONS": strconv.Itoa(ch.cfg.Partitions),
+			// Several lanes per projector whatever the default: kills land among lanes' concurrent batches.
+			"PROJECTOR_LANES": "3"})
 		ch.projs = append(ch.projs, newReplica("projector-"+strconv.Itoa(i+1), filepath.Join(ch.cfg.BinDir, "projector"), ch.cfg.LogDir, env, addr))
 	}
 	var addrs []string

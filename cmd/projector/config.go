@@ -13,6 +13,7 @@ import (
 	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/projector"
 )
 
 // config is the projector's configuration, read from the environment. Each field's default is the
@@ -56,6 +57,10 @@ type config struct {
 	// BatchMaxWait, when > 0, lets a batch linger that long after its first record for more to arrive.
 	// Default 0: a batch is what was fetched while the previous one was applied, applied at once.
 	BatchMaxWait time.Duration `env:"BATCH_MAX_WAIT" envDefault:"0s"`
+	// Lanes is how many lanes apply this instance's partitions concurrently, each a sequence of batches
+	// and transactions over its share of them. Default projector.DefaultLanes (2, chosen by measurement,
+	// docs/benchmarks.md); at most projector.MaxLanes. Each lane uses a database connection.
+	Lanes int `env:"PROJECTOR_LANES"`
 	// RecentsWindow is how many of a channel's newest messages are kept for recents. Default 200.
 	RecentsWindow int64 `env:"RECENTS_WINDOW" envDefault:"200"`
 	// LargeChannelMembers is the stored membership at which a group-like channel fans out at read time
@@ -88,6 +93,9 @@ func loadConfig(environ map[string]string) (config, error) {
 	var c config
 	if err := env.ParseWithOptions(&c, env.Options{Environment: environ}); err != nil {
 		return c, fmt.Errorf("config: %w", byVariable(err))
+	}
+	if _, set := environ["PROJECTOR_LANES"]; !set {
+		c.Lanes = projector.DefaultLanes // the default lives with the lanes (no envDefault tag)
 	}
 	if _, set := environ["SKIP_CHANNEL_TYPES"]; !set {
 		for _, t := range conversation.DefaultSkippedChannelTypes() {
@@ -140,6 +148,9 @@ func (c config) validate() error {
 	}
 	if c.BatchMaxWait < 0 {
 		errs = append(errs, fmt.Errorf("BATCH_MAX_WAIT: %s, want >= 0", c.BatchMaxWait))
+	}
+	if c.Lanes < 1 || c.Lanes > projector.MaxLanes {
+		errs = append(errs, fmt.Errorf("PROJECTOR_LANES: %d is outside 1..%d", c.Lanes, projector.MaxLanes))
 	}
 	if c.RecentsWindow < 1 {
 		errs = append(errs, fmt.Errorf("RECENTS_WINDOW: %d, want > 0", c.RecentsWindow))
@@ -205,6 +216,7 @@ func (c config) LogValue() slog.Value {
 		slog.Int("batch_max_records", c.BatchMaxRecords),
 		slog.Int("batch_max_bytes", c.BatchMaxBytes),
 		slog.String("batch_max_wait", c.BatchMaxWait.String()),
+		slog.Int("lanes", c.Lanes),
 		slog.Int64("recents_window", c.RecentsWindow),
 		slog.Any("skip_channel_types", c.SkipChannelTypes),
 		slog.Int("max_event_bytes", c.MaxEventBytes),

@@ -67,7 +67,8 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	storeOpts := mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: 4, TLS: cfg.MySQLTLS,
+	// A connection per lane, one for the purger and one for the probes.
+	storeOpts := mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: cfg.Lanes + 2, TLS: cfg.MySQLTLS,
 		LargeChannelMembers: cfg.LargeChannelMembers}
 	if cfg.KafkaChangesTopic != "" {
 		changes, err := changefeed.NewPublisher(kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg, changefeed.PublisherOptions{})
@@ -109,6 +110,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		BatchMaxRecords: cfg.BatchMaxRecords,
 		BatchMaxBytes:   cfg.BatchMaxBytes,
 		BatchMaxWait:    cfg.BatchMaxWait,
+		Lanes:           cfg.Lanes,
 		MaxEventBytes:   cfg.MaxEventBytes,
 		Skip:            conversation.NewSkipSet(skip...),
 		ShutdownTimeout: cfg.ShutdownTimeout,

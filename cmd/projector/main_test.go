@@ -15,6 +15,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/projector"
 	"github.com/convsync/conversations/internal/testenv"
 )
 
@@ -28,7 +29,7 @@ func TestConfigDefaults(t *testing.T) {
 		c.KafkaGroupID != "conversation-projector" || c.HTTPAddr != "127.0.0.1:8081" || c.LogLevel != slog.LevelInfo ||
 		c.BatchMaxRecords != 5000 || c.KafkaSessionTimeout != 10*time.Second || c.BatchMaxBytes != 16<<20 || c.BatchMaxWait != 0 || c.RecentsWindow != 200 ||
 		fmt.Sprint(c.SkipChannelTypes) != "[6 7 8 9]" || c.MaxEventBytes != 1<<20 || c.TombstoneMaxAge != 0 ||
-		c.ShutdownTimeout != 10*time.Second {
+		c.ShutdownTimeout != 10*time.Second || c.Lanes != projector.DefaultLanes {
 		t.Fatalf("defaults = %+v", c)
 	}
 	none, err := loadConfig(map[string]string{"SKIP_CHANNEL_TYPES": ""})
@@ -45,12 +46,13 @@ func TestConfigReportsEveryInvalidValueAtOnce(t *testing.T) {
 		"SKIP_CHANNEL_TYPES": "6,300",
 		"TOMBSTONE_MAX_AGE":  "-1h",
 		"SHUTDOWN_TIMEOUT":   "0s",
+		"PROJECTOR_LANES":    "0",
 	})
 	if err == nil {
 		t.Fatal("loadConfig accepted invalid values")
 	}
 	for _, want := range []string{"MYSQL_DSN", "KAFKA_DLQ_TOPIC", "BATCH_MAX_RECORDS", "SKIP_CHANNEL_TYPES: 300",
-		"TOMBSTONE_MAX_AGE", "SHUTDOWN_TIMEOUT"} {
+		"TOMBSTONE_MAX_AGE", "SHUTDOWN_TIMEOUT", "PROJECTOR_LANES"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}

@@ -62,6 +62,9 @@ func (s *stack) projector(name, group string, extra ...string) *proc {
 		"MYSQL_DSN": s.dsn, "KAFKA_BROKERS": strings.Join(s.brokers, ","), "KAFKA_TOPIC": s.topic,
 		"KAFKA_DLQ_TOPIC": s.dlq, "KAFKA_CHANGES_TOPIC": s.changes, "KAFKA_GROUP_ID": group, "PROJECTOR_HTTP_ADDR": addr,
 		"BATCH_MAX_RECORDS": "200", "BATCH_MAX_WAIT": "20ms", "RECENTS_WINDOW": strconv.Itoa(s.window),
+		// Several lanes whatever the default: two of a projector's partitions are applied at once, their
+		// transactions changing rows of the same users.
+		"PROJECTOR_LANES": "3",
 	}
 	for i := 0; i+1 < len(extra); i += 2 {
 		env[extra[i]] = extra[i+1]

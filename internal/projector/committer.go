@@ -11,11 +11,11 @@ import (
 )
 
 // Offsets are committed off the critical path. A synchronous commit is a round trip to the group
-// coordinator (~6 ms) during which the next batch would wait, so once a batch reached its end the loop
-// hands its offsets to the committer and goes on. The committer commits in the background, one commit at
+// coordinator (~6 ms) during which the next batch would wait, so once a batch reached its end the lane
+// hands its offsets to its committer and goes on. The committer commits in the background, one commit at
 // a time and in the order batches were handed over, coalescing whatever queued meanwhile into one commit
 // of the newest offset per partition. The queue is bounded (Config.UncommittedBatches): when commits fail
-// or hang, the loop waits for room instead of running further ahead of its committed offsets.
+// or hang, the lane waits for room instead of running further ahead of its committed offsets.
 
 // appliedBatch is what the committer needs of a batch that reached its end.
 type appliedBatch struct {
@@ -44,10 +44,6 @@ func (a appliedBatch) merge(b appliedBatch) appliedBatch {
 // committer commits the offsets of applied batches in the background (see above).
 type committer struct {
 	commit func(ctx context.Context, msgs ...kafkago.Message) error
-	// owns reports whether this member still owns a partition, as far as it knows: the offsets of a
-	// partition handed to another member are dropped rather than retried, since the new owner commits
-	// its own (dropping an acknowledgement only means a harmless redelivery).
-	owns func(partition int) bool
 	// committed is called after each successful commit, with what it covered.
 	committed func(appliedBatch)
 	failures  interface{ Inc() }
@@ -65,9 +61,9 @@ type committer struct {
 	failing atomic.Bool
 }
 
-func newCommitter(capacity int, commit func(context.Context, ...kafkago.Message) error, owns func(int) bool,
+func newCommitter(capacity int, commit func(context.Context, ...kafkago.Message) error,
 	committed func(appliedBatch), failures interface{ Inc() }, minBackoff, maxBackoff time.Duration, log *slog.Logger) *committer {
-	return &committer{commit: commit, owns: owns, committed: committed, failures: failures, log: log,
+	return &committer{commit: commit, committed: committed, failures: failures, log: log,
 		minBackoff: minBackoff, maxBackoff: maxBackoff, queue: make(chan appliedBatch, capacity)}
 }
 
@@ -118,7 +114,7 @@ func (c *committer) run(ctx context.Context) error {
 			}
 		}
 		if err := c.commitRetrying(ctx, b); err != nil {
-			for next := range c.queue { // the loop closes the queue once it has stopped
+			for next := range c.queue { // the lane closes the queue once it has stopped
 				b = b.merge(next)
 			}
 			return fmt.Errorf("%w: offsets of %d applied records in %d batches not committed: %w", ErrAbandoned,
@@ -127,19 +123,12 @@ func (c *committer) run(ctx context.Context) error {
 	}
 }
 
-// commitRetrying commits b's offsets, retrying failures with backoff until one succeeds or ctx ends.
-// Before each retry it drops the partitions this member no longer owns (a commit for them may be refused
-// for as long as it is retried); if none is left, b is done. The first attempt commits every partition:
-// the assignment is only checked now and then, and an acknowledgement dropped needlessly would leave a
-// partition's committed offset behind until its next record.
+// commitRetrying commits b's offsets, retrying failures with backoff until one succeeds or ctx ends. A
+// lane's committer lives for one generation of the group, during which the lane owns its partitions:
+// a commit is retried until it succeeds or the generation ended and its grace ran out (then the offsets
+// are dropped, and the partitions' next owner replays those records, harmlessly).
 func (c *committer) commitRetrying(ctx context.Context, b appliedBatch) error {
 	for attempt := 1; ; attempt++ {
-		if attempt > 1 {
-			if b = c.owned(b); len(b.last) == 0 {
-				c.done(b)
-				return nil
-			}
-		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -165,20 +154,6 @@ func (c *committer) commitRetrying(ctx context.Context, b appliedBatch) error {
 			return ctx.Err()
 		}
 	}
-}
-
-// owned returns b without the partitions this member no longer owns.
-func (c *committer) owned(b appliedBatch) appliedBatch {
-	kept := b.last[:0:0]
-	for _, m := range b.last {
-		if c.owns(m.Partition) {
-			kept = append(kept, m)
-		} else {
-			c.log.Info("offset commit dropped: partition handed to another member", "partition", m.Partition, "offset", m.Offset)
-		}
-	}
-	b.last = kept
-	return b
 }
 
 // done marks b's batches as no longer waiting.

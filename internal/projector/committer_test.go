@@ -53,11 +53,9 @@ type count struct{ n atomic.Int64 }
 
 func (c *count) Inc() { c.n.Add(1) }
 
-func ownsAll(int) bool { return true }
-
 // newTestCommitter returns a committer of capacity batches on f, with a 1ms backoff.
-func newTestCommitter(capacity int, f *fakeCommits, owns func(int) bool, failures *count) *committer {
-	return newCommitter(capacity, f.commit, owns, f.done, failures, time.Millisecond, time.Millisecond, testLog())
+func newTestCommitter(capacity int, f *fakeCommits, failures *count) *committer {
+	return newCommitter(capacity, f.commit, f.done, failures, time.Millisecond, time.Millisecond, testLog())
 }
 
 // at names records as "partition@offset".
@@ -100,7 +98,7 @@ func TestCommitterCoalescesWhatQueuedDuringACommit(t *testing.T) {
 		}
 		return nil
 	}}
-	c := newTestCommitter(4, f, ownsAll, &count{})
+	c := newTestCommitter(4, f, &count{})
 	stop := runCommitter(t.Context(), c)
 	ctx := t.Context()
 	if err := c.hand(ctx, batchAt(3, 0, 5)); err != nil {
@@ -142,7 +140,7 @@ func TestCommitterRetriesAFailedCommitAndHoldsTheLoopWhenFull(t *testing.T) {
 		return nil
 	}}
 	failures := &count{}
-	c := newTestCommitter(1, f, ownsAll, failures)
+	c := newTestCommitter(1, f, failures)
 	stop := runCommitter(t.Context(), c)
 	if err := c.hand(t.Context(), batchAt(1, 0, 1)); err != nil {
 		t.Fatal(err)
@@ -181,47 +179,16 @@ func TestCommitterRetriesAFailedCommitAndHoldsTheLoopWhenFull(t *testing.T) {
 	}
 }
 
-// After a rebalance a commit may be refused for a partition this member no longer owns: the retry drops
-// that partition instead of retrying it for ever, and commits the others.
-func TestCommitterDropsAPartitionHandedOverWhenItsCommitFails(t *testing.T) {
-	var movedAway atomic.Bool
-	f := &fakeCommits{hook: func(call int, msgs []kafkago.Message) error {
-		movedAway.Store(true) // the assignment check learns of the rebalance
-		for _, m := range msgs {
-			if m.Partition == 1 {
-				return errors.New("fake commit: not the owner")
-			}
-		}
-		return nil
-	}}
-	owns := func(part int) bool { return part != 1 || !movedAway.Load() }
-	c := newTestCommitter(4, f, owns, &count{})
-	stop := runCommitter(t.Context(), c)
-	if err := c.hand(t.Context(), batchAt(5, 0, 4, 1, 6)); err != nil {
-		t.Fatal(err)
-	}
-	if err := stop(); err != nil {
-		t.Fatalf("run = %v, want nil", err)
-	}
-	want := [][]string{{"0@4", "1@6"}, {"0@4"}}
-	if got := f.attempts(); !slices.EqualFunc(got, want, slices.Equal) {
-		t.Fatalf("commits %v, want %v", got, want)
-	}
-	if c.waiting.Load() != 0 || c.failing.Load() {
-		t.Fatalf("waiting = %d, failing = %v, want 0 and false", c.waiting.Load(), c.failing.Load())
-	}
-}
-
-// A partition's offset is committed only when the whole commit asked of the first attempt was handed
-// over: with every partition still owned, the committer never drops anything.
-func TestCommitterKeepsOwnedPartitionsWhileRetrying(t *testing.T) {
+// A commit that fails is retried whole: every partition of it, none dropped (a lane owns its partitions
+// for the whole generation its committer lives in).
+func TestCommitterRetriesEveryPartitionOfTheCommit(t *testing.T) {
 	f := &fakeCommits{hook: func(call int, _ []kafkago.Message) error {
 		if call < 3 {
 			return errors.New("fake commit: rebalance in progress")
 		}
 		return nil
 	}}
-	c := newTestCommitter(4, f, ownsAll, &count{})
+	c := newTestCommitter(4, f, &count{})
 	stop := runCommitter(t.Context(), c)
 	if err := c.hand(t.Context(), batchAt(5, 0, 4, 1, 6)); err != nil {
 		t.Fatal(err)
@@ -239,7 +206,7 @@ func TestCommitterKeepsOwnedPartitionsWhileRetrying(t *testing.T) {
 func TestCommitterAtShutdown(t *testing.T) {
 	t.Run("what was handed over before the loop stopped is committed", func(t *testing.T) {
 		f := &fakeCommits{}
-		c := newTestCommitter(4, f, ownsAll, &count{})
+		c := newTestCommitter(4, f, &count{})
 		for _, b := range []appliedBatch{batchAt(1, 0, 1), batchAt(1, 1, 8)} {
 			if err := c.hand(t.Context(), b); err != nil {
 				t.Fatal(err)
@@ -259,7 +226,7 @@ func TestCommitterAtShutdown(t *testing.T) {
 			graceOver()
 			return errors.New("fake commit: coordinator not available")
 		}}
-		c := newTestCommitter(4, f, ownsAll, &count{})
+		c := newTestCommitter(4, f, &count{})
 		for _, b := range []appliedBatch{batchAt(2, 0, 1), batchAt(3, 0, 4)} {
 			if err := c.hand(t.Context(), b); err != nil {
 				t.Fatal(err)
@@ -292,10 +259,12 @@ func TestProcessHandsOverOnlyAppliedBatches(t *testing.T) {
 		return []kafkago.Message{{Partition: 0, Offset: 10, Value: a.value}, {Partition: 1, Offset: 3, Value: b.value},
 			{Partition: 0, Offset: 11, Value: a.value}}
 	}
-	newP := func(t *testing.T, store Store, capacity int) *Projector {
+	newP := func(t *testing.T, store Store, capacity int) *lane {
 		p, _ := newProjector(t, Config{Brokers: []string{"unused:1"}, Topic: "t", DLQTopic: "d", GroupID: "g",
 			ShutdownTimeout: time.Millisecond, UncommittedBatches: capacity}, store)
-		return p
+		l := p.lanes[0]
+		l.newCommitter(&fakeGeneration{})
+		return l
 	}
 	stopped := func(t *testing.T) context.Context {
 		ctx, cancel := context.WithCancel(t.Context())
@@ -342,17 +311,38 @@ func TestProcessHandsOverOnlyAppliedBatches(t *testing.T) {
 }
 
 func TestFailingReportsTheCommitterAfterTheLoop(t *testing.T) {
-	p, _ := newProjector(t, Config{Brokers: []string{"unused:1"}, Topic: "t", DLQTopic: "d", GroupID: "g"}, &fakeStore{})
+	p, _ := newProjector(t, Config{Brokers: []string{"unused:1"}, Topic: "t", DLQTopic: "d", GroupID: "g", Lanes: 2}, &fakeStore{})
 	if got := p.Failing(); got != "" {
 		t.Fatalf("Failing = %q, want none", got)
 	}
-	p.committer.failing.Store(true)
+	p.joining.Store(true)
+	if got := p.Failing(); got != "join" {
+		t.Fatalf("Failing = %q with joining the group failing, want join", got)
+	}
+	l := p.lanes[1]
+	l.newCommitter(&fakeGeneration{}).failing.Store(true)
 	if got := p.Failing(); got != "commit" {
-		t.Fatalf("Failing = %q with commits failing, want commit", got)
+		t.Fatalf("Failing = %q with a lane's commits failing, want commit", got)
 	}
 	apply := "apply"
-	p.failing.Store(&apply)
+	l.failing.Store(&apply)
 	if got := p.Failing(); got != "apply" {
-		t.Fatalf("Failing = %q with both failing, want the loop's step (apply)", got)
+		t.Fatalf("Failing = %q with both failing, want the lane's step (apply)", got)
 	}
+}
+
+// fakeGeneration records the offsets committed through it.
+type fakeGeneration struct {
+	mu      sync.Mutex
+	commits []map[int]int64
+	err     error
+}
+
+func (g *fakeGeneration) CommitOffsets(offsets map[string]map[int]int64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, parts := range offsets {
+		g.commits = append(g.commits, parts)
+	}
+	return g.err
 }

@@ -52,12 +52,12 @@ const reasonUnknown = "unknown"
 // decode splits a batch into the events to apply, in order, and the dead letters of the records that can
 // never be applied. Each bad record is logged here, once, by position and never by content.
 // srcs[i] is the record of events[i].
-func (p *Projector) decode(msgs []kafkago.Message) (events []conversation.Event, srcs, dead []kafkago.Message) {
-	defer p.metrics.since(stageDecode, time.Now())
+func (l *lane) decode(msgs []kafkago.Message) (events []conversation.Event, srcs, dead []kafkago.Message) {
+	defer l.m.since(stageDecode, time.Now())
 	events = make([]conversation.Event, 0, len(msgs))
 	srcs = make([]kafkago.Message, 0, len(msgs))
 	for _, m := range msgs {
-		e, err := conversation.DecodeEvent(m.Value, m.Time, p.cfg.MaxEventBytes)
+		e, err := conversation.DecodeEvent(m.Value, m.Time, l.p.cfg.MaxEventBytes)
 		if err == nil {
 			events = append(events, e)
 			srcs = append(srcs, m)
@@ -68,7 +68,7 @@ func (p *Projector) decode(msgs []kafkago.Message) (events []conversation.Event,
 		if errors.As(err, &bad) {
 			reason, field = bad.Reason, bad.Field
 		}
-		p.log.Warn("bad record, dead-lettered", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset,
+		l.log.Warn("bad record, dead-lettered", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset,
 			"reason", reason, "field", field, "value_bytes", len(m.Value))
 		dead = append(dead, deadLetter(m, reason, err))
 	}

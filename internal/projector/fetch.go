@@ -2,15 +2,14 @@ package projector
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 )
 
-// Natural batching. A goroutine fetches records continuously into a bounded queue while the loop applies
-// the previous batch; the loop then takes whatever is already queued as its next batch, without waiting
-// for more. An idle topic therefore costs no added latency (the first record is applied as soon as it
+// Natural batching. Goroutines fetch records continuously into a lane's bounded queue (one per partition
+// of the lane) while the lane applies the previous batch; the lane then takes whatever is already queued
+// as its next batch, without waiting for more. An idle topic therefore costs no added latency (the first record is applied as soon as it
 // arrives), and batches grow exactly when records arrive faster than batches are applied, which is when
 // larger batches help: they coalesce more effects per row. Linger (Config.BatchMaxWait) is off by
 // default; measurement showed no rate at which waiting for company beat taking what is there
@@ -24,39 +23,33 @@ type fetched struct {
 	failures int
 }
 
-// prefetch calls r.FetchMessage until ctx ends, sending each outcome to the returned channel, which
-// holds at most capacity outcomes (the loop's look-ahead). After a failure it waits an exponential
-// backoff before fetching again: the reader rejoins its group by itself, this only paces the retries.
-// wait returns once the goroutine has stopped, after ctx ended; the channel is closed then.
-func prefetch(ctx context.Context, r fetcher, capacity int, minBackoff, maxBackoff time.Duration) (out <-chan fetched, wait func()) {
-	ch := make(chan fetched, capacity)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(ch)
-		failures := 0
-		for {
-			m, err := r.FetchMessage(ctx)
-			if ctx.Err() != nil {
-				return
-			}
-			f := fetched{msg: m, taken: time.Now(), err: err}
-			if err != nil {
-				failures++
-				f.failures = failures
-			} else {
-				failures = 0
-			}
-			select {
-			case ch <- f:
-			case <-ctx.Done():
-				return
-			}
-			if err != nil && !sleep(ctx, backoff(minBackoff, maxBackoff, failures)) {
-				return
-			}
+// fetchInto calls r.FetchMessage until ctx ends, sending each outcome to out, which holds the lane's
+// look-ahead (several partitions' fetchers share it; it is never closed). After a failure it waits an
+// exponential backoff before fetching again: the client reconnects by itself, this only paces the
+// retries. It returns once ctx ended.
+func fetchInto(ctx context.Context, r fetcher, out chan<- fetched, minBackoff, maxBackoff time.Duration) {
+	failures := 0
+	for {
+		m, err := r.FetchMessage(ctx)
+		if ctx.Err() != nil {
+			return
 		}
-	})
-	return ch, wg.Wait
+		f := fetched{msg: m, taken: time.Now(), err: err}
+		if err != nil {
+			failures++
+			f.failures = failures
+		} else {
+			failures = 0
+		}
+		select {
+		case out <- f:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil && !sleep(ctx, backoff(minBackoff, maxBackoff, failures)) {
+			return
+		}
+	}
 }
 
 // batcher cuts the prefetched records into batches.

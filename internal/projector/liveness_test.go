@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,12 +16,18 @@ import (
 	"github.com/convsync/conversations/internal/testenv"
 )
 
-// ago moves the loop's and the fetcher's last progress back by d, as if nothing had happened since:
-// what a hang looks like, without waiting for it.
+// ago moves every lane's and fetcher's last progress back by d, as if nothing had happened since: what
+// a hang looks like, without waiting for it.
 func (p *Projector) ago(d time.Duration) {
+	for _, l := range p.lanes {
+		l.ago(d)
+	}
+}
+
+func (l *lane) ago(d time.Duration) {
 	t := time.Now().Add(-d).UnixNano()
-	p.progress.loopAt.Store(t)
-	p.progress.fetchAt.Store(t)
+	l.progress.loopAt.Store(t)
+	l.progress.fetchAt.Store(t)
 }
 
 func TestAHungCallTurnsLivenessRed(t *testing.T) {
@@ -36,7 +43,7 @@ func TestAHungCallTurnsLivenessRed(t *testing.T) {
 		return nil
 	}}
 	group := testenv.Name("group.")
-	p, reg := newProjector(t, Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group, StallAfter: time.Minute}, store)
+	p, reg := newProjector(t, Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group, StallAfter: time.Minute, Lanes: 1}, store)
 	srv := httptest.NewServer(probes.Handler(probes.Checks{Live: p.Stalled}, reg))
 	defer srv.Close()
 	healthz := func() int {
@@ -68,7 +75,12 @@ func TestAHungCallTurnsLivenessRed(t *testing.T) {
 }
 
 func TestLivenessStates(t *testing.T) {
-	p, _ := newProjector(t, Config{Brokers: []string{"unused:1"}, Topic: "t", DLQTopic: "d", GroupID: "g", StallAfter: time.Minute}, &fakeStore{})
+	p, _ := newProjector(t, Config{Brokers: []string{"unused:1"}, Topic: "t", DLQTopic: "d", GroupID: "g", StallAfter: time.Minute,
+		Lanes: 2}, &fakeStore{})
+	// The other lane is idle and caught up throughout: one lane's state decides.
+	idle, l := p.lanes[0], p.lanes[1]
+	idle.ago(time.Hour)
+	c := l.newCommitter(&fakeGeneration{})
 	tests := []struct {
 		name    string
 		inBatch bool
@@ -98,17 +110,21 @@ func TestLivenessStates(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p.progress.inBatch.Store(tt.inBatch)
-			p.progress.lag = map[int]int64{}
+			l.progress.inBatch.Store(tt.inBatch)
+			l.progress.lag = map[int]int64{}
 			for k, v := range tt.lag {
-				p.progress.lag[k] = v
+				l.progress.lag[k] = v
 			}
-			p.ago(tt.idle)
-			p.progress.awaitingCommit.Store(tt.awaiting)
-			p.committer.waiting.Store(tt.commitWaiting)
-			p.committer.at.Store(time.Now().Add(-tt.commitIdle).UnixNano())
-			if err := p.Stalled(); errors.Is(err, ErrStalled) != tt.stalled {
+			l.ago(tt.idle)
+			l.progress.awaitingCommit.Store(tt.awaiting)
+			c.waiting.Store(tt.commitWaiting)
+			c.at.Store(time.Now().Add(-tt.commitIdle).UnixNano())
+			err := p.Stalled()
+			if errors.Is(err, ErrStalled) != tt.stalled {
 				t.Errorf("Stalled = %v, want stalled %v", err, tt.stalled)
+			}
+			if tt.stalled && !strings.Contains(err.Error(), "lane 1") {
+				t.Errorf("Stalled = %v, want it to name lane 1", err)
 			}
 		})
 	}
@@ -125,13 +141,12 @@ func TestTheLagGaugeDropsPartitionsHandedToAnotherMember(t *testing.T) {
 	}
 	produce(t, brokers, topic, recs...)
 	group := testenv.Name("group.")
-	cfg := Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group, AssignmentCheckInterval: 50 * time.Millisecond}
+	cfg := Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group}
 	first, reg := newProjector(t, cfg, &fakeStore{})
 	start(t, first)
 	waitCommittedToEnd(t, brokers, group, topic, 2, 30*time.Second)
-	if n := lagSeries(t, reg); n != 2 {
-		t.Fatalf("the only member reports %d partitions' lag, want 2", n)
-	}
+	// The gauge moves just after the commit returned.
+	eventually(t, 10*time.Second, "the only member reports both partitions' lag", func() bool { return lagSeries(t, reg) == 2 })
 	second, _ := newProjector(t, cfg, &fakeStore{})
 	start(t, second)
 	eventually(t, 30*time.Second, "the first member reports one partition's lag", func() bool { return lagSeries(t, reg) == 1 })

@@ -25,14 +25,16 @@ type Metrics struct {
 	deadLettered     *prometheus.CounterVec
 	reducedLetters   prometheus.Counter
 	isolated         prometheus.Counter
-	batchSize        prometheus.Histogram
+	batchSize        *prometheus.HistogramVec
 	applySeconds     prometheus.Histogram
-	applyFailures    prometheus.Counter
+	applyFailures    *prometheus.CounterVec
 	dlqFailures      prometheus.Counter
 	commitFailures   prometheus.Counter
 	consumerLag      *prometheus.GaugeVec
 	commits          prometheus.Counter
 	stageSeconds     *prometheus.HistogramVec
+	lanePartitions   *prometheus.GaugeVec
+	generations      prometheus.Counter
 }
 
 // batchRecordsBuckets are the buckets of conv_projector_batch_records. They reach the largest batch
@@ -61,12 +63,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			"Dead letters the dead-letter topic refused for size, written reduced (headers and a prefix of the value)."),
 		isolated: counter("poison_records_total",
 			"Records that decoded but failed alone to apply, with an error that is not transient: dead-lettered as apply_failed."),
-		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
-			Name: "batch_records", Help: "Records per batch.", Buckets: batchRecordsBuckets}),
+		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
+			Name: "batch_records", Help: "Records per batch, by lane.", Buckets: batchRecordsBuckets}, []string{"lane"}),
 		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
 			Name: "apply_seconds", Help: "Duration of a successful store transaction applying one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
-		applyFailures:  counter("apply_failures_total", "Failed attempts to apply a batch (each is retried)."),
+		applyFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "conv", Subsystem: "projector",
+			Name: "apply_failures_total", Help: "Failed attempts to apply a batch (each is retried), by lane."}, []string{"lane"}),
 		dlqFailures:    counter("dead_letter_failures_total", "Failed attempts to write a batch's dead letters (each is retried)."),
 		commitFailures: counter("commit_failures_total", "Failed attempts to commit offsets (each is retried, in the background)."),
 		consumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "conv", Subsystem: "projector",
@@ -77,11 +80,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 				"record), queue (fetched to its batch starting, per record), decode, apply (the store transaction up to its " +
 				"commit), db_commit, commit_wait (per batch: the loop waiting for room in the offset commit queue, the only " +
 				"part of the offset commit on a record's way), offset_commit (per commit, in the background; one may cover " +
-				"several batches).",
-			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"stage"}),
-	}
-	for _, st := range []string{stageFetch, stageQueue, stageDecode, stageApply, stageDBCommit, stageCommitWait, stageOffsetCommit} {
-		m.stageSeconds.WithLabelValues(st)
+				"several batches), by lane.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"lane", "stage"}),
+		lanePartitions: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "conv", Subsystem: "projector",
+			Name: "lane_partitions", Help: "Partitions of the events topic each lane applies in the current generation of the group."},
+			[]string{"lane"}),
+		generations: counter("generations_total", "Generations of the consumer group this member took part in (each rebalance starts one)."),
 	}
 	for _, r := range append(conversation.DeadLetterReasons(), ReasonApplyFailed) {
 		m.deadLettered.WithLabelValues(r) // every reason shows from the start, at 0, so rate() works at once
@@ -89,7 +93,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	var errs []error
 	for _, c := range []prometheus.Collector{m.recordsConsumed, m.recordsCommitted, m.messagesApplied, m.duplicates, m.belowWindow,
 		m.skipped, m.memberships, m.rowsWritten, m.deadLettered, m.reducedLetters, m.isolated, m.batchSize, m.applySeconds, m.applyFailures,
-		m.dlqFailures, m.commitFailures, m.consumerLag, m.commits, m.stageSeconds} {
+		m.dlqFailures, m.commitFailures, m.consumerLag, m.commits, m.stageSeconds, m.lanePartitions, m.generations} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -118,7 +122,26 @@ const (
 	stageOffsetCommit = "offset_commit"
 )
 
+// laneMetrics are the metrics one lane observes under its own label ("0", "1", …: at most Config.Lanes
+// values, so the series stay few).
+type laneMetrics struct {
+	stages        map[string]prometheus.Observer
+	batchSize     prometheus.Observer
+	applyFailures prometheus.Counter
+	partitions    prometheus.Gauge
+}
+
+// lane returns lane's metrics; each of its series shows from the start.
+func (m *Metrics) lane(lane string) laneMetrics {
+	lm := laneMetrics{stages: map[string]prometheus.Observer{}, batchSize: m.batchSize.WithLabelValues(lane),
+		applyFailures: m.applyFailures.WithLabelValues(lane), partitions: m.lanePartitions.WithLabelValues(lane)}
+	for _, st := range []string{stageFetch, stageQueue, stageDecode, stageApply, stageDBCommit, stageCommitWait, stageOffsetCommit} {
+		lm.stages[st] = m.stageSeconds.WithLabelValues(lane, st)
+	}
+	return lm
+}
+
 // since observes the time since start as the stage's duration.
-func (m *Metrics) since(stage string, start time.Time) {
-	m.stageSeconds.WithLabelValues(stage).Observe(time.Since(start).Seconds())
+func (lm laneMetrics) since(stage string, start time.Time) {
+	lm.stages[stage].Observe(time.Since(start).Seconds())
 }

@@ -119,13 +119,18 @@ func TestBatcher(t *testing.T) {
 	})
 }
 
-func TestPrefetchRunsAheadAndStops(t *testing.T) {
+func TestFetchIntoRunsAheadAndStops(t *testing.T) {
 	src := make(chanFetcher, 10)
 	for i := range 10 {
 		src <- kafkago.Message{Offset: int64(i)}
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	out, wait := prefetch(ctx, src, 4, time.Millisecond, time.Millisecond)
+	out := make(chan fetched, 4)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		fetchInto(ctx, src, out, time.Millisecond, time.Millisecond)
+	}()
 	for i := range 10 { // more than the queue holds: the goroutine refills it as records are taken
 		f := <-out
 		if f.err != nil || f.msg.Offset != int64(i) || f.taken.IsZero() {
@@ -133,9 +138,27 @@ func TestPrefetchRunsAheadAndStops(t *testing.T) {
 		}
 	}
 	cancel()
-	wait()
-	if _, ok := <-out; ok {
-		t.Fatal("queue still open after the fetcher stopped")
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("fetchInto still running 5s after its context ended")
+	}
+}
+
+func TestSpreadDealsPartitionsToLanesFairly(t *testing.T) {
+	parts := []kafkago.PartitionAssignment{{ID: 5}, {ID: 0}, {ID: 3}, {ID: 1}, {ID: 4}}
+	got := spread(parts, 2)
+	ids := func(as []kafkago.PartitionAssignment) (out []int) {
+		for _, a := range as {
+			out = append(out, a.ID)
+		}
+		return out
+	}
+	if fmt.Sprint(ids(got[0]), ids(got[1])) != "[0 3 5] [1 4]" {
+		t.Fatalf("spread = %v %v, want [0 3 5] [1 4]", ids(got[0]), ids(got[1]))
+	}
+	if got := spread(parts[:1], 3); len(got) != 3 || len(got[0]) != 1 || got[1] != nil || got[2] != nil {
+		t.Fatalf("spread of one partition to 3 lanes = %v, want it in lane 0, the others idle", got)
 	}
 }
 
@@ -157,13 +180,14 @@ func TestDecodeDeadLettersEachKindOfBadRecord(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p, _ := newProjector(t, Config{Brokers: []string{"127.0.0.1:1"}, Topic: "events", DLQTopic: "dlq", GroupID: "g", MaxEventBytes: 256}, &fakeStore{})
 			var logged bytes.Buffer
-			p.log = slog.New(slog.NewJSONHandler(&logged, nil))
+			l := p.lanes[0]
+			l.log = slog.New(slog.NewJSONHandler(&logged, nil))
 			in := []kafkago.Message{
 				{Topic: "events", Partition: 3, Offset: 41, Key: []byte("g1"), Value: []byte(good)},
 				{Topic: "events", Partition: 3, Offset: 42, Key: []byte("the-key"), Value: []byte(tt.value),
 					Headers: []kafkago.Header{{Key: "traceparent", Value: []byte("00-abc")}}},
 			}
-			events, srcs, dead := p.decode(in)
+			events, srcs, dead := l.decode(in)
 			if len(events) != 1 || len(srcs) != 1 || srcs[0].Offset != 41 || events[0].Message == nil || events[0].Message.MessageSeq != 1 {
 				t.Fatalf("events = %+v, want the one good record", events)
 			}
