@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -25,13 +26,12 @@ type freshRun struct {
 	seqBase int64
 }
 
-// freshResult is what a freshness run measured: produce-to-visible latency of the probes, the mean time
-// per stage over the run, and the projector's mean batch.
+// freshResult is what a freshness run measured: produce-to-visible latency of the probes, and where the
+// time went (the stage breakdown, overall and per lane, and the mean batch).
 type freshResult struct {
-	p50, p99  time.Duration
-	probes    int
-	stages    map[string]float64 // mean ms per stage
-	meanBatch float64
+	p50, p99 time.Duration
+	probes   int
+	breakdown
 }
 
 // stage is one entry of the latency budget: a histogram of one of the processes.
@@ -59,8 +59,27 @@ var stages = []stage{
 	{"recents_refresh", true, "conv_api_cache_load_seconds", `cache="recents"`},
 }
 
-// budget is a snapshot of every stage's histogram sum and count, and of the batch sizes.
+// budget is a snapshot of every stage's histogram sum and count, and of the batch sizes: over the whole
+// process under "name_sum", per projector lane under "lane/name_sum".
 type budget map[string]float64
+
+// series sums the samples of family (with the suffix, e.g. "_sum") whose labels include labels ("" for
+// any), in total and per value of the lane label.
+func series(m map[string]float64, family, labels string) (total float64, byLane map[string]float64) {
+	byLane = map[string]float64{}
+	for k, v := range m {
+		rest, ok := strings.CutPrefix(k, family)
+		if !ok || (rest != "" && rest[0] != '{') || (labels != "" && !strings.Contains(rest, labels)) {
+			continue
+		}
+		total += v
+		if _, after, ok := strings.Cut(rest, `lane="`); ok {
+			lane, _, _ := strings.Cut(after, `"`)
+			byLane[lane] += v
+		}
+	}
+	return total, byLane
+}
 
 func snapshotBudget(projector, api *proc) budget {
 	b := budget{}
@@ -72,23 +91,63 @@ func snapshotBudget(projector, api *proc) budget {
 			m = am
 		}
 		for _, suffix := range []string{"_sum", "_count"} {
-			key := s.family + suffix
-			if s.labels != "" {
-				key += "{" + s.labels + "}"
+			total, byLane := series(m, s.family+suffix, s.labels)
+			b[s.name+suffix] = total
+			for lane, v := range byLane {
+				b[lane+"/"+s.name+suffix] = v
 			}
-			b[s.name+suffix] = m[key]
 		}
 	}
-	b["batch_sum"], b["batch_count"] = pm["conv_projector_batch_records_sum"], pm["conv_projector_batch_records_count"]
+	for _, suffix := range []string{"_sum", "_count"} {
+		total, byLane := series(pm, "conv_projector_batch_records"+suffix, "")
+		b["batch"+suffix] = total
+		for lane, v := range byLane {
+			b[lane+"/batch"+suffix] = v
+		}
+	}
 	return b
 }
 
-// means returns the mean ms per stage between two snapshots, for the stages observed in between.
-func (b budget) means(before budget) map[string]float64 {
-	out := map[string]float64{}
+// breakdown is where the time went between two snapshots: the mean ms per stage, the same per projector
+// lane (its own stages only), and the mean batch, overall and per lane.
+type breakdown struct {
+	stages    map[string]float64
+	lanes     map[string]map[string]float64
+	meanBatch float64
+}
+
+// breakdown returns what happened between before and b, for the stages observed in between.
+func (b budget) breakdown(before budget) breakdown {
+	mean := func(prefix, name string) (float64, bool) {
+		n := b[prefix+name+"_count"] - before[prefix+name+"_count"]
+		if n <= 0 {
+			return 0, false
+		}
+		return (b[prefix+name+"_sum"] - before[prefix+name+"_sum"]) / n, true
+	}
+	out := breakdown{stages: map[string]float64{}, lanes: map[string]map[string]float64{}}
 	for _, s := range stages {
-		if n := b[s.name+"_count"] - before[s.name+"_count"]; n > 0 {
-			out[s.name] = 1000 * (b[s.name+"_sum"] - before[s.name+"_sum"]) / n
+		if v, ok := mean("", s.name); ok {
+			out.stages[s.name] = 1000 * v
+		}
+	}
+	out.meanBatch, _ = mean("", "batch")
+	for k := range b {
+		lane, rest, ok := strings.Cut(k, "/")
+		if !ok || rest != "batch_count" {
+			continue
+		}
+		st := map[string]float64{}
+		for _, s := range stages {
+			if v, ok := mean(lane+"/", s.name); ok && !s.api {
+				st[s.name] = 1000 * v
+			}
+		}
+		if v, ok := mean(lane+"/", "batch"); ok {
+			st["batch_records"] = v
+		}
+		if len(st) > 0 {
+			out.lanes[lane] = st
 		}
 	}
 	return out
@@ -105,6 +164,22 @@ func formatStages(m map[string]float64) string {
 	return strings.Join(parts, ", ") + " (ms, mean)"
 }
 
+// formatLanes prints the per-lane breakdown: "lane 0: batch 3.1, queue 0.3, apply 4.0, …; lane 1: …".
+func formatLanes(lanes map[string]map[string]float64) string {
+	var parts []string
+	for _, lane := range slices.Sorted(maps.Keys(lanes)) {
+		st := lanes[lane]
+		line := fmt.Sprintf("lane %s: batch %.1f", lane, st["batch_records"])
+		for _, s := range stages {
+			if v, ok := st[s.name]; ok {
+				line += fmt.Sprintf(", %s %.1f", s.name, v)
+			}
+		}
+		parts = append(parts, line)
+	}
+	return strings.Join(parts, "; ")
+}
+
 // freshness runs one freshness measurement against the running projector and API.
 func (e *env) freshness(ctx context.Context, topic string, projector, api *proc, run freshRun) (freshResult, error) {
 	records, err := peerStream(run.rate*run.d.Seconds(), run.seqBase)
@@ -117,11 +192,7 @@ func (e *env) freshness(ctx context.Context, topic string, projector, api *proc,
 		return freshResult{}, err
 	}
 	after := snapshotBudget(projector, api)
-	res := freshResult{p50: percentile(lat, 50), p99: percentile(lat, 99), probes: len(lat), stages: after.means(before)}
-	if n := after["batch_count"] - before["batch_count"]; n > 0 {
-		res.meanBatch = (after["batch_sum"] - before["batch_sum"]) / n
-	}
-	return res, nil
+	return freshResult{p50: percentile(lat, 50), p99: percentile(lat, 99), probes: len(lat), breakdown: after.breakdown(before)}, nil
 }
 
 // peerStream is n new messages of the peer workload (same users, groups and pairs) with seqs above

@@ -67,17 +67,16 @@ func largeSection(ctx context.Context, e *env, rep *report, topic string, projec
 		return err
 	}
 	after := snapshotBudget(projector, api)
-	st := after.means(before)
-	var batch float64
-	if n := after["batch_count"] - before["batch_count"]; n > 0 {
-		batch = (after["batch_sum"] - before["batch_sum"]) / n
-	}
-	progress("large: group p50 %s p99 %s (%d messages); peer p99 %s (%d probes); mean batch %.1f; %s",
+	bd := after.breakdown(before)
+	st := bd.stages
+	progress("large: group p50 %s p99 %s (%d messages); peer p99 %s (%d probes); mean batch %.1f; %s; %s",
 		fmtMS(percentile(r.group, 50)), fmtMS(percentile(r.group, 99)), len(r.group), fmtMS(percentile(r.peer, 99)),
-		len(r.peer), batch, formatStages(st))
-	rep.latency("large.g20000_r100.p50", percentile(r.group, 50), st)
-	rep.emit(figure{Name: "large.g20000_r100.p99", Value: ms(percentile(r.group, 99)), Unit: "ms", Stages: st, Target: "p99 ≤ 50 ms"})
-	rep.emit(figure{Name: "large.peer_during.p99", Value: ms(percentile(r.peer, 99)), Unit: "ms", Stages: st, Target: "p99 ≤ 100 ms"})
+		len(r.peer), bd.meanBatch, formatStages(st), formatLanes(bd.lanes))
+	rep.emit(figure{Name: "large.g20000_r100.p50", Value: ms(percentile(r.group, 50)), Unit: "ms", Stages: st, Lanes: bd.lanes})
+	rep.emit(figure{Name: "large.g20000_r100.p99", Value: ms(percentile(r.group, 99)), Unit: "ms", Stages: st, Lanes: bd.lanes,
+		Target: "p99 ≤ 50 ms"})
+	rep.emit(figure{Name: "large.peer_during.p99", Value: ms(percentile(r.peer, 99)), Unit: "ms", Stages: st, Lanes: bd.lanes,
+		Target: "p99 ≤ 100 ms"})
 
 	perMsg, err := largeRowsPerMessage(ctx, e)
 	if err != nil {

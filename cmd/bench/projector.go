@@ -194,3 +194,21 @@ func (e *env) peerIngest(ctx context.Context, w *workload) (string, string, *pro
 	res, p, err := e.ingestInto(ctx, w, topic, dsn, nil, true)
 	return topic, dsn, p, res, err
 }
+
+// lanesSpeedup compares the peer workload's ingest with the projector's default lanes against one lane,
+// side by side in this run: one fresh run with PROJECTOR_LANES=1 and one more with the default, each on
+// a fresh topic and database; the default's rate is the mean of that run and the peer ingest before it.
+func lanesSpeedup(ctx context.Context, e *env, rep *report, w *workload, peer ingest, peakRSS *float64) error {
+	one, err := e.runProjector(ctx, w, map[string]string{"PROJECTOR_LANES": "1"})
+	if err != nil {
+		return err
+	}
+	def, err := e.runProjector(ctx, w, nil)
+	if err != nil {
+		return err
+	}
+	*peakRSS = max(*peakRSS, one.peakRSS, def.peakRSS)
+	progress("lanes: peer ingest %.0f and %.0f events/s with the default lanes, %.0f with one", peer.events, def.events, one.events)
+	rep.vs("projector.lanes.speedup", (peer.events+def.events)/2, "events/s", one.events, "≥ 1.3")
+	return nil
+}
