@@ -67,10 +67,7 @@ func Derive(row Row, b Broadcast, late []LateMsg) Row {
 	if !row.Follows || b.Arrivals <= row.Base.Arrivals {
 		return row
 	}
-	floor := max(row.ReadedToMsgSeq, row.DeletedAtSeq, row.Base.Floor)
-	if row.Hidden {
-		floor = row.Base.Floor
-	}
+	floor := LateFloor(row)
 	count := b.RedDots - row.Base.RedDots
 	var top LateMsg
 	for _, m := range late {
@@ -115,6 +112,21 @@ func DeriveRows(rows map[ConvKey]Row, channels map[ChannelKey]ChannelState, late
 			rows[k] = Derive(r, channels[ck].Broadcast, late[ck])
 		}
 	}
+}
+
+// PurgeFollowerTombstone returns what purging a follower's tombstone (row, as stored) leaves, given its
+// channel's state now and late messages since the row's base: the row of a member who has just joined
+// (hidden, at the channel's state now, read and delete points gone), the follower's equivalent of
+// deleting a plain tombstone (contract §5); purged reports that. A stored tombstone that has revived
+// since its base is no tombstone: it comes back as derived, at the channel's state now, the same
+// answer, with purged false.
+func PurgeFollowerTombstone(row Row, ch ChannelState, late []LateMsg) (out Row, purged bool) {
+	out = Derive(row, ch.Broadcast, late)
+	if out.Deleted {
+		out, purged = Row{ConvKey: row.ConvKey, Follows: true, Hidden: true}, true
+	}
+	out.Base = BaseOf(ch)
+	return out, purged
 }
 
 // LargeThresholds say when a channel fans out at read time: it becomes large when its stored membership

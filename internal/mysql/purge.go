@@ -14,24 +14,9 @@ import (
 	"github.com/convsync/conversations/internal/conversation"
 )
 
-// Late messages of large channels (contract §5) are needed only by followers whose base is older than
-// them, and only in the two ways conversation.Derive uses them. A follower f (base arrivals A, newest
-// seq at its base M, L = max(readed_to, deleted_at_seq, base_floor), or base_floor when hidden) reads the
-// late message (arrival a, seq s) only when A < a, and then
-//   - to leave it out of the unread count: when it has red_dot 1 and s <= L;
-//   - as its highest seq since the base (last_*, revival, the first message of a hidden joiner): when
-//     the channel's newest seq B has not moved past M (M = B: every arrival since the base was late), s
-//     is the highest seq among the late messages that arrived after A, and s is above what Derive
-//     compares it with: last_msg_seq, or deleted_at_seq for a tombstone, or nothing for a hidden row.
-//     (Below that the highest one changes nothing, and neither would the next one down.)
-//
-// Once no follower needs a late message, none ever will: a follower's base, read and delete points
-// change only when its row is written, and every write rebases it at the channel's state then, whose
-// arrivals are at or above every late message that exists; new followers are based the same way; B
-// only grows; and a late message that is not the highest since a base never becomes it (messages are
-// only added, and a highest one is never purged while needed, so it stays the highest or is overtaken). So a late message found unneeded in one
-// consistent snapshot can be deleted at any later time. What remains is a reader holding a follower's
-// row from before that snapshot: see internal/purge for the grace period that covers it.
+// Which late messages of large channels no follower can need any more is conversation.UnneededLate's
+// rule (with the argument why such a message can be deleted at any later time); the store reads what
+// it needs in one snapshot.
 
 // latePerChannel bounds the late messages of one channel examined in one call.
 const latePerChannel = 10000
@@ -124,78 +109,34 @@ func (s *Store) unneededLateOf(ctx context.Context, k conversation.ChannelKey, l
 		k.Key, k.Type).Scan(&newest); err != nil && err != sql.ErrNoRows {
 		return nil, 0, wrapLate(err)
 	}
-	// Followers with the same base arrivals were written at the same channel state, so they share
-	// base_max_seq; only the highest L and the lowest seq compared with the highest late one matter.
-	type base struct{ arrivals, maxSeq, point, above int64 }
-	var bases []base
+	var followers []conversation.Row
 	err = func() error {
 		// Every follower is a stored member (a removed member's row becomes plain), so the members'
 		// primary-key lookups find them all: an index of conversations by channel would make every new
 		// conversation row of every channel pay, for a purge that runs once a minute (docs/proofs.md).
-		rows, err := tx.QueryContext(ctx, `SELECT c.base_arrivals, MAX(c.base_max_seq),
-			MAX(CASE WHEN c.hidden = 1 THEN c.base_floor ELSE GREATEST(c.readed_to_msg_seq, c.deleted_at_seq, c.base_floor) END),
-			MIN(CASE WHEN c.hidden = 1 THEN 0 WHEN c.is_deleted = 1 THEN c.deleted_at_seq ELSE c.last_msg_seq END)
+		rows, err := tx.QueryContext(ctx, `SELECT c.base_arrivals, c.base_max_seq, c.base_floor, c.hidden, c.is_deleted,
+			c.readed_to_msg_seq, c.deleted_at_seq, c.last_msg_seq
 			FROM channel_members m JOIN conversations c
 			ON c.uid = m.uid AND c.channel_id = m.channel_id AND c.channel_type = m.channel_type
-			WHERE m.channel_id = ? AND m.channel_type = ? AND c.follows = 1 AND c.base_arrivals < ?
-			GROUP BY c.base_arrivals`, k.Key, k.Type, late[len(late)-1].Arrival)
+			WHERE m.channel_id = ? AND m.channel_type = ? AND c.follows = 1 AND c.base_arrivals < ?`, k.Key, k.Type, late[len(late)-1].Arrival)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var b base
-			if err := rows.Scan(&b.arrivals, &b.maxSeq, &b.point, &b.above); err != nil {
+			f := conversation.Row{Follows: true}
+			if err := rows.Scan(&f.Base.Arrivals, &f.Base.MaxSeq, &f.Base.Floor, &f.Hidden, &f.Deleted, &f.ReadedToMsgSeq,
+				&f.DeletedAtSeq, &f.LastMsgSeq); err != nil {
 				return err
 			}
-			bases = append(bases, b)
+			followers = append(followers, f)
 		}
 		return rows.Err()
 	}()
 	if err != nil {
 		return nil, 0, wrapLate(err)
 	}
-	sort.Slice(bases, func(i, j int) bool { return bases[i].arrivals < bases[j].arrivals })
-	needed := make([]bool, len(late))
-	// Counting: a red-dot late message is needed when a follower based before it has L >= its seq.
-	point, bi := int64(-1), 0
-	for i, m := range late {
-		for bi < len(bases) && bases[bi].arrivals < m.Arrival {
-			point = max(point, bases[bi].point)
-			bi++
-		}
-		if m.RedDot && m.Seq <= point {
-			needed[i] = true
-		}
-	}
-	// last_*: for each follower still at the channel's newest seq, the highest late message since its
-	// base. top[i] is the index of the highest seq among late[i:].
-	top := make([]int, len(late))
-	for i := len(late) - 1; i >= 0; i-- {
-		top[i] = i
-		if i+1 < len(late) && late[top[i+1]].Seq > late[i].Seq {
-			top[i] = top[i+1]
-		}
-	}
-	li := 0
-	for _, b := range bases { // ascending arrivals
-		if b.maxSeq < newest {
-			continue
-		}
-		for li < len(late) && late[li].Arrival <= b.arrivals {
-			li++
-		}
-		if li < len(late) && late[top[li]].Seq > max(b.above, beyond) {
-			needed[top[li]] = true
-		}
-	}
-	var out []conversation.LateMsg
-	for i, m := range late {
-		if !needed[i] {
-			out = append(out, m)
-		}
-	}
-	return out, len(late), nil
+	return conversation.UnneededLate(late, followers, newest, beyond), len(late), nil
 }
 
 func wrapLate(err error) error {
@@ -325,12 +266,10 @@ func (s *Store) purgeFollowerTombstonesOf(ctx context.Context, ck conversation.C
 			if !ok || !r.Follows || !r.Deleted || r.DeletedAtMS >= beforeMS {
 				continue // changed since it was picked
 			}
-			d := conversation.Derive(r, ch.Broadcast, late[ck])
-			if d.Deleted {
-				d = conversation.Row{ConvKey: k, Follows: true, Hidden: true}
+			d, gone := conversation.PurgeFollowerTombstone(r, ch, late[ck])
+			if gone {
 				purged++
 			}
-			d.Base = conversation.BaseOf(ch)
 			out = append(out, d)
 			uids = append(uids, k.UID)
 		}
