@@ -103,7 +103,7 @@ func (s *Store) committed(ctx context.Context, changes conversation.Changes) {
 	}
 }
 
-// batch is one attempt: it reads the store and holds its writes until commit.
+// batch is one attempt at a batch or an update: it reads the store and holds its writes until commit.
 type batch struct {
 	s        *Store
 	locked   []conversation.ChannelKey
@@ -113,7 +113,10 @@ type batch struct {
 	wrote    bool
 }
 
-var _ conversation.BatchTx = (*batch)(nil)
+var (
+	_ conversation.BatchTx  = (*batch)(nil)
+	_ conversation.UpdateTx = (*batch)(nil)
+)
 
 func (b *batch) LockChannels(_ context.Context, keys []conversation.ChannelKey) (map[conversation.ChannelKey]conversation.ChannelState, error) {
 	if err := b.s.fail("LockChannels"); err != nil {
@@ -128,6 +131,13 @@ func (b *batch) LockChannels(_ context.Context, keys []conversation.ChannelKey) 
 		out[k] = b.s.channels[k]
 	}
 	return out, nil
+}
+
+func (b *batch) LockChannel(_ context.Context, key conversation.ChannelKey) (conversation.ChannelState, error) {
+	if err := b.s.fail("LockChannel"); err != nil {
+		return conversation.ChannelState{}, err
+	}
+	return b.s.channels[key], nil
 }
 
 func (b *batch) AppliedMessages(_ context.Context, keys []conversation.MessageKey) (map[conversation.MessageKey]bool, error) {
@@ -392,38 +402,23 @@ func stored(m *conversation.Message) conversation.Message {
 		Setting: m.Setting, Expire: m.Expire, Payload: payload}
 }
 
-// Update applies change to the user's conversation key, as mysql.Store.Update does: a follower is
-// derived first and rebased after, and a change gives the row the user's next version. It returns the
-// row as stored afterwards, or an error wrapping conversation.ErrNotFound when there is no such
-// conversation.
+// Update applies change to the user's conversation key through conversation.RunUpdate, as
+// mysql.Store.Update does. It returns the row as stored afterwards, or an error wrapping
+// conversation.ErrNotFound when there is no such conversation.
 func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change func(row conversation.Row, nowMS int64) (conversation.Row, bool)) (conversation.Row, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	row, ok := s.rows[key]
-	if !ok {
-		return conversation.Row{}, conversation.ErrNotFound
+	tx := &batch{s: s}
+	row, changed, err := conversation.RunUpdate(ctx, tx, key, change, s.nowMS)
+	if err == nil && changed {
+		err = s.fail("Commit")
 	}
-	var ch conversation.ChannelState
-	if key.ChannelType != conversation.ChannelTypePerson {
-		ck := conversation.ChannelKey{Key: key.ChannelID, Type: key.ChannelType}
-		ch = s.channels[ck]
-		if row.Follows {
-			row = conversation.Derive(row, ch.Broadcast, s.late[ck])
-		}
+	if err != nil || !changed {
+		return row, err
 	}
-	if row.Hidden {
-		return conversation.Row{}, conversation.ErrNotFound
+	if err := tx.commit(); err != nil {
+		return conversation.Row{}, err
 	}
-	next, changed := change(row, s.nowMS())
-	if !changed {
-		return row, nil
-	}
-	if next.Follows {
-		next.Base = conversation.BaseOf(ch)
-	}
-	next.Version = s.nextVersions([]string{key.UID})[key.UID]
-	s.versions[key.UID] = next.Version
-	s.rows[key] = next
-	s.committed(ctx, conversation.Changes{Versions: map[string]int64{key.UID: next.Version}})
-	return next, nil
+	s.committed(ctx, conversation.Changes{Versions: tx.versions})
+	return row, nil
 }

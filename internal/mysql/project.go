@@ -2,6 +2,8 @@ package mysql
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -53,7 +55,10 @@ type batch struct {
 	tx    *sqlx.Tx
 }
 
-var _ conversation.BatchTx = (*batch)(nil)
+var (
+	_ conversation.BatchTx  = (*batch)(nil)
+	_ conversation.UpdateTx = (*batch)(nil)
+)
 
 // LockChannels creates missing channel rows and locks all of them, in the given (sorted) order: every
 // batch that touches a channel is serialised behind this lock, so reads of the channel's applied seqs
@@ -88,6 +93,17 @@ func (b *batch) LockChannels(ctx context.Context, keys []conversation.ChannelKey
 		}
 		return rows.Err()
 	})
+}
+
+// LockChannel locks an existing channel's row and returns its state (the zero state when there is
+// none): an API mutation's first lock.
+func (b *batch) LockChannel(ctx context.Context, key conversation.ChannelKey) (conversation.ChannelState, error) {
+	st, err := scanChannelState(b.tx.QueryRowxContext(ctx, `SELECT `+channelStateColumns+
+		` FROM channels WHERE channel_key = ? AND channel_type = ? FOR UPDATE`, key.Key, key.Type))
+	if errors.Is(err, sql.ErrNoRows) {
+		return conversation.ChannelState{}, nil
+	}
+	return st, err
 }
 
 // AppliedMessages returns which of the given messages are in the window, i.e. already applied.

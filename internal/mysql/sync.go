@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -336,68 +335,22 @@ func (s *Store) scanRecents(ctx context.Context, out map[conversation.ChannelKey
 
 // Update applies change, given the row and the store clock in unix ms, to the user's conversation key in
 // a transaction and, when change reports that a field changed, gives the row the user's next version
-// (contract §3.6) in the same commit. It locks the channel's row (group-like channels: a follower's row
-// is derived from it), then the conversation row, then the user's version row: the order the projector
-// takes them in (conversation.RunBatch). Deadlocks are retried. A committed change is reported to
+// (contract §3.6) in the same commit: conversation.RunUpdate over the transaction. It locks the
+// channel's row (group-like channels: a follower's row is derived from it), then the conversation row,
+// then the user's version row: the order the projector takes them in (conversation.RunBatch).
+// Deadlocks are retried. A committed change is reported to
 // Options.OnCommit. It returns the row as stored afterwards, or an error wrapping
 // conversation.ErrNotFound when there is no such conversation, or conversation.ErrUnavailable when the
 // database cannot be reached.
 func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change func(row conversation.Row, nowMS int64) (conversation.Row, bool)) (conversation.Row, error) {
 	var out conversation.Row
-	var before int64
+	var changed bool
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
-		// A follower's row is derived from its channel's state (contract §5), so the channel is locked
-		// first (the projector's lock order: channel, conversation, user version) and read with it.
-		var ch conversation.ChannelState
-		if key.ChannelType != conversation.ChannelTypePerson {
-			var err error
-			ch, err = scanChannelState(tx.QueryRowxContext(ctx, `SELECT `+channelStateColumns+
-				` FROM channels WHERE channel_key = ? AND channel_type = ? FOR UPDATE`, key.ChannelID, key.ChannelType))
-			if err != nil && !errors.Is(err, sql.ErrNoRows) {
-				return err
-			}
-		}
-		row, err := scanRow(tx.QueryRowxContext(ctx, selectRow+
-			` WHERE uid = ? AND channel_id = ? AND channel_type = ? FOR UPDATE`, key.UID, key.ChannelID, key.ChannelType))
-		if errors.Is(err, sql.ErrNoRows) {
-			return conversation.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		if row.Follows {
-			ck := conversation.ChannelKey{Key: key.ChannelID, Type: key.ChannelType}
-			late, err := loadLate(ctx, tx, map[conversation.ChannelKey]int64{ck: row.Base.Arrivals})
-			if err != nil {
-				return err
-			}
-			row = conversation.Derive(row, ch.Broadcast, late[ck])
-		}
-		if row.Hidden {
-			return conversation.ErrNotFound
-		}
-		before = row.Version
-		next, changed := change(row, s.nowMS())
-		if !changed {
-			out = row
-			return nil
-		}
-		if next.Follows {
-			next.Base = conversation.BaseOf(ch)
-		}
-		takenAt := time.Now()
-		versions, err := s.bumpVersions(ctx, tx, []string{key.UID})
-		if err != nil {
-			return err
-		}
-		next.Version = versions[key.UID]
-		if _, err := tx.ExecContext(ctx, upsertRows(1), appendRowArgs(nil, &next)...); err != nil {
-			return fmt.Errorf("update conversation: %w", err)
-		}
-		out = next
-		return conversation.VersionsFresh(takenAt)
+		var err error
+		out, changed, err = conversation.RunUpdate(ctx, &batch{store: s, tx: tx}, key, change, s.nowMS)
+		return err
 	})
-	if err == nil && out.Version != before {
+	if err == nil && changed {
 		s.committed(ctx, conversation.Changes{Versions: map[string]int64{key.UID: out.Version}})
 	}
 	return out, err
