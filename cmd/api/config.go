@@ -37,6 +37,10 @@ type config struct {
 	// user's version is unchanged (what reading the rows then would give; it saves reading them). With the feed it is served
 	// until a newer version is announced, or for at most SyncCacheMaxAge if an announcement was lost.
 	SyncCacheUsers int `env:"SYNC_CACHE_USERS" envDefault:"100000"`
+	// SyncCacheRows bounds the rows of all cached lists together (default 1000000, about 250 MiB live;
+	// docs/operations.md): with SyncCacheUsers it bounds the cache's memory whatever the length of the
+	// users' lists. Least recently used lists go first.
+	SyncCacheRows int `env:"SYNC_CACHE_ROWS" envDefault:"1000000"`
 	// KafkaBrokers, when set, turns the change feed on: the API follows KafkaChangesTopic to learn which
 	// users' lists changed, serves cached lists without reading the database for up to SyncCacheMaxAge,
 	// and announces its own mutations there for the other replicas. Empty (the default): every sync checks
@@ -95,6 +99,9 @@ func loadConfig(environ map[string]string) (config, error) {
 	if cfg.SyncCacheUsers < 0 || cfg.RecentsCacheBytes < 0 {
 		errs = append(errs, fmt.Errorf("SYNC_CACHE_USERS and RECENTS_CACHE_BYTES must be >= 0, got %d and %d", cfg.SyncCacheUsers, cfg.RecentsCacheBytes))
 	}
+	if cfg.SyncCacheRows <= 0 {
+		errs = append(errs, fmt.Errorf("SYNC_CACHE_ROWS must be > 0, got %d", cfg.SyncCacheRows))
+	}
 	if cfg.SyncCacheMaxAge <= 0 || cfg.SyncCacheMaxAge > maxSyncCacheMaxAge {
 		errs = append(errs, fmt.Errorf("SYNC_CACHE_MAX_AGE must be positive and at most %s, got %s", maxSyncCacheMaxAge, cfg.SyncCacheMaxAge))
 	}
@@ -118,6 +125,7 @@ func (c config) LogValue() slog.Value {
 		slog.Int("mysql_max_open_conns", c.MySQLMaxOpenConns),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.Int("sync_cache_users", c.SyncCacheUsers),
+		slog.Int("sync_cache_rows", c.SyncCacheRows),
 		slog.Any("kafka_brokers", c.KafkaBrokers),
 		slog.Any("kafka", c.Kafka),
 		slog.String("mysql_tls_ca_file", c.MySQLTLS.CAFile),

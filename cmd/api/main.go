@@ -162,7 +162,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		if maxAge > 0 {
 			largeCache = readcache.NewLarge(store, readcache.LargeOptions{MaxAge: maxAge, Metrics: cacheMetrics})
 		}
-		rows = readcache.NewRows(store, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers, MaxAge: maxAge, Metrics: cacheMetrics,
+		rows = readcache.NewRows(store, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers, MaxRows: cfg.SyncCacheRows, MaxAge: maxAge, Metrics: cacheMetrics,
 			Large: largeCache})
 		rowsSource = rows
 	}

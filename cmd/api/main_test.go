@@ -30,6 +30,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		SyncMaxConversations: 1000,
 		MySQLMaxOpenConns:    32,
 		SyncCacheUsers:       100_000,
+		SyncCacheRows:        1_000_000,
 		RecentsCacheBytes:    64 << 20,
 		KafkaChangesTopic:    "im.conversations.changes",
 		SyncCacheMaxAge:      5 * time.Second,
@@ -45,7 +46,7 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 	cfg, err := loadConfig(map[string]string{
 		"MYSQL_DSN": "u:p@tcp(db:3306)/x", "API_HTTP_ADDR": ":9000", "API_TOKEN": "tok", "LOG_LEVEL": "debug",
 		"SYNC_MAX_MSG_COUNT": "7", "SYNC_MAX_CONVERSATIONS": "8", "MYSQL_MAX_OPEN_CONNS": "9", "SHUTDOWN_TIMEOUT": "3s",
-		"SYNC_CACHE_USERS": "0", "RECENTS_CACHE_BYTES": "1024",
+		"SYNC_CACHE_USERS": "0", "SYNC_CACHE_ROWS": "5000", "RECENTS_CACHE_BYTES": "1024",
 		"KAFKA_BROKERS": "k1:9092,k2:9092", "KAFKA_CHANGES_TOPIC": "feed", "SYNC_CACHE_MAX_AGE": "1s",
 	})
 	if err != nil {
@@ -53,8 +54,8 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 	}
 	want := config{MySQLDSN: "u:p@tcp(db:3306)/x", HTTPAddr: ":9000", Token: "tok", LogLevel: slog.LevelDebug,
 		SyncMaxMsgCount: 7, SyncMaxConversations: 8, MySQLMaxOpenConns: 9, ShutdownTimeout: 3 * time.Second,
-		RecentsCacheBytes: 1024,
-		KafkaBrokers:      []string{"k1:9092", "k2:9092"}, KafkaChangesTopic: "feed", SyncCacheMaxAge: time.Second,
+		SyncCacheRows: 5000, RecentsCacheBytes: 1024,
+		KafkaBrokers: []string{"k1:9092", "k2:9092"}, KafkaChangesTopic: "feed", SyncCacheMaxAge: time.Second,
 		Kafka: kafkaconn.Config{SecurityProtocol: "PLAINTEXT", SASLMechanism: "SCRAM-SHA-512"}}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("config %+v, want %+v", cfg, want)

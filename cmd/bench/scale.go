@@ -171,8 +171,9 @@ func scaleSection(ctx context.Context, e *env, rep *report, run options, opts sc
 	mem := apiLoad(ctx, la, e.dbPID, distinct, 1, 32, run.duration, false)
 	rss := max(large.apiRSS, peakRSSMiB(la.cmd.Process.Pid))
 	if m, err := la.metrics(); err == nil {
-		progress("scale: memory: API heap in use %.0f MiB, heap objects %.0f, lists loaded %.0f (paged %.0f), recents ranges missed %.0f, GOGC growth allowed to %.0f MiB",
-			m["go_memstats_heap_inuse_bytes"]/(1<<20), m["go_memstats_heap_objects"], m[`conv_api_rows_cache_total{result="loaded"}`],
+		progress("scale: memory: API heap in use %.0f MiB, heap objects %.0f, rows cache holds %.0f lists of %.0f rows, lists loaded %.0f (paged %.0f), recents ranges missed %.0f, next GC at %.0f MiB",
+			m["go_memstats_heap_inuse_bytes"]/(1<<20), m["go_memstats_heap_objects"], m[`conv_api_rows_cache_held{what="lists"}`],
+			m[`conv_api_rows_cache_held{what="rows"}`], m[`conv_api_rows_cache_total{result="loaded"}`],
 			m[`conv_api_rows_cache_total{result="page"}`], m[`conv_api_recents_cache_total{result="miss"}`], m["go_memstats_next_gc_bytes"]/(1<<20))
 		rep.add("scale.memory.api.heap_inuse", m["go_memstats_heap_inuse_bytes"]/(1<<20), "MiB")
 	}

@@ -12,6 +12,8 @@ type Metrics struct {
 	recents *prometheus.CounterVec
 	large   *prometheus.CounterVec
 	load    *prometheus.HistogramVec
+	// held is what the rows cache holds: lists and rows.
+	held *prometheus.GaugeVec
 }
 
 // NewMetrics creates the caches' metrics and registers them with reg; it fails when reg holds them already.
@@ -26,11 +28,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		load: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "api", Name: "cache_load_seconds",
 			Help:    "Cache refreshes: reading what a cache misses from the database, by cache (rows, rows_page: a paged sync's page, recents).",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14)}, []string{"cache"}),
+		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "conv", Subsystem: "api", Name: "rows_cache_held",
+			Help: "What the rows cache holds now: lists (users) and rows, bounded by SYNC_CACHE_USERS and SYNC_CACHE_ROWS."}, []string{"what"}),
 	}
 	for _, c := range []string{"rows", "rows_page", "recents", "rows_bulk", "recents_bulk", "large", "large_bulk"} {
 		m.load.WithLabelValues(c)
 	}
-	if err := errors.Join(reg.Register(m.rows), reg.Register(m.recents), reg.Register(m.large), reg.Register(m.load)); err != nil {
+	if err := errors.Join(reg.Register(m.rows), reg.Register(m.recents), reg.Register(m.large), reg.Register(m.load), reg.Register(m.held)); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -46,6 +46,10 @@ type RowsOptions struct {
 	MaxUsers int
 	// MaxRowsPerUser: a longer list is not cached (default 2,000).
 	MaxRowsPerUser int
+	// MaxRows bounds the rows of all lists together (default 1,000,000); least recently used lists go
+	// first. With MaxUsers it bounds the cache's memory whatever the users' list lengths: about 250 bytes
+	// a row live (docs/operations.md).
+	MaxRows int
 	// MaxAge > 0 lets a list be served with no database read at all for MaxAge after it was last
 	// checked, as long as no newer version of the user was announced through Notify (the change feed).
 	// It bounds how stale a list can be when an announcement is lost. 0 checks the version on every
@@ -76,6 +80,7 @@ type Rows struct {
 	mu    sync.Mutex
 	lru   *list.List // of *userRows, most recently used first
 	index map[string]*list.Element
+	rows  int // rows of the lists held
 	// announced holds the highest version Notify reported per user, cached or not, so a list loaded just
 	// before a change committed is not trusted after the announcement. Past 2*MaxUsers entries it is
 	// cleared and every list is checked again once (checkedBefore).
@@ -101,6 +106,9 @@ func NewRows(src RowsSource, opts RowsOptions) *Rows {
 	}
 	if opts.MaxRowsPerUser <= 0 {
 		opts.MaxRowsPerUser = 2_000
+	}
+	if opts.MaxRows <= 0 {
+		opts.MaxRows = 1_000_000
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -255,24 +263,32 @@ func (c *Rows) fresh(uid string, now time.Time) (userRows, bool) {
 	return *e, true
 }
 
-// put stores e unless a newer list of the user is already there, and evicts over MaxUsers.
+// put stores e unless a newer list of the user is already there, and evicts the least recently used
+// lists over MaxUsers or MaxRows.
 func (c *Rows) put(e *userRows) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.index[e.uid]; ok {
-		if el.Value.(*userRows).version > e.version {
+		old := el.Value.(*userRows)
+		if old.version > e.version {
 			return // a concurrent request stored a newer snapshot
 		}
+		c.rows += len(e.rows) - len(old.rows)
 		el.Value = e
 		c.lru.MoveToFront(el)
-		return
+	} else {
+		c.index[e.uid] = c.lru.PushFront(e)
+		c.rows += len(e.rows)
 	}
-	c.index[e.uid] = c.lru.PushFront(e)
-	for c.lru.Len() > c.opts.MaxUsers {
+	for c.lru.Len() > 1 && (c.lru.Len() > c.opts.MaxUsers || c.rows > c.opts.MaxRows) {
 		last := c.lru.Back()
 		c.lru.Remove(last)
-		delete(c.index, last.Value.(*userRows).uid)
+		gone := last.Value.(*userRows)
+		delete(c.index, gone.uid)
+		c.rows -= len(gone.rows)
 	}
+	c.opts.Metrics.held.WithLabelValues("lists").Set(float64(c.lru.Len()))
+	c.opts.Metrics.held.WithLabelValues("rows").Set(float64(c.rows))
 }
 
 // followsAny reports whether rows hold a conversation of a large channel.
