@@ -51,7 +51,7 @@ func TestRowsBoundedByRows(t *testing.T) {
 	ctx := context.Background()
 	get := func(uid string) {
 		t.Helper()
-		if _, _, err := c.UserRows(ctx, uid); err != nil {
+		if _, err := c.ReadList(ctx, conversation.Query{UID: uid}); err != nil {
 			t.Fatal(err)
 		}
 	}
