@@ -16,8 +16,11 @@ KAFKA_PARTITIONS    ?= 6
 KAFKA_GROUP_ID      ?= conversation-projector
 PROJECTOR_HTTP_ADDR ?= 127.0.0.1:8081
 API_HTTP_ADDR       ?= 127.0.0.1:8080
+# The local stack has one broker: topics cannot have the three replicas the service asks by default
+# (contract §6). `make cluster` runs three brokers and sets it false.
+KAFKA_ALLOW_UNREPLICATED ?= true
 export MYSQL_DSN KAFKA_BROKERS KAFKA_TOPIC KAFKA_DLQ_TOPIC KAFKA_PARTITIONS KAFKA_GROUP_ID \
-       PROJECTOR_HTTP_ADDR API_HTTP_ADDR
+       PROJECTOR_HTTP_ADDR API_HTTP_ADDR KAFKA_ALLOW_UNREPLICATED
 
 # Integration tests (and the benchmark) use their own account and databases.
 TEST_MYSQL_DSN     ?= convtest:convtest@tcp(127.0.0.1:3306)/

@@ -12,6 +12,7 @@ import (
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/purge"
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 // config is the API's whole configuration, read from the environment. Defaults are on the fields.
@@ -50,6 +51,11 @@ type config struct {
 	// KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_TLS_CA_FILE,
 	// KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE, KAFKA_TLS_SERVER_NAME (kafkaconn.Config).
 	Kafka kafkaconn.Config
+	// Replication is what the change feed's topic must keep for an announcement the API produced
+	// (acks=all) to survive the loss of a broker: KAFKA_REPLICATION_FACTOR (default 3),
+	// KAFKA_MIN_INSYNC_REPLICAS (default 2), KAFKA_ALLOW_UNREPLICATED (default false, for a one-broker
+	// development cluster). Checked at start when the feed is on: a weaker topic is refused.
+	Replication topicadmin.Replication
 	// MySQLTLS verifies the database's certificate against a private CA: MYSQL_TLS_CA_FILE,
 	// MYSQL_TLS_CERT_FILE, MYSQL_TLS_KEY_FILE (mysql.TLS). Default none: the DSN's tls= decides.
 	MySQLTLS mysql.TLS
@@ -77,7 +83,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	if _, err := mysqldriver.ParseDSN(cfg.MySQLDSN); err != nil {
 		errs = append(errs, fmt.Errorf("MYSQL_DSN: %w", err))
 	}
-	errs = append(errs, cfg.Kafka.Validate(), cfg.MySQLTLS.Validate())
+	errs = append(errs, cfg.Kafka.Validate(), cfg.MySQLTLS.Validate(), cfg.Replication.Validate())
 	if cfg.HTTPAddr == "" {
 		errs = append(errs, errors.New("API_HTTP_ADDR must not be empty"))
 	}
@@ -128,6 +134,7 @@ func (c config) LogValue() slog.Value {
 		slog.Int("sync_cache_rows", c.SyncCacheRows),
 		slog.Any("kafka_brokers", c.KafkaBrokers),
 		slog.Any("kafka", c.Kafka),
+		slog.Any("replication", c.Replication),
 		slog.String("mysql_tls_ca_file", c.MySQLTLS.CAFile),
 		slog.String("kafka_changes_topic", c.KafkaChangesTopic),
 		slog.String("sync_cache_max_age", c.SyncCacheMaxAge.String()),

@@ -28,6 +28,7 @@ import (
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/readcache"
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 func main() {
@@ -100,6 +101,17 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	var publish func(context.Context, conversation.Changes)
 	maxAge := time.Duration(0) // without the feed, every sync checks the user's version
 	if len(cfg.KafkaBrokers) > 0 && cfg.SyncCacheUsers > 0 {
+		// The feed's topic must keep an acknowledged announcement through the loss of a broker (contract
+		// §6); a cluster that cannot be asked yet is not a reason to refuse: the API then reads more.
+		checkCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := topicadmin.Check(checkCtx, kc, cfg.KafkaBrokers, cfg.Replication, log, cfg.KafkaChangesTopic)
+		cancel()
+		if errors.Is(err, topicadmin.ErrNotDurable) {
+			return fmt.Errorf("change feed: %w", err)
+		}
+		if err != nil {
+			log.Warn("change feed replication not checked: the cluster cannot be asked yet", "error", err.Error())
+		}
 		follower, err = changefeed.NewFollower(ctx, kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
 		if err != nil {
 			log.Warn("change feed unavailable: every sync checks the database", "error", err.Error())

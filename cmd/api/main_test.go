@@ -15,6 +15,7 @@ import (
 
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/testenv"
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -36,6 +37,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		SyncCacheMaxAge:      5 * time.Second,
 		ShutdownTimeout:      10 * time.Second,
 		Kafka:                kafkaconn.Config{SecurityProtocol: "PLAINTEXT", SASLMechanism: "SCRAM-SHA-512"},
+		Replication:          topicadmin.Replication{Factor: 3, MinInSync: 2},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("defaults %+v, want %+v", cfg, want)
@@ -56,7 +58,8 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		SyncMaxMsgCount: 7, SyncMaxConversations: 8, MySQLMaxOpenConns: 9, ShutdownTimeout: 3 * time.Second,
 		SyncCacheRows: 5000, RecentsCacheBytes: 1024,
 		KafkaBrokers: []string{"k1:9092", "k2:9092"}, KafkaChangesTopic: "feed", SyncCacheMaxAge: time.Second,
-		Kafka: kafkaconn.Config{SecurityProtocol: "PLAINTEXT", SASLMechanism: "SCRAM-SHA-512"}}
+		Kafka:       kafkaconn.Config{SecurityProtocol: "PLAINTEXT", SASLMechanism: "SCRAM-SHA-512"},
+		Replication: topicadmin.Replication{Factor: 3, MinInSync: 2}}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("config %+v, want %+v", cfg, want)
 	}

@@ -39,7 +39,8 @@ func TestRunOverSASLSSL(t *testing.T) {
 	ln.Close()
 	environ := map[string]string{"MYSQL_DSN": dsn, "API_HTTP_ADDR": addr, "KAFKA_BROKERS": strings.Join(sec.Brokers, ","),
 		"KAFKA_CHANGES_TOPIC": topics.Changes, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN",
-		"KAFKA_SASL_USERNAME": sec.PlainUser, "KAFKA_SASL_PASSWORD": sec.PlainPassword, "KAFKA_TLS_CA_FILE": sec.CAFile}
+		"KAFKA_SASL_USERNAME": sec.PlainUser, "KAFKA_SASL_PASSWORD": sec.PlainPassword, "KAFKA_TLS_CA_FILE": sec.CAFile,
+		"KAFKA_ALLOW_UNREPLICATED": "true"}
 	var logs testenv.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -137,7 +137,7 @@ func (e *env) startCmd(ctx context.Context, name string, cmd *exec.Cmd, addrVar 
 	if err != nil {
 		return nil, err
 	}
-	cmd.Env = append(os.Environ(), addrVar+"="+addr, "LOG_LEVEL=warn")
+	cmd.Env = append(os.Environ(), addrVar+"="+addr, "LOG_LEVEL=warn", "KAFKA_ALLOW_UNREPLICATED=true")
 	for k, v := range vars {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

@@ -140,6 +140,9 @@ func (ch *chaos) setup(ctx context.Context) error {
 	common := map[string]string{
 		"MYSQL_DSN": viaProxy.FormatDSN(), "KAFKA_BROKERS": joinComma(ch.cfg.Brokers), "KAFKA_TOPIC": ch.topics.events,
 		"KAFKA_DLQ_TOPIC": ch.topics.dlq, "KAFKA_CHANGES_TOPIC": ch.topics.changes, "LOG_LEVEL": "warn",
+		// One broker: the replicas accept topics that one broker cannot replicate (contract §6's flag);
+		// on three or more they require the defaults (three replicas, two in sync).
+		"KAFKA_ALLOW_UNREPLICATED": strconv.FormatBool(len(ch.cfg.Brokers) < 3),
 	}
 	for i := range ch.cfg.Projectors {
 		addr, err := freeAddr()

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -40,6 +41,11 @@ type config struct {
 	// KafkaChangesTopic is the change feed from projectors and API replicas to API replicas; it has one
 	// partition (its records are small and few: one per 500 changed users of a batch). Empty: not created.
 	KafkaChangesTopic string `env:"KAFKA_CHANGES_TOPIC" envDefault:"im.conversations.changes"`
+	// Replication is the topics' replication factor and min.insync.replicas: KAFKA_REPLICATION_FACTOR
+	// (default 3), KAFKA_MIN_INSYNC_REPLICAS (default 2), KAFKA_ALLOW_UNREPLICATED (default false; for a
+	// one-broker development cluster). A cluster or an existing topic that cannot keep an acknowledged
+	// record through the loss of a broker is refused (topicadmin.Replication).
+	Replication topicadmin.Replication
 	// KafkaPartitions bounds how many projector replicas can share the work.
 	KafkaPartitions int `env:"KAFKA_PARTITIONS" envDefault:"6"`
 	// Wait is how long to keep retrying while MySQL or Kafka do not answer yet (they may be starting).
@@ -64,7 +70,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if cfg.KafkaPartitions < 1 {
 		return fmt.Errorf("config: KAFKA_PARTITIONS must be at least 1, got %d", cfg.KafkaPartitions)
 	}
-	if err := cfg.MySQLTLS.Validate(); err != nil {
+	if err := errors.Join(cfg.MySQLTLS.Validate(), cfg.Replication.Validate()); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	kc, err := kafkaconn.New(cfg.Kafka)
@@ -94,20 +100,21 @@ func run(ctx context.Context, log *slog.Logger) error {
 	// accepted can be dead-lettered whole (an existing dead-letter topic's limit is raised if lower).
 	eventsLimit := 0
 	err = retry(ctx, log, "kafka", func() error {
-		if err := topicadmin.Ensure(ctx, kc, cfg.KafkaBrokers, topics...); err != nil {
+		if err := topicadmin.EnsureReplicated(ctx, kc, cfg.KafkaBrokers, cfg.Replication, log, topics...); err != nil {
 			return err
 		}
 		var err error
 		if eventsLimit, err = topicadmin.MaxMessageBytes(ctx, kc, cfg.KafkaBrokers, cfg.KafkaTopic); err != nil {
 			return err
 		}
-		return topicadmin.Ensure(ctx, kc, cfg.KafkaBrokers, topicadmin.DeadLetterTopic(cfg.KafkaDLQTopic, cfg.KafkaPartitions, eventsLimit))
+		return topicadmin.EnsureReplicated(ctx, kc, cfg.KafkaBrokers, cfg.Replication, log,
+			topicadmin.DeadLetterTopic(cfg.KafkaDLQTopic, cfg.KafkaPartitions, eventsLimit))
 	})
 	if err != nil {
 		return err
 	}
 	log.Info("topics ready", "topic", cfg.KafkaTopic, "dlq_topic", cfg.KafkaDLQTopic, "changes_topic", cfg.KafkaChangesTopic,
-		"partitions", cfg.KafkaPartitions, "max_message_bytes", eventsLimit,
+		"partitions", cfg.KafkaPartitions, "replication", cfg.Replication, "max_message_bytes", eventsLimit,
 		"dlq_max_message_bytes", topicadmin.DeadLetterTopic(cfg.KafkaDLQTopic, 0, eventsLimit).MaxMessageBytes)
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/projector"
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 // config is the projector's configuration, read from the environment. Each field's default is the
@@ -28,6 +29,11 @@ type config struct {
 	// KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_TLS_CA_FILE,
 	// KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE, KAFKA_TLS_SERVER_NAME (kafkaconn.Config).
 	Kafka kafkaconn.Config
+	// Replication is what the dead-letter and change-feed topics must keep for a record the projector
+	// produced (acks=all) to survive the loss of a broker: KAFKA_REPLICATION_FACTOR (default 3),
+	// KAFKA_MIN_INSYNC_REPLICAS (default 2), KAFKA_ALLOW_UNREPLICATED (default false, for a one-broker
+	// development cluster). Checked at start: a weaker topic is refused (topicadmin.Check).
+	Replication topicadmin.Replication
 	// MySQLTLS verifies the database's certificate against a private CA: MYSQL_TLS_CA_FILE,
 	// MYSQL_TLS_CERT_FILE, MYSQL_TLS_KEY_FILE (mysql.TLS). Default none: the DSN's tls= decides.
 	MySQLTLS mysql.TLS
@@ -113,7 +119,7 @@ func (c config) validate() error {
 	if _, err := gomysql.ParseDSN(c.MySQLDSN); err != nil {
 		errs = append(errs, fmt.Errorf("MYSQL_DSN: %w", err)) // the driver's message never quotes the DSN
 	}
-	errs = append(errs, c.Kafka.Validate(), c.MySQLTLS.Validate())
+	errs = append(errs, c.Kafka.Validate(), c.MySQLTLS.Validate(), c.Replication.Validate())
 	if len(c.KafkaBrokers) == 0 {
 		errs = append(errs, errors.New("KAFKA_BROKERS: at least one broker is required"))
 	}
@@ -204,6 +210,7 @@ func (c config) LogValue() slog.Value {
 		slog.String("mysql_dsn", redactDSN(c.MySQLDSN)),
 		slog.Any("kafka_brokers", c.KafkaBrokers),
 		slog.Any("kafka", c.Kafka),
+		slog.Any("replication", c.Replication),
 		slog.String("mysql_tls_ca_file", c.MySQLTLS.CAFile),
 		slog.String("kafka_topic", c.KafkaTopic),
 		slog.Int("large_channel_members", c.LargeChannelMembers),

@@ -28,6 +28,7 @@ import (
 	"github.com/convsync/conversations/internal/probes"
 	"github.com/convsync/conversations/internal/projector"
 	"github.com/convsync/conversations/internal/purge"
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 func main() {
@@ -66,6 +67,15 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	kc, err := kafkaconn.New(cfg.Kafka)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	// The topics the projector produces to must keep what it produced through the loss of a broker
+	// (contract §6). A cluster that cannot be asked yet is checked by /readyz's probes later, not here.
+	produced := []string{cfg.KafkaDLQTopic}
+	if cfg.KafkaChangesTopic != "" {
+		produced = append(produced, cfg.KafkaChangesTopic)
+	}
+	if err := checkTopics(ctx, kc, cfg.KafkaBrokers, cfg.Replication, log, produced); err != nil {
+		return err
 	}
 	// A connection per lane, one for the purger and one for the probes.
 	storeOpts := mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: cfg.Lanes + 2, TLS: cfg.MySQLTLS,
@@ -173,4 +183,20 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		log.Info("projector stopped")
 	}
 	return err
+}
+
+// checkTopics refuses to start on topics that cannot keep an acknowledged record through the loss of a
+// broker (topicadmin.ErrNotDurable); a cluster or topic that cannot be described yet is logged and
+// left to the readiness probes.
+func checkTopics(ctx context.Context, kc *kafkaconn.Conn, brokers []string, r topicadmin.Replication, log *slog.Logger, topics []string) error {
+	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := topicadmin.Check(checkCtx, kc, brokers, r, log, topics...)
+	if errors.Is(err, topicadmin.ErrNotDurable) {
+		return fmt.Errorf("topics: %w", err)
+	}
+	if err != nil {
+		log.Warn("topic replication not checked: the cluster cannot be asked yet", "topics", topics, "error", err.Error())
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/projector"
 	"github.com/convsync/conversations/internal/testenv"
+	"github.com/convsync/conversations/internal/topicadmin"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -121,7 +123,7 @@ func TestRunProjectsAndStopsCleanly(t *testing.T) {
 	go func() {
 		done <- run(ctx, map[string]string{"MYSQL_DSN": dsn, "KAFKA_BROKERS": strings.Join(brokers, ","),
 			"KAFKA_TOPIC": topic, "KAFKA_DLQ_TOPIC": dlq, "KAFKA_CHANGES_TOPIC": topics.Changes, "KAFKA_GROUP_ID": testenv.Name("group."),
-			"PROJECTOR_HTTP_ADDR": addr, "TOMBSTONE_MAX_AGE": "720h"}, &out)
+			"PROJECTOR_HTTP_ADDR": addr, "TOMBSTONE_MAX_AGE": "720h", "KAFKA_ALLOW_UNREPLICATED": "true"}, &out)
 	}()
 
 	waitFor(t, 20*time.Second, "/readyz answers 200", func() bool {
@@ -190,6 +192,34 @@ func TestRunFailsFastOnBadConfig(t *testing.T) {
 	}
 }
 
+// The topics the projector produces to must keep an acknowledged record through the loss of a broker
+// (contract §6): with the default replication (three replicas, two in sync) a one-broker cluster is
+// refused at start with a message naming the setting and the flag for development.
+func TestRunRefusesTopicsThatCannotSurviveABroker(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	conn, err := kafkago.Dial("tcp", brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := conn.Brokers()
+	conn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) >= 3 {
+		t.Skipf("the test cluster has %d brokers: the default replication fits it", len(all))
+	}
+	topics := testenv.Topics(t, brokers, 1)
+	_, dsn := testenv.Store(t, mysql.Options{})
+	var out testenv.LogBuffer
+	err = run(t.Context(), map[string]string{"MYSQL_DSN": dsn, "KAFKA_BROKERS": strings.Join(brokers, ","),
+		"KAFKA_TOPIC": topics.Events, "KAFKA_DLQ_TOPIC": topics.DLQ, "KAFKA_CHANGES_TOPIC": topics.Changes,
+		"PROJECTOR_HTTP_ADDR": "127.0.0.1:0"}, &out)
+	if !errors.Is(err, topicadmin.ErrNotDurable) || !strings.Contains(err.Error(), "KAFKA_ALLOW_UNREPLICATED") {
+		t.Fatalf("run = %v, want ErrNotDurable naming KAFKA_ALLOW_UNREPLICATED", err)
+	}
+}
+
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -223,7 +253,7 @@ func TestRunOverSASLSSL(t *testing.T) {
 			"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": sec.PlainUser,
 			"KAFKA_SASL_PASSWORD": sec.PlainPassword, "KAFKA_TLS_CA_FILE": sec.CAFile,
 			"KAFKA_TOPIC": topics.Events, "KAFKA_DLQ_TOPIC": topics.DLQ, "KAFKA_CHANGES_TOPIC": topics.Changes,
-			"KAFKA_GROUP_ID": testenv.Name("group."), "PROJECTOR_HTTP_ADDR": addr}, &out)
+			"KAFKA_GROUP_ID": testenv.Name("group."), "PROJECTOR_HTTP_ADDR": addr, "KAFKA_ALLOW_UNREPLICATED": "true"}, &out)
 	}()
 	waitFor(t, 30*time.Second, "/readyz answers 200 over SASL_SSL", func() bool {
 		res, err := http.Get("http://" + addr + "/readyz")

@@ -127,7 +127,7 @@ start_app() {
   echo "==== $(date -u +%FT%TZ) starting $name" >>"$LOG_DIR/$name.log"
   env MYSQL_DSN="$(dsn $MYSQL_PRIMARY_PORT)" KAFKA_BROKERS="$(brokers)" KAFKA_TOPIC="$TOPIC" \
     KAFKA_DLQ_TOPIC="$DLQ_TOPIC" KAFKA_CHANGES_TOPIC="$CHANGES_TOPIC" KAFKA_GROUP_ID="$GROUP" \
-    KAFKA_REPLICATION_FACTOR=3 KAFKA_MIN_INSYNC_REPLICAS=2 "$@" \
+    KAFKA_REPLICATION_FACTOR=3 KAFKA_MIN_INSYNC_REPLICAS=2 KAFKA_ALLOW_UNREPLICATED=false "$@" \
     setsid nohup "$BIN/$bin" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/$name.pid"
   log "started $name (pid $!, log $LOG_DIR/$name.log)"
@@ -194,7 +194,7 @@ up() {
   step "migrating (primary; topics with replication factor 3, min.insync.replicas 2)"
   MYSQL_DSN="$(dsn $MYSQL_PRIMARY_PORT)" KAFKA_BROKERS="$(brokers)" KAFKA_TOPIC="$TOPIC" \
     KAFKA_DLQ_TOPIC="$DLQ_TOPIC" KAFKA_CHANGES_TOPIC="$CHANGES_TOPIC" KAFKA_PARTITIONS="$PARTITIONS" \
-    KAFKA_REPLICATION_FACTOR=3 KAFKA_MIN_INSYNC_REPLICAS=2 "$BIN/migrate" >>"$LOG_DIR/migrate.log" 2>&1 ||
+    KAFKA_REPLICATION_FACTOR=3 KAFKA_MIN_INSYNC_REPLICAS=2 KAFKA_ALLOW_UNREPLICATED=false "$BIN/migrate" >>"$LOG_DIR/migrate.log" 2>&1 ||
     { tail -n 20 "$LOG_DIR/migrate.log" >&2; die "migrate failed"; }
   wait_replicas
   step "projectors and API replicas"

@@ -158,10 +158,12 @@ func NewPublisher(kc *kafkaconn.Conn, brokers []string, topic string, log *slog.
 		return nil, err
 	}
 	p.w = &kafkago.Writer{
-		Addr:         kafkago.TCP(brokers...),
-		Topic:        topic,
-		Transport:    kc.Transport(),
-		RequiredAcks: kafkago.RequireOne,
+		Addr:      kafkago.TCP(brokers...),
+		Topic:     topic,
+		Transport: kc.Transport(),
+		// Acknowledged by every in-sync replica (contract §6): an announcement the broker acknowledged
+		// survives the loss of the broker that led its partition.
+		RequiredAcks: kafkago.RequireAll,
 		// The writing goroutine already gathers what queued up meanwhile: do not wait for a fuller batch.
 		BatchTimeout: time.Millisecond,
 		MaxAttempts:  3,

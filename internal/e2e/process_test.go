@@ -28,9 +28,9 @@ type proc struct {
 }
 
 // baseEnv is what every child gets besides its own configuration: nothing of the developer's own
-// MYSQL_DSN or KAFKA_* leaks in.
+// MYSQL_DSN or KAFKA_* leaks in. The test broker is one broker: topics it cannot replicate are accepted.
 func baseEnv() []string {
-	var env []string
+	env := []string{"KAFKA_ALLOW_UNREPLICATED=true"}
 	for _, k := range []string{"PATH", "HOME", "TMPDIR", "GORACE"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strconv"
@@ -35,11 +36,25 @@ func DeadLetterTopic(name string, partitions, eventsMaxBytes int) Topic {
 	return Topic{Name: name, Partitions: partitions, MaxMessageBytes: eventsMaxBytes + DeadLetterHeadroom}
 }
 
-// Ensure creates the topics that do not exist yet, with replication factor min(3, brokers in the
-// cluster), and returns once the cluster serves every partition of each (a topic just created refuses
+// Ensure creates the topics that do not exist yet with the Development replication (three replicas
+// and min.insync.replicas 2 where the cluster has three brokers, fewer on a smaller one), for tools
+// and tests, and returns once the cluster serves every partition of each (a topic just created refuses
 // produce requests for a moment). Existing topics are left as they are: their partition count is not
 // changed. It returns an error when the cluster cannot be reached, refuses a topic, or ctx ends first.
 func Ensure(ctx context.Context, kc *kafkaconn.Conn, brokers []string, topics ...Topic) error {
+	return ensure(ctx, kc, brokers, Development, false, nil, topics)
+}
+
+// EnsureReplicated is Ensure for the service's own topics (cmd/migrate): topics are created with r's
+// factor and min.insync.replicas and unclean leader election off; an existing topic's
+// min.insync.replicas is raised to r's and unclean election turned off, and then every topic is
+// checked (Check): an error wrapping ErrNotDurable names a topic whose replication cannot keep an
+// acknowledged record through the loss of a broker, or a cluster too small for r.
+func EnsureReplicated(ctx context.Context, kc *kafkaconn.Conn, brokers []string, r Replication, log *slog.Logger, topics ...Topic) error {
+	return ensure(ctx, kc, brokers, r, true, log, topics)
+}
+
+func ensure(ctx context.Context, kc *kafkaconn.Conn, brokers []string, r Replication, strict bool, log *slog.Logger, topics []Topic) error {
 	if len(brokers) == 0 {
 		return errors.New("no Kafka brokers configured")
 	}
@@ -62,12 +77,19 @@ func Ensure(ctx context.Context, kc *kafkaconn.Conn, brokers []string, topics ..
 		return fmt.Errorf("dial Kafka controller: %w", err)
 	}
 	defer cc.Close()
-	replication := min(3, len(all))
+	replication, minInSync, err := r.effective(len(all))
+	if err != nil {
+		return err
+	}
 	configs := make([]kafkago.TopicConfig, 0, len(topics))
 	for _, t := range topics {
-		c := kafkago.TopicConfig{Topic: t.Name, NumPartitions: t.Partitions, ReplicationFactor: replication}
+		c := kafkago.TopicConfig{Topic: t.Name, NumPartitions: t.Partitions, ReplicationFactor: replication,
+			ConfigEntries: []kafkago.ConfigEntry{{ConfigName: minInSyncReplicas, ConfigValue: strconv.Itoa(minInSync)}}}
+		if strict {
+			c.ConfigEntries = append(c.ConfigEntries, kafkago.ConfigEntry{ConfigName: uncleanElection, ConfigValue: "false"})
+		}
 		if t.MaxMessageBytes > 0 {
-			c.ConfigEntries = []kafkago.ConfigEntry{{ConfigName: maxMessageBytes, ConfigValue: strconv.Itoa(t.MaxMessageBytes)}}
+			c.ConfigEntries = append(c.ConfigEntries, kafkago.ConfigEntry{ConfigName: maxMessageBytes, ConfigValue: strconv.Itoa(t.MaxMessageBytes)})
 		}
 		configs = append(configs, c)
 	}
@@ -92,8 +114,20 @@ func Ensure(ctx context.Context, kc *kafkaconn.Conn, brokers []string, topics ..
 				return err
 			}
 		}
+		if strict {
+			if err := settle(ctx, client, t.Name, minInSync); err != nil {
+				return err
+			}
+		}
 	}
-	return nil
+	if !strict {
+		return nil
+	}
+	names := make([]string, len(topics))
+	for i, t := range topics {
+		names[i] = t.Name
+	}
+	return check(ctx, client, r, log, names)
 }
 
 const maxMessageBytes = "max.message.bytes"
