@@ -35,6 +35,14 @@ func envVars(t *testing.T, cmd string) []string {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no sources for cmd/%s: %v", cmd, err)
 	}
+	// Settings every binary embeds from a shared package (Kafka connection, topic replication).
+	for _, pkg := range []string{"kafkaconn", "topicadmin"} {
+		shared, err := filepath.Glob(filepath.Join("..", "internal", pkg, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, shared...)
+	}
 	var vars []string
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {

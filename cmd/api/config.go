@@ -68,6 +68,19 @@ type config struct {
 	// RecentsCacheBytes bounds the memory for channels' newest messages, cached only with the change feed
 	// on (default 67108864 = 64 MiB; 0 turns the cache off).
 	RecentsCacheBytes int `env:"RECENTS_CACHE_BYTES" envDefault:"67108864"`
+	// ReadDSNs are database replicas of MySQLDSN (space-separated DSNs) that answer sync's per-user
+	// reads when they are current enough for the user (internal/replica); mutations, recents and large
+	// channels' states stay on the primary. Needs the change feed (KAFKA_BROKERS) and the list cache:
+	// their announcements are what a replica's answer is checked against. Default none.
+	ReadDSNs []string `env:"MYSQL_READ_DSNS" envSeparator:" "`
+	// MaxReplicaLag is how far behind the primary a replica may be and still be read (default 2s).
+	MaxReplicaLag time.Duration `env:"MAX_REPLICA_LAG" envDefault:"2s"`
+	// ReplicaWait is how long a read waits for a replica to reach what the user was already answered,
+	// before the primary answers (default 200ms).
+	ReplicaWait time.Duration `env:"REPLICA_WAIT" envDefault:"200ms"`
+	// ReplicaReadTimeout bounds one read or check on a replica: a frozen replica costs a request at
+	// most that (default 150ms).
+	ReplicaReadTimeout time.Duration `env:"REPLICA_READ_TIMEOUT" envDefault:"150ms"`
 	// ShutdownTimeout is how long in-flight requests may take to finish on SIGTERM (default 10s).
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 }
@@ -111,6 +124,19 @@ func loadConfig(environ map[string]string) (config, error) {
 	if cfg.SyncCacheMaxAge <= 0 || cfg.SyncCacheMaxAge > maxSyncCacheMaxAge {
 		errs = append(errs, fmt.Errorf("SYNC_CACHE_MAX_AGE must be positive and at most %s, got %s", maxSyncCacheMaxAge, cfg.SyncCacheMaxAge))
 	}
+	for i, d := range cfg.ReadDSNs {
+		if _, err := mysqldriver.ParseDSN(d); err != nil {
+			errs = append(errs, fmt.Errorf("MYSQL_READ_DSNS: DSN %d: %w", i+1, err))
+		}
+	}
+	if len(cfg.ReadDSNs) > 0 && (len(cfg.KafkaBrokers) == 0 || cfg.SyncCacheUsers == 0) {
+		errs = append(errs, errors.New("MYSQL_READ_DSNS needs the change feed (KAFKA_BROKERS) and SYNC_CACHE_USERS > 0: "+
+			"a replica's answer is checked against the versions announced there"))
+	}
+	if cfg.MaxReplicaLag <= 0 || cfg.ReplicaWait < 0 || cfg.ReplicaReadTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("MAX_REPLICA_LAG and REPLICA_READ_TIMEOUT must be positive and REPLICA_WAIT >= 0, got %s, %s and %s",
+			cfg.MaxReplicaLag, cfg.ReplicaReadTimeout, cfg.ReplicaWait))
+	}
 	if len(cfg.KafkaBrokers) > 0 && cfg.KafkaChangesTopic == "" {
 		errs = append(errs, errors.New("KAFKA_CHANGES_TOPIC must not be empty when KAFKA_BROKERS is set"))
 	}
@@ -139,6 +165,10 @@ func (c config) LogValue() slog.Value {
 		slog.String("kafka_changes_topic", c.KafkaChangesTopic),
 		slog.String("sync_cache_max_age", c.SyncCacheMaxAge.String()),
 		slog.Int("recents_cache_bytes", c.RecentsCacheBytes),
+		slog.Any("mysql_read_addrs", readAddrs(c.ReadDSNs)),
+		slog.String("max_replica_lag", c.MaxReplicaLag.String()),
+		slog.String("replica_wait", c.ReplicaWait.String()),
+		slog.String("replica_read_timeout", c.ReplicaReadTimeout.String()),
 	}
 	if dsn, err := mysqldriver.ParseDSN(c.MySQLDSN); err == nil {
 		attrs = append(attrs, slog.String("mysql_addr", dsn.Addr), slog.String("mysql_db", dsn.DBName))
@@ -153,3 +183,16 @@ func (c config) String() string { return c.LogValue().String() }
 // message of a large channel that no follower needs any more (purge.LateGrace, 2m): a list served from
 // memory is as old as its last check, and a purge must not remove what such a list still derives from.
 const maxSyncCacheMaxAge = purge.LateGrace / 2
+
+// readAddrs are the replicas' addresses, what logs and metrics name them by (never their passwords).
+func readAddrs(dsns []string) []string {
+	out := make([]string, 0, len(dsns))
+	for i, d := range dsns {
+		if c, err := mysqldriver.ParseDSN(d); err == nil {
+			out = append(out, c.Addr)
+		} else {
+			out = append(out, fmt.Sprintf("replica-%d", i+1))
+		}
+	}
+	return out
+}

@@ -28,6 +28,7 @@ import (
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/readcache"
+	"github.com/convsync/conversations/internal/replica"
 	"github.com/convsync/conversations/internal/topicadmin"
 )
 
@@ -129,7 +130,13 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		}()
 		publish = changes.AfterCommit
 	}
+	var router *replica.Router
 	notify := func(c conversation.Changes) {
+		if router != nil {
+			for uid, v := range c.Versions {
+				router.Notify(uid, v)
+			}
+		}
 		if rows != nil {
 			for uid, v := range c.Versions {
 				rows.Notify(uid, v)
@@ -167,6 +174,36 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	if err != nil {
 		return fmt.Errorf("register cache metrics: %w", err)
 	}
+	// Database replicas answer per-user reads when they are current enough (internal/replica); only with
+	// the feed, whose announcements are what their answers are checked against.
+	var rowsCacheSource readcache.RowsSource = store
+	if len(cfg.ReadDSNs) > 0 && maxAge > 0 {
+		var named []replica.Named
+		addrs := readAddrs(cfg.ReadDSNs)
+		for i, d := range cfg.ReadDSNs {
+			rs, err := mysql.Open(d, mysql.Options{MaxOpenConns: cfg.MySQLMaxOpenConns, TLS: cfg.MySQLTLS})
+			if err != nil {
+				return fmt.Errorf("MYSQL_READ_DSNS: %w", err)
+			}
+			defer rs.Close()
+			named = append(named, replica.Named{Name: addrs[i], DB: rs})
+		}
+		router, err = replica.New(store, named, replica.Options{MaxLag: cfg.MaxReplicaLag, Wait: cfg.ReplicaWait,
+			ReadTimeout: cfg.ReplicaReadTimeout, Registry: reg, Logger: log})
+		if err != nil {
+			return err
+		}
+		routerCtx, stopRouter := context.WithCancel(ctx)
+		var routing sync.WaitGroup
+		routing.Go(func() { router.Run(routerCtx) })
+		defer func() {
+			stopRouter()
+			routing.Wait()
+		}()
+		rowsCacheSource = router
+	} else if len(cfg.ReadDSNs) > 0 {
+		log.Warn("change feed unavailable: MYSQL_READ_DSNS not used, the primary answers every read")
+	}
 	var rowsSource httpapi.Rows = store
 	if cfg.SyncCacheUsers > 0 {
 		// Large channels' states are held only with the feed: its announcements keep them current, and
@@ -174,7 +211,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		if maxAge > 0 {
 			largeCache = readcache.NewLarge(store, readcache.LargeOptions{MaxAge: maxAge, Metrics: cacheMetrics})
 		}
-		rows = readcache.NewRows(store, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers, MaxRows: cfg.SyncCacheRows, MaxAge: maxAge, Metrics: cacheMetrics,
+		rows = readcache.NewRows(rowsCacheSource, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers, MaxRows: cfg.SyncCacheRows, MaxAge: maxAge, Metrics: cacheMetrics,
 			Large: largeCache})
 		rowsSource = rows
 	}
@@ -205,6 +242,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		MaxMsgCount:      cfg.SyncMaxMsgCount,
 		MaxConversations: cfg.SyncMaxConversations,
 		Logger:           log,
+		Replicas:         replicaStatus(router),
 	})
 	if err != nil {
 		return err
@@ -270,4 +308,12 @@ func refreshCaches(ctx context.Context, interval time.Duration, log *slog.Logger
 			log.Warn("recents refresh failed", "error", err.Error())
 		}
 	}
+}
+
+// replicaStatus is what /readyz shows of the replicas (nil without them).
+func replicaStatus(r *replica.Router) func() any {
+	if r == nil {
+		return nil
+	}
+	return func() any { return r.Status() }
 }

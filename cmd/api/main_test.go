@@ -38,6 +38,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 		ShutdownTimeout:      10 * time.Second,
 		Kafka:                kafkaconn.Config{SecurityProtocol: "PLAINTEXT", SASLMechanism: "SCRAM-SHA-512"},
 		Replication:          topicadmin.Replication{Factor: 3, MinInSync: 2},
+		MaxReplicaLag:        2 * time.Second,
+		ReplicaWait:          200 * time.Millisecond,
+		ReplicaReadTimeout:   150 * time.Millisecond,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("defaults %+v, want %+v", cfg, want)
@@ -58,8 +61,9 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		SyncMaxMsgCount: 7, SyncMaxConversations: 8, MySQLMaxOpenConns: 9, ShutdownTimeout: 3 * time.Second,
 		SyncCacheRows: 5000, RecentsCacheBytes: 1024,
 		KafkaBrokers: []string{"k1:9092", "k2:9092"}, KafkaChangesTopic: "feed", SyncCacheMaxAge: time.Second,
-		Kafka:       kafkaconn.Config{SecurityProtocol: "PLAINTEXT", SASLMechanism: "SCRAM-SHA-512"},
-		Replication: topicadmin.Replication{Factor: 3, MinInSync: 2}}
+		Kafka:         kafkaconn.Config{SecurityProtocol: "PLAINTEXT", SASLMechanism: "SCRAM-SHA-512"},
+		Replication:   topicadmin.Replication{Factor: 3, MinInSync: 2},
+		MaxReplicaLag: 2 * time.Second, ReplicaWait: 200 * time.Millisecond, ReplicaReadTimeout: 150 * time.Millisecond}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("config %+v, want %+v", cfg, want)
 	}

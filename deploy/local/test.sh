@@ -40,9 +40,21 @@ if [ -z "${TEST_KAFKA_SASL_BROKERS:-}" ]; then
   fi
 fi
 
+# Reads from database replicas are tested against a MariaDB primary with a replica (internal/replica):
+# a private pair on 127.0.0.1:23311-23312 unless TEST_REPLICA_* name one.
+if [ -z "${TEST_REPLICA_DSN:-}" ]; then
+  if ! "$LOCAL_DIR/replica-pair.sh" status >/dev/null 2>&1; then
+    step "starting a MariaDB primary and replica for the replica-read tests"
+    _STARTED+=(replica-pair)
+  fi
+  eval "$("$LOCAL_DIR/replica-pair.sh" start)"
+  export TEST_REPLICA_PRIMARY_DSN TEST_REPLICA_DSN TEST_REPLICA_ADMIN_DSN TEST_REPLICA_PIDFILE
+fi
+
 step "go test -race -count=1 ${*:-./...}"
 echo "    TEST_MYSQL_DSN=$TEST_MYSQL_DSN TEST_KAFKA_BROKERS=$TEST_KAFKA_BROKERS REQUIRE_INTEGRATION=$REQUIRE_INTEGRATION"
 echo "    TEST_KAFKA_SASL_BROKERS=$TEST_KAFKA_SASL_BROKERS TEST_KAFKA_TLS_CA_FILE=$TEST_KAFKA_TLS_CA_FILE"
+echo "    TEST_REPLICA_PRIMARY_DSN=$TEST_REPLICA_PRIMARY_DSN TEST_REPLICA_DSN=$TEST_REPLICA_DSN"
 rc=0
 CGO_ENABLED=1 go test -race -count=1 "${@:-./...}" || rc=$?
 if [ $# -eq 0 ]; then

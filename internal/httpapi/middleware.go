@@ -178,5 +178,9 @@ func (a *api) readyz(c *gin.Context) {
 		})(c)
 		return
 	}
-	c.Data(http.StatusOK, contentTypeJSON, okBody)
+	if a.opts.Replicas == nil {
+		c.Data(http.StatusOK, contentTypeJSON, okBody)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": http.StatusOK, "replicas": a.opts.Replicas()})
 }

@@ -61,6 +61,9 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Logger receives the access log and server faults (default: discard).
 	Logger *slog.Logger
+	// Replicas, when set, is the state of the database replicas sync reads (lag, usable), shown by
+	// /readyz; a replica that is behind or down does not make the API unready: the primary answers.
+	Replicas func() any
 	// Registry receives the API's metrics and is what /metrics serves (default: a fresh registry with
 	// the Go and process collectors).
 	Registry *prometheus.Registry

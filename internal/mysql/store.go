@@ -21,6 +21,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -120,6 +121,8 @@ type Store struct {
 	now      func() time.Time
 	onCommit func(ctx context.Context, changes conversation.Changes)
 	large    conversation.LargeThresholds
+	// flavour is MariaDB or MySQL once a replication position was read (replication.go).
+	flavour atomic.Int32
 }
 
 // Open connects to the database named by dsn (go-sql-driver/mysql format). It does not wait for the

@@ -147,6 +147,8 @@ func (c *Rows) Notify(uid string, version int64) {
 // with more rows than MaxRowsPerUser, or one not cached, costs a page per page rather than the whole
 // list. conversation.Select answers q exactly from either.
 func (c *Rows) ReadList(ctx context.Context, q conversation.Query) (conversation.ListRead, error) {
+	// What the device already has (q.Version) is what no answer may be below, here and in the source.
+	ctx = WithMinVersion(ctx, q.Version)
 	var page *conversation.Query
 	if q.Version > 0 && q.Limit > 0 {
 		page = &q
@@ -170,7 +172,8 @@ func (c *Rows) ReadList(ctx context.Context, q conversation.Query) (conversation
 func (c *Rows) read(ctx context.Context, uid string, page *conversation.Query) (list conversation.ListRead, large bool, err error) {
 	start := c.opts.Now()
 	if c.opts.MaxAge > 0 {
-		if e, ok := c.fresh(uid, start); ok {
+		// A list older than what the requesting device already has is checked like an expired one.
+		if e, ok := c.fresh(uid, start); ok && e.version >= MinVersion(ctx) {
 			c.opts.Metrics.rows.WithLabelValues("memory").Inc()
 			return e.list(conversation.Served{AsOf: e.checked}), e.large, nil
 		}

@@ -45,7 +45,12 @@ func Name(prefix string) string {
 // when the test ends (kept if the test failed, for a look at its rows).
 func MySQLDSN(t testing.TB) string {
 	t.Helper()
-	admin := need(t, "TEST_MYSQL_DSN", "a MySQL-compatible server")
+	return freshDB(t, need(t, "TEST_MYSQL_DSN", "a MySQL-compatible server"))
+}
+
+// freshDB is MySQLDSN on the server admin names.
+func freshDB(t testing.TB, admin string) string {
+	t.Helper()
 	cfg, err := mysql.ParseDSN(admin)
 	if err != nil {
 		t.Fatalf("TEST_MYSQL_DSN: %v", err)
