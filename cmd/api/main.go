@@ -87,75 +87,18 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	); err != nil {
 		return fmt.Errorf("register runtime metrics: %w", err)
 	}
-
-	// The change feed (optional): follow it to keep cached lists and recents current without reading the
-	// database, and announce this replica's own mutations on it. A committed mutation also updates this
-	// replica's caches at once (they are set before the server starts, so before any commit).
-	kc, err := kafkaconn.New(cfg.Kafka)
+	feed, err := openFeed(ctx, cfg, log, reg)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
+		return err
 	}
-	var rows *readcache.Rows
-	var recentsCache *readcache.Recents
-	var largeCache *readcache.Large
-	var follower *changefeed.Follower
-	var publish func(context.Context, conversation.Changes)
-	maxAge := time.Duration(0) // without the feed, every sync checks the user's version
-	if len(cfg.KafkaBrokers) > 0 && cfg.SyncCacheUsers > 0 {
-		// The feed's topic must keep an acknowledged announcement through the loss of a broker (contract
-		// §6); a cluster that cannot be asked yet is not a reason to refuse: the API then reads more.
-		checkCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := topicadmin.Check(checkCtx, kc, cfg.KafkaBrokers, cfg.Replication, log, cfg.KafkaChangesTopic)
-		cancel()
-		if errors.Is(err, topicadmin.ErrNotDurable) {
-			return fmt.Errorf("change feed: %w", err)
-		}
-		if err != nil {
-			log.Warn("change feed replication not checked: the cluster cannot be asked yet", "error", err.Error())
-		}
-		follower, err = changefeed.NewFollower(ctx, kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
-		if err != nil {
-			log.Warn("change feed unavailable: every sync checks the database", "error", err.Error())
-		} else {
-			maxAge = cfg.SyncCacheMaxAge
-		}
-		changes, err := changefeed.NewPublisher(kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg, changefeed.PublisherOptions{})
-		if err != nil {
-			return fmt.Errorf("change feed: %w", err)
-		}
-		defer func() {
-			if err := changes.Close(); err != nil {
-				log.Warn("change feed publisher close", "error", err.Error())
-			}
-		}()
-		publish = changes.AfterCommit
-	}
-	var router *replica.Router
-	notify := func(c conversation.Changes) {
-		if router != nil {
-			for uid, v := range c.Versions {
-				router.Notify(uid, v)
-			}
-		}
-		if rows != nil {
-			for uid, v := range c.Versions {
-				rows.Notify(uid, v)
-			}
-		}
-		if recentsCache != nil {
-			recentsCache.Apply(c.Windows)
-		}
-		// After the users: a list a commit rewrote must be stale before the channel state that commit
-		// reached can be derived with it.
-		if largeCache != nil {
-			largeCache.Apply(c.Channels)
-		}
-	}
+	defer feed.close()
+	// A committed mutation updates this replica's caches at once, and is announced to the others.
+	cs := &caches{}
 	store, err := mysql.Open(cfg.MySQLDSN, mysql.Options{MaxOpenConns: cfg.MySQLMaxOpenConns, TLS: cfg.MySQLTLS,
 		OnCommit: func(ctx context.Context, c conversation.Changes) {
-			notify(c)
-			if publish != nil {
-				publish(ctx, c)
+			cs.apply(c)
+			if feed.publish != nil {
+				feed.publish(ctx, c)
 			}
 		}})
 	if err != nil {
@@ -169,84 +112,204 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 	cancel()
 
-	// Sync reads conversation lists through the cache (size 0 turns it off).
-	cacheMetrics, err := readcache.NewMetrics(reg)
-	if err != nil {
-		return fmt.Errorf("register cache metrics: %w", err)
-	}
-	// Database replicas answer per-user reads when they are current enough (internal/replica); only with
-	// the feed, whose announcements are what their answers are checked against.
+	// The router and the caches are set before the server starts, so before any commit reaches cs.apply.
 	var rowsCacheSource readcache.RowsSource = store
-	if len(cfg.ReadDSNs) > 0 && maxAge > 0 {
-		var named []replica.Named
-		addrs := readAddrs(cfg.ReadDSNs)
-		for i, d := range cfg.ReadDSNs {
-			rs, err := mysql.Open(d, mysql.Options{MaxOpenConns: cfg.MySQLMaxOpenConns, TLS: cfg.MySQLTLS})
-			if err != nil {
-				return fmt.Errorf("MYSQL_READ_DSNS: %w", err)
-			}
-			defer rs.Close()
-			named = append(named, replica.Named{Name: addrs[i], DB: rs})
-		}
-		router, err = replica.New(store, named, replica.Options{MaxLag: cfg.MaxReplicaLag, Wait: cfg.ReplicaWait,
-			ReadTimeout: cfg.ReplicaReadTimeout, Registry: reg, Logger: log})
+	if len(cfg.ReadDSNs) > 0 && feed.maxAge > 0 {
+		stop, err := cs.route(ctx, cfg, store, reg, log)
 		if err != nil {
 			return err
 		}
-		routerCtx, stopRouter := context.WithCancel(ctx)
-		var routing sync.WaitGroup
-		routing.Go(func() { router.Run(routerCtx) })
-		defer func() {
-			stopRouter()
-			routing.Wait()
-		}()
-		rowsCacheSource = router
+		defer stop()
+		rowsCacheSource = cs.router
 	} else if len(cfg.ReadDSNs) > 0 {
 		log.Warn("change feed unavailable: MYSQL_READ_DSNS not used, the primary answers every read")
 	}
-	var rowsSource httpapi.Rows = store
-	if cfg.SyncCacheUsers > 0 {
+	rows, recents, err := cs.build(cfg, store, rowsCacheSource, reg, feed.maxAge)
+	if err != nil {
+		return err
+	}
+	if feed.follower != nil && cs.rows != nil {
+		stop := cs.follow(ctx, feed.follower, feed.maxAge, log)
+		defer stop()
+	}
+	handler, err := httpapi.New(store, rows, recents, httpapi.Options{
+		Registry:         reg,
+		Token:            cfg.Token,
+		MaxMsgCount:      cfg.SyncMaxMsgCount,
+		MaxConversations: cfg.SyncMaxConversations,
+		Logger:           log,
+		Replicas:         replicaStatus(cs.router),
+	})
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, handler, log)
+}
+
+// feed is the change feed (optional): followed to keep cached lists and recents current without
+// reading the database, and written with this replica's own mutations.
+type feed struct {
+	follower *changefeed.Follower // nil: not followed (no brokers, no cache, or the broker unreachable)
+	publish  func(context.Context, conversation.Changes)
+	close    func()
+	// maxAge is how long the caches may serve from memory: SYNC_CACHE_MAX_AGE while the feed is
+	// followed, 0 otherwise (every sync checks the user's version).
+	maxAge time.Duration
+}
+
+func openFeed(ctx context.Context, cfg config, log *slog.Logger, reg prometheus.Registerer) (feed, error) {
+	f := feed{close: func() {}}
+	kc, err := kafkaconn.New(cfg.Kafka)
+	if err != nil {
+		return f, fmt.Errorf("config: %w", err)
+	}
+	if len(cfg.KafkaBrokers) == 0 || cfg.SyncCacheUsers <= 0 {
+		return f, nil
+	}
+	// The feed's topic must keep an acknowledged announcement through the loss of a broker (contract
+	// §6); a cluster that cannot be asked yet is not a reason to refuse: the API then reads more.
+	checkCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = topicadmin.Check(checkCtx, kc, cfg.KafkaBrokers, cfg.Replication, log, cfg.KafkaChangesTopic)
+	cancel()
+	if errors.Is(err, topicadmin.ErrNotDurable) {
+		return f, fmt.Errorf("change feed: %w", err)
+	}
+	if err != nil {
+		log.Warn("change feed replication not checked: the cluster cannot be asked yet", "error", err.Error())
+	}
+	f.follower, err = changefeed.NewFollower(ctx, kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg)
+	if err != nil {
+		log.Warn("change feed unavailable: every sync checks the database", "error", err.Error())
+	} else {
+		f.maxAge = cfg.SyncCacheMaxAge
+	}
+	changes, err := changefeed.NewPublisher(kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg, changefeed.PublisherOptions{})
+	if err != nil {
+		return f, fmt.Errorf("change feed: %w", err)
+	}
+	f.publish = changes.AfterCommit
+	f.close = func() {
+		if err := changes.Close(); err != nil {
+			log.Warn("change feed publisher close", "error", err.Error())
+		}
+	}
+	return f, nil
+}
+
+// caches are the API's in-memory reads, and the router that sends per-user reads to database
+// replicas; a nil one is off.
+type caches struct {
+	router  *replica.Router
+	rows    *readcache.Rows
+	recents *readcache.Recents
+	large   *readcache.Large
+}
+
+// route opens the database replicas of MYSQL_READ_DSNS and routes per-user reads to one that is current
+// enough for the user, else the primary (internal/replica); only with the feed, whose announcements
+// are what their answers are checked against. stop ends the router and closes the replicas.
+func (cs *caches) route(ctx context.Context, cfg config, primary *mysql.Store, reg prometheus.Registerer, log *slog.Logger) (stop func(), err error) {
+	var named []replica.Named
+	var opened []*mysql.Store
+	closeAll := func() {
+		for _, rs := range opened {
+			rs.Close()
+		}
+	}
+	addrs := readAddrs(cfg.ReadDSNs)
+	for i, d := range cfg.ReadDSNs {
+		rs, err := mysql.Open(d, mysql.Options{MaxOpenConns: cfg.MySQLMaxOpenConns, TLS: cfg.MySQLTLS})
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("MYSQL_READ_DSNS: %w", err)
+		}
+		opened = append(opened, rs)
+		named = append(named, replica.Named{Name: addrs[i], DB: rs})
+	}
+	router, err := replica.New(primary, named, replica.Options{MaxLag: cfg.MaxReplicaLag, Wait: cfg.ReplicaWait,
+		ReadTimeout: cfg.ReplicaReadTimeout, Registry: reg, Logger: log})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	cs.router = router
+	routerCtx, stopRouter := context.WithCancel(ctx)
+	var routing sync.WaitGroup
+	routing.Go(func() { router.Run(routerCtx) })
+	return func() {
+		stopRouter()
+		routing.Wait()
+		closeAll()
+	}, nil
+}
+
+// build creates the caches the configuration asks for, lists read through src, and returns what sync
+// reads through: the caches, or the store itself where a cache is off.
+func (cs *caches) build(cfg config, store *mysql.Store, src readcache.RowsSource, reg prometheus.Registerer, maxAge time.Duration) (httpapi.Rows, httpapi.Recents, error) {
+	metrics, err := readcache.NewMetrics(reg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("register cache metrics: %w", err)
+	}
+	var rows httpapi.Rows = store
+	if cfg.SyncCacheUsers > 0 { // size 0 turns the lists' cache off
 		// Large channels' states are held only with the feed: its announcements keep them current, and
 		// SYNC_CACHE_MAX_AGE bounds a lost one. Without it each sync reads them.
 		if maxAge > 0 {
-			largeCache = readcache.NewLarge(store, readcache.LargeOptions{MaxAge: maxAge, Metrics: cacheMetrics})
+			cs.large = readcache.NewLarge(store, readcache.LargeOptions{MaxAge: maxAge, Metrics: metrics})
 		}
-		rows = readcache.NewRows(rowsCacheSource, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers, MaxRows: cfg.SyncCacheRows, MaxAge: maxAge, Metrics: cacheMetrics,
-			Large: largeCache})
-		rowsSource = rows
+		cs.rows = readcache.NewRows(src, readcache.RowsOptions{MaxUsers: cfg.SyncCacheUsers, MaxRows: cfg.SyncCacheRows,
+			MaxAge: maxAge, Metrics: metrics, Large: cs.large})
+		rows = cs.rows
 	}
 	// Recents come from the cache only with the feed: its announcements of late messages and prunes keep
 	// cached stretches exact, and SYNC_CACHE_MAX_AGE bounds a lost one. Without the feed the API serves
 	// nothing that could be stale.
 	var recents httpapi.Recents = store
 	if maxAge > 0 && cfg.RecentsCacheBytes > 0 {
-		recentsCache = readcache.NewRecents(store, readcache.RecentsOptions{MaxBytes: cfg.RecentsCacheBytes, MaxAge: maxAge,
-			Encode: httpapi.EncodeRecent, Metrics: cacheMetrics})
-		recents = recentsCache
+		cs.recents = readcache.NewRecents(store, readcache.RecentsOptions{MaxBytes: cfg.RecentsCacheBytes, MaxAge: maxAge,
+			Encode: httpapi.EncodeRecent, Metrics: metrics})
+		recents = cs.recents
 	}
-	if follower != nil && rows != nil {
-		followCtx, stopFollowing := context.WithCancel(ctx)
-		var following sync.WaitGroup
-		following.Go(func() { follower.Run(followCtx, notify) })
-		// Revalidate what the caches hold in bulk before SYNC_CACHE_MAX_AGE runs out, rather than one
-		// database read per list and per stretch as requests find them expired.
-		following.Go(func() { refreshCaches(followCtx, maxAge/4, log, rows, recentsCache, largeCache) })
-		defer func() {
-			stopFollowing()
-			following.Wait()
-		}()
+	return rows, recents, nil
+}
+
+// apply brings the router and the caches up to date with committed changes, announced on the feed or
+// committed by this replica.
+func (cs *caches) apply(c conversation.Changes) {
+	for uid, v := range c.Versions {
+		if cs.router != nil {
+			cs.router.Notify(uid, v)
+		}
+		if cs.rows != nil {
+			cs.rows.Notify(uid, v)
+		}
 	}
-	handler, err := httpapi.New(store, rowsSource, recents, httpapi.Options{
-		Registry:         reg,
-		Token:            cfg.Token,
-		MaxMsgCount:      cfg.SyncMaxMsgCount,
-		MaxConversations: cfg.SyncMaxConversations,
-		Logger:           log,
-		Replicas:         replicaStatus(router),
-	})
-	if err != nil {
-		return err
+	if cs.recents != nil {
+		cs.recents.Apply(c.Windows)
 	}
+	// After the users: a list a commit rewrote must be stale before the channel state that commit
+	// reached can be derived with it.
+	if cs.large != nil {
+		cs.large.Apply(c.Channels)
+	}
+}
+
+// follow applies the feed to the caches and revalidates them in bulk before SYNC_CACHE_MAX_AGE runs
+// out (rather than one database read per list and per stretch as requests find them expired), until
+// the returned stop is called; stop waits for both to end.
+func (cs *caches) follow(ctx context.Context, f *changefeed.Follower, maxAge time.Duration, log *slog.Logger) (stop func()) {
+	followCtx, cancel := context.WithCancel(ctx)
+	var following sync.WaitGroup
+	following.Go(func() { f.Run(followCtx, cs.apply) })
+	following.Go(func() { readcache.RefreshEvery(followCtx, maxAge/4, log, cs.rows, cs.large, cs.recents) })
+	return func() {
+		cancel()
+		following.Wait()
+	}
+}
+
+// serve runs the HTTP server until ctx is done, then shuts it down within SHUTDOWN_TIMEOUT.
+func serve(ctx context.Context, cfg config, handler http.Handler, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -280,34 +343,6 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 	log.Info("api stopped")
 	return nil
-}
-
-// refreshCaches revalidates the caches every interval until ctx ends. A failure is logged: the requests
-// then revalidate what they need themselves.
-func refreshCaches(ctx context.Context, interval time.Duration, log *slog.Logger, rows *readcache.Rows, recents *readcache.Recents, large *readcache.Large) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if err := rows.Refresh(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("conversation list refresh failed", "error", err.Error())
-		}
-		if large != nil {
-			if err := large.Refresh(ctx); err != nil && ctx.Err() == nil {
-				log.Warn("large channels refresh failed", "error", err.Error())
-			}
-		}
-		if recents == nil {
-			continue
-		}
-		if err := recents.Refresh(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("recents refresh failed", "error", err.Error())
-		}
-	}
 }
 
 // replicaStatus is what /readyz shows of the replicas (nil without them).

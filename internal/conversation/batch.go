@@ -3,6 +3,7 @@ package conversation
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 )
 
@@ -147,7 +148,7 @@ func RunBatch(ctx context.Context, tx BatchTx, events []Event, opts BatchOptions
 	if err != nil {
 		return out, err
 	}
-	late, err := tx.LateSince(ctx, FollowedSince(rows))
+	late, err := tx.LateSince(ctx, FollowedSince(maps.Values(rows)))
 	if err != nil {
 		return out, err
 	}
@@ -210,22 +211,6 @@ func VersionsFresh(takenAt time.Time) error {
 		return fmt.Errorf("%w: versions taken %v before the commit", ErrConflict, d.Round(time.Millisecond))
 	}
 	return nil
-}
-
-// FollowedSince returns, for each channel with followers among rows, the lowest base among them: the
-// late messages a derivation of those rows needs are those that arrived after it (Derive).
-func FollowedSince(rows map[ConvKey]Row) map[ChannelKey]int64 {
-	out := map[ChannelKey]int64{}
-	for k, r := range rows {
-		if !r.Follows {
-			continue
-		}
-		ck := ChannelKey{Key: k.ChannelID, Type: k.ChannelType}
-		if a, ok := out[ck]; !ok || r.Base.Arrivals < a {
-			out[ck] = r.Base.Arrivals
-		}
-	}
-	return out
 }
 
 // ChannelChanges is what a routed batch does to the broadcast state of channels that are large at

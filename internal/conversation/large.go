@@ -107,10 +107,7 @@ func Derive(row Row, b Broadcast, late []LateMsg) Row {
 // and late messages.
 func DeriveRows(rows map[ConvKey]Row, channels map[ChannelKey]ChannelState, late map[ChannelKey][]LateMsg) {
 	for k, r := range rows {
-		if r.Follows {
-			ck := ChannelKey{Key: k.ChannelID, Type: k.ChannelType}
-			rows[k] = Derive(r, channels[ck].Broadcast, late[ck])
-		}
+		rows[k] = DeriveFollower(r, channels, late)
 	}
 }
 

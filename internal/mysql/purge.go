@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -255,7 +256,7 @@ func (s *Store) purgeFollowerTombstonesOf(ctx context.Context, ck conversation.C
 		if err != nil {
 			return err
 		}
-		late, err := b.LateSince(ctx, conversation.FollowedSince(rows))
+		late, err := b.LateSince(ctx, conversation.FollowedSince(maps.Values(rows)))
 		if err != nil {
 			return err
 		}

@@ -89,28 +89,7 @@ func (s *Store) scanUserRows(ctx context.Context, query string, args ...any) ([]
 // (conversation.Derive), reading the states of all their channels, and their late messages, in one
 // statement; rows without followers cost nothing. rows is not modified.
 func (s *Store) DeriveLarge(ctx context.Context, rows []conversation.Row) ([]conversation.Row, error) {
-	since := map[conversation.ChannelKey]int64{}
-	for _, r := range rows {
-		if r.Follows {
-			since[conversation.ChannelKey{Key: r.ChannelID, Type: r.ChannelType}] = r.Base.Arrivals
-		}
-	}
-	if len(since) == 0 {
-		return rows, nil
-	}
-	channels, late, err := s.largeStates(ctx, since)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]conversation.Row, len(rows))
-	for i, r := range rows {
-		if r.Follows {
-			ck := conversation.ChannelKey{Key: r.ChannelID, Type: r.ChannelType}
-			r = conversation.Derive(r, channels[ck].Broadcast, late[ck])
-		}
-		out[i] = r
-	}
-	return out, nil
+	return conversation.DeriveList(ctx, rows, s.largeStates)
 }
 
 // LargeStates returns, in one statement, the state of each existing channel of since and its late

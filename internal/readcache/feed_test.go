@@ -89,8 +89,8 @@ func TestRowsWithChangeFeed(t *testing.T) {
 		for i := range 10 {
 			small.Notify(string(rune('a'+i)), 1)
 		}
-		if len(small.announced) > 4 {
-			t.Errorf("%d announcements kept, want at most 2*MaxUsers", len(small.announced))
+		if len(small.announced.latest) > 4 {
+			t.Errorf("%d announcements kept, want at most 2*MaxUsers", len(small.announced.latest))
 		}
 	})
 }

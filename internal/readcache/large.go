@@ -53,10 +53,9 @@ type Large struct {
 
 	mu       sync.Mutex
 	channels map[conversation.ChannelKey]*largeEntry
-	// announced counts announcements per channel, held or not, so a load that raced one is not kept.
-	// Past 2*MaxChannels entries it is cleared and epoch moves, which voids loads in flight.
-	announced map[conversation.ChannelKey]uint64
-	epoch     uint64
+	// announced counts announcements per channel, held or not, so a load that raced one is not kept
+	// (bounded at 2*MaxChannels channels).
+	announced announcements[conversation.ChannelKey]
 }
 
 type largeEntry struct {
@@ -84,7 +83,7 @@ func NewLarge(src LargeStatesSource, opts LargeOptions) *Large {
 	}
 	opts.Metrics = opts.Metrics.orUnregistered()
 	return &Large{src: src, opts: opts, channels: map[conversation.ChannelKey]*largeEntry{},
-		announced: map[conversation.ChannelKey]uint64{}}
+		announced: newAnnouncements[conversation.ChannelKey](2 * opts.MaxChannels)}
 }
 
 // Apply applies announced changes of large channels, in order (from the change feed, or a local
@@ -97,11 +96,7 @@ func (l *Large) Apply(changes []conversation.ChannelChange) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, c := range changes {
-		if len(l.announced) >= 2*l.opts.MaxChannels {
-			clear(l.announced)
-			l.epoch++
-		}
-		l.announced[c.Channel]++
+		l.announced.announce(c.Channel)
 		e, ok := l.channels[c.Channel]
 		switch {
 		case !ok:
@@ -118,31 +113,39 @@ func (l *Large) Apply(changes []conversation.ChannelChange) {
 }
 
 // Derive returns list with every follower of a large channel replaced by its conversation
-// (conversation.Derive), from held states where they are current enough, reading the others in one
+// (conversation.DeriveList), from held states where they are current enough, reading the others in one
 // statement. list.Rows is not modified. When a held state is used, the time it was last known current
 // joins list.Served.AsOf (the earliest stands). Errors are the source's.
 func (l *Large) Derive(ctx context.Context, list conversation.ListRead) (conversation.ListRead, error) {
-	rows := list.Rows
-	since := map[conversation.ChannelKey]int64{}
-	for _, r := range rows {
-		if r.Follows {
-			k := conversation.ChannelKey{Key: r.ChannelID, Type: r.ChannelType}
-			if s, ok := since[k]; !ok || r.Base.Arrivals < s {
-				since[k] = r.Base.Arrivals
-			}
-		}
-	}
-	if len(since) == 0 {
-		return list, nil
-	}
-	start := l.opts.Now()
-	type held struct {
-		b    conversation.Broadcast
-		late []conversation.LateMsg
-	}
-	states := make(map[conversation.ChannelKey]held, len(since))
-	missing := map[conversation.ChannelKey]int64{}
 	var oldest time.Time
+	rows, err := conversation.DeriveList(ctx, list.Rows, func(ctx context.Context, since map[conversation.ChannelKey]int64) (
+		map[conversation.ChannelKey]conversation.ChannelState, map[conversation.ChannelKey][]conversation.LateMsg, error) {
+		var channels map[conversation.ChannelKey]conversation.ChannelState
+		var late map[conversation.ChannelKey][]conversation.LateMsg
+		var err error
+		channels, late, oldest, err = l.states(ctx, since)
+		return channels, late, err
+	})
+	if err != nil {
+		return conversation.ListRead{}, err
+	}
+	list.Rows = rows
+	if !oldest.IsZero() {
+		list.Served = list.Served.Join(conversation.Served{AsOf: oldest})
+	}
+	return list, nil
+}
+
+// states returns the states of the channels of since, and their late messages since since's base:
+// held ones where they are current enough (oldest is the earliest time one of those was last known
+// current, zero when none was used), the others read from the source in one statement and kept when
+// no announcement raced the read.
+func (l *Large) states(ctx context.Context, since map[conversation.ChannelKey]int64) (
+	channels map[conversation.ChannelKey]conversation.ChannelState, late map[conversation.ChannelKey][]conversation.LateMsg, oldest time.Time, err error) {
+	start := l.opts.Now()
+	channels = make(map[conversation.ChannelKey]conversation.ChannelState, len(since))
+	late = make(map[conversation.ChannelKey][]conversation.LateMsg, len(since))
+	missing := map[conversation.ChannelKey]int64{}
 	l.mu.Lock()
 	for k, s := range since {
 		e, ok := l.channels[k]
@@ -150,62 +153,43 @@ func (l *Large) Derive(ctx context.Context, list conversation.ListRead) (convers
 			missing[k] = s
 			continue
 		}
-		states[k] = held{b: e.b, late: e.late}
+		channels[k], late[k] = conversation.ChannelState{Broadcast: e.b}, e.late
 		e.used = start
 		if oldest.IsZero() || e.checked.Before(oldest) {
 			oldest = e.checked
 		}
 	}
-	var seen map[conversation.ChannelKey]uint64
-	epoch := l.epoch
-	if len(missing) > 0 {
-		seen = make(map[conversation.ChannelKey]uint64, len(missing))
-		for k := range missing {
-			seen[k] = l.announced[k]
-		}
-	}
+	mark := l.announced.mark()
 	l.mu.Unlock()
-	if len(states) > 0 {
-		l.opts.Metrics.large.WithLabelValues("memory").Add(float64(len(states)))
-		list.Served = list.Served.Join(conversation.Served{AsOf: oldest})
+	if held := len(since) - len(missing); held > 0 {
+		l.opts.Metrics.large.WithLabelValues("memory").Add(float64(held))
 	}
-	if len(missing) > 0 {
-		loadStart := time.Now()
-		channels, late, err := l.src.LargeStates(ctx, missing)
-		if err != nil {
-			return conversation.ListRead{}, err
-		}
-		l.opts.Metrics.load.WithLabelValues("large").Observe(time.Since(loadStart).Seconds())
-		l.opts.Metrics.large.WithLabelValues("loaded").Add(float64(len(missing)))
-		for k := range missing {
-			states[k] = held{b: channels[k].Broadcast, late: late[k]}
-		}
-		l.keep(missing, channels, late, seen, epoch, start)
+	if len(missing) == 0 {
+		return channels, late, oldest, nil
 	}
-	out := make([]conversation.Row, len(rows))
-	for i, r := range rows {
-		if r.Follows {
-			st := states[conversation.ChannelKey{Key: r.ChannelID, Type: r.ChannelType}]
-			r = conversation.Derive(r, st.b, st.late)
-		}
-		out[i] = r
+	loadStart := time.Now()
+	loaded, loadedLate, err := l.src.LargeStates(ctx, missing)
+	if err != nil {
+		return nil, nil, time.Time{}, err
 	}
-	list.Rows = out
-	return list, nil
+	l.opts.Metrics.load.WithLabelValues("large").Observe(time.Since(loadStart).Seconds())
+	l.opts.Metrics.large.WithLabelValues("loaded").Add(float64(len(missing)))
+	for k := range missing {
+		channels[k], late[k] = loaded[k], loadedLate[k]
+	}
+	l.keep(missing, loaded, loadedLate, mark, start)
+	return channels, late, oldest, nil
 }
 
-// keep stores loaded states whose channel had no announcement while they were read (seen, epoch), and
-// that are not behind a held state.
+// keep stores loaded states whose channel had no announcement since the load's mark, and that are not
+// behind a held state.
 func (l *Large) keep(since map[conversation.ChannelKey]int64, channels map[conversation.ChannelKey]conversation.ChannelState,
-	late map[conversation.ChannelKey][]conversation.LateMsg, seen map[conversation.ChannelKey]uint64, epoch uint64, start time.Time) {
+	late map[conversation.ChannelKey][]conversation.LateMsg, mark int64, start time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.epoch != epoch {
-		return
-	}
 	for k, s := range since {
 		st, ok := channels[k]
-		if !ok || l.announced[k] != seen[k] || len(late[k]) > l.opts.MaxLate {
+		if !ok || l.announced.since(k, mark) || len(late[k]) > l.opts.MaxLate {
 			continue
 		}
 		if e, ok := l.channels[k]; ok && e.b.Arrivals > st.Broadcast.Arrivals {
@@ -228,41 +212,33 @@ func (l *Large) keep(since map[conversation.ChannelKey]int64, channels map[conve
 // the source's; nothing is changed then.
 func (l *Large) Refresh(ctx context.Context) error {
 	start := l.opts.Now()
-	l.mu.Lock()
-	var keys []conversation.ChannelKey
-	for k, e := range l.channels {
-		switch {
-		case start.Sub(e.used) >= l.opts.MaxAge:
-			delete(l.channels, k) // no request needed it for MaxAge: forget rather than revalidate it
-		case start.Sub(e.checked) > l.opts.MaxAge/2:
-			keys = append(keys, k)
-		}
-	}
-	l.mu.Unlock()
-	if len(keys) == 0 {
-		return nil
-	}
-	loadStart := time.Now()
-	heads, err := l.src.ChannelHeads(ctx, keys)
-	if err != nil {
-		return err
-	}
-	l.opts.Metrics.load.WithLabelValues("large_bulk").Observe(time.Since(loadStart).Seconds())
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, k := range keys {
-		e, ok := l.channels[k]
-		if !ok {
-			continue
-		}
-		if h, ok := heads[k]; ok && h.Arrivals == e.b.Arrivals && h.Version == e.b.Version {
-			if start.After(e.checked) {
-				e.checked = start
+	due := func() []conversation.ChannelKey {
+		var keys []conversation.ChannelKey
+		for k, e := range l.channels {
+			switch {
+			case start.Sub(e.used) >= l.opts.MaxAge:
+				delete(l.channels, k) // no request needed it for MaxAge: forget rather than revalidate it
+			case start.Sub(e.checked) > l.opts.MaxAge/2:
+				keys = append(keys, k)
 			}
-			continue
 		}
-		delete(l.channels, k)
+		return keys
 	}
-	l.opts.Metrics.large.WithLabelValues("refreshed").Add(float64(len(keys)))
-	return nil
+	return refresh(ctx, &l.mu, l.opts.Metrics, "large_bulk", due, l.src.ChannelHeads,
+		func(keys []conversation.ChannelKey, heads map[conversation.ChannelKey]conversation.Broadcast) {
+			for _, k := range keys {
+				e, ok := l.channels[k]
+				if !ok {
+					continue
+				}
+				if h, ok := heads[k]; ok && h.Arrivals == e.b.Arrivals && h.Version == e.b.Version {
+					if start.After(e.checked) {
+						e.checked = start
+					}
+					continue
+				}
+				delete(l.channels, k)
+			}
+			l.opts.Metrics.large.WithLabelValues("refreshed").Add(float64(len(keys)))
+		})
 }

@@ -27,7 +27,7 @@ func (c *Rows) lastKnown(uid string) (userRows, bool) {
 		return userRows{}, false
 	}
 	e := el.Value.(*userRows)
-	if e.large || e.version < c.announced[uid] || !e.checked.After(c.checkedBefore) {
+	if e.large || c.announced.newer(uid, e.version) || !e.checked.After(c.checkedBefore) {
 		return userRows{}, false
 	}
 	return *e, true

@@ -54,12 +54,9 @@ type Recents struct {
 	lru   *list.List // of *entry, most recently used first
 	index map[conversation.ChannelKey]*list.Element
 	bytes int
-	// gen counts Apply calls; touched holds the last one that named each channel, so a load that started
-	// before it is not kept. Past maxTouched entries touched is cleared and floor says every load that
-	// started before it is suspect.
-	gen     uint64
-	touched map[conversation.ChannelKey]uint64
-	floor   uint64
+	// announced counts announcements per channel, cached or not, so a load that raced one is not kept
+	// (bounded at maxTouched channels).
+	announced announcements[conversation.ChannelKey]
 }
 
 // maxTouched bounds the channels whose last announcement Recents remembers.
@@ -89,7 +86,7 @@ func NewRecents(src RecentsSource, opts RecentsOptions) *Recents {
 	}
 	opts.Metrics = opts.Metrics.orUnregistered()
 	return &Recents{src: src, opts: opts, lru: list.New(), index: map[conversation.ChannelKey]*list.Element{},
-		touched: map[conversation.ChannelKey]uint64{}}
+		announced: newAnnouncements[conversation.ChannelKey](maxTouched)}
 }
 
 // Apply brings the cached stretches up to date with announced window changes (from the change feed, or
@@ -100,13 +97,8 @@ func (c *Recents) Apply(changes []conversation.WindowChange) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gen++
-	if len(c.touched)+len(changes) > maxTouched {
-		clear(c.touched)
-		c.floor = c.gen
-	}
 	for _, w := range changes {
-		c.touched[w.Channel] = c.gen
+		c.announced.announce(w.Channel)
 		el, ok := c.index[w.Channel]
 		if !ok {
 			continue
@@ -133,7 +125,7 @@ func (c *Recents) ReadRecents(ctx context.Context, ranges []conversation.SeqRang
 	hits := 0
 	now := c.opts.Now()
 	c.mu.Lock()
-	gen := c.gen
+	mark := c.announced.mark()
 	for _, r := range ranges {
 		if r.Empty() {
 			continue
@@ -188,7 +180,7 @@ func (c *Recents) ReadRecents(ctx context.Context, ranges []conversation.SeqRang
 		s := conversation.StretchOf(load[i], loaded[r.Channel])
 		msgs, _ := s.Answer(r) // a stretch loaded for r holds r whole
 		out[r.Channel] = msgs
-		if c.gen > gen && (c.touched[r.Channel] > gen || c.floor > gen) {
+		if c.announced.since(r.Channel, mark) {
 			continue // an announcement of the channel arrived while loading: the load may predate it
 		}
 		c.put(&entry{key: r.Channel, stretch: s, bytes: size(s.Msgs), loadedAt: now})
@@ -202,42 +194,40 @@ func (c *Recents) ReadRecents(ctx context.Context, ranges []conversation.SeqRang
 // are the source's; nothing is changed then.
 func (c *Recents) Refresh(ctx context.Context) error {
 	start := c.opts.Now()
-	c.mu.Lock()
-	gen := c.gen
-	var load []conversation.SeqRange
+	var mark int64
 	var old []*entry
-	for _, el := range c.index {
-		e := el.Value.(*entry)
-		if start.Sub(e.loadedAt) > c.opts.MaxAge/2 {
-			load = append(load, conversation.SeqRange{Channel: e.key, UpTo: e.stretch.Hi, Count: max(len(e.stretch.Msgs), c.opts.Fill)})
-			old = append(old, e)
+	due := func() []conversation.SeqRange {
+		mark = c.announced.mark()
+		var load []conversation.SeqRange
+		for _, el := range c.index {
+			e := el.Value.(*entry)
+			if start.Sub(e.loadedAt) > c.opts.MaxAge/2 {
+				load = append(load, conversation.SeqRange{Channel: e.key, UpTo: e.stretch.Hi, Count: max(len(e.stretch.Msgs), c.opts.Fill)})
+				old = append(old, e)
+			}
 		}
+		return load
 	}
-	c.mu.Unlock()
-	if len(load) == 0 {
-		return nil
-	}
-	loadStart := time.Now()
-	loaded, err := c.src.Recents(ctx, load)
-	if err != nil {
-		return err
-	}
-	c.encode(loaded)
-	c.opts.Metrics.load.WithLabelValues("recents_bulk").Observe(time.Since(loadStart).Seconds())
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i, r := range load {
-		if el, ok := c.index[r.Channel]; !ok || el.Value.(*entry) != old[i] {
-			continue // evicted, or replaced by a newer load
+	read := func(ctx context.Context, load []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
+		loaded, err := c.src.Recents(ctx, load)
+		if err == nil {
+			c.encode(loaded)
 		}
-		if c.gen > gen && (c.touched[r.Channel] > gen || c.floor > gen) {
-			continue
-		}
-		s := conversation.StretchOf(r, loaded[r.Channel])
-		c.put(&entry{key: r.Channel, stretch: s, bytes: size(s.Msgs), loadedAt: start})
+		return loaded, err
 	}
-	c.opts.Metrics.recents.WithLabelValues("refreshed").Add(float64(len(load)))
-	return nil
+	return refresh(ctx, &c.mu, c.opts.Metrics, "recents_bulk", due, read, func(load []conversation.SeqRange, loaded map[conversation.ChannelKey][]conversation.Message) {
+		for i, r := range load {
+			if el, ok := c.index[r.Channel]; !ok || el.Value.(*entry) != old[i] {
+				continue // evicted, or replaced by a newer load
+			}
+			if c.announced.since(r.Channel, mark) {
+				continue
+			}
+			s := conversation.StretchOf(r, loaded[r.Channel])
+			c.put(&entry{key: r.Channel, stretch: s, bytes: size(s.Msgs), loadedAt: start})
+		}
+		c.opts.Metrics.recents.WithLabelValues("refreshed").Add(float64(len(load)))
+	})
 }
 
 // encode gives loaded messages their wire form when the cache has an encoder.

@@ -82,9 +82,9 @@ type Rows struct {
 	index map[string]*list.Element
 	rows  int // rows of the lists held
 	// announced holds the highest version Notify reported per user, cached or not, so a list loaded just
-	// before a change committed is not trusted after the announcement. Past 2*MaxUsers entries it is
-	// cleared and every list is checked again once (checkedBefore).
-	announced     map[string]int64
+	// before a change committed is not trusted after the announcement. Past 2*MaxUsers users it forgets
+	// them all and every list is checked again once (checkedBefore).
+	announced     announcements[string]
 	checkedBefore time.Time
 }
 
@@ -114,7 +114,7 @@ func NewRows(src RowsSource, opts RowsOptions) *Rows {
 		opts.Now = time.Now
 	}
 	opts.Metrics = opts.Metrics.orUnregistered()
-	c := &Rows{src: src, opts: opts, lru: list.New(), index: map[string]*list.Element{}, announced: map[string]int64{}}
+	c := &Rows{src: src, opts: opts, lru: list.New(), index: map[string]*list.Element{}, announced: newAnnouncements[string](2 * opts.MaxUsers)}
 	c.large, c.derives = src.(LargeSource)
 	return c
 }
@@ -124,14 +124,9 @@ func NewRows(src RowsSource, opts RowsOptions) *Rows {
 func (c *Rows) Notify(uid string, version int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if version <= c.announced[uid] {
-		return
-	}
-	if len(c.announced) >= 2*c.opts.MaxUsers {
-		clear(c.announced)
+	if c.announced.record(uid, version) {
 		c.checkedBefore = c.opts.Now()
 	}
-	c.announced[uid] = version
 }
 
 // ReadList returns all of q.UID's rows, tombstones included, and their version, like the source's
@@ -259,7 +254,7 @@ func (c *Rows) fresh(uid string, now time.Time) (userRows, bool) {
 		return userRows{}, false
 	}
 	e := el.Value.(*userRows)
-	if (e.large && !c.derives) || e.version < c.announced[uid] || !e.checked.After(c.checkedBefore) || now.Sub(e.checked) >= c.opts.MaxAge {
+	if (e.large && !c.derives) || c.announced.newer(uid, e.version) || !e.checked.After(c.checkedBefore) || now.Sub(e.checked) >= c.opts.MaxAge {
 		return userRows{}, false
 	}
 	c.lru.MoveToFront(el)
@@ -314,38 +309,29 @@ func (c *Rows) Refresh(ctx context.Context) error {
 		return nil
 	}
 	start := c.opts.Now()
-	c.mu.Lock()
-	var uids []string
-	for uid, el := range c.index {
-		if e := el.Value.(*userRows); (!e.large || c.derives) && start.Sub(e.checked) > c.opts.MaxAge/2 {
-			uids = append(uids, uid) // without a LargeSource, large lists are read afresh by every request
-		}
-	}
-	c.mu.Unlock()
-	if len(uids) == 0 {
-		return nil
-	}
-	loadStart := time.Now()
-	versions, err := c.src.UserVersions(ctx, uids)
-	if err != nil {
-		return err
-	}
-	c.opts.Metrics.load.WithLabelValues("rows_bulk").Observe(time.Since(loadStart).Seconds())
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, uid := range uids {
-		el, ok := c.index[uid]
-		if !ok {
-			continue
-		}
-		if e := el.Value.(*userRows); e.version == versions[uid] {
-			if start.After(e.checked) {
-				e.checked = start
+	due := func() []string {
+		var uids []string
+		for uid, el := range c.index {
+			if e := el.Value.(*userRows); (!e.large || c.derives) && start.Sub(e.checked) > c.opts.MaxAge/2 {
+				uids = append(uids, uid) // without a LargeSource, large lists are read afresh by every request
 			}
-		} else if versions[uid] > c.announced[uid] && len(c.announced) < 2*c.opts.MaxUsers {
-			c.announced[uid] = versions[uid] // moved without an announcement: reload on the next request
 		}
+		return uids
 	}
-	c.opts.Metrics.rows.WithLabelValues("refreshed").Add(float64(len(uids)))
-	return nil
+	return refresh(ctx, &c.mu, c.opts.Metrics, "rows_bulk", due, c.src.UserVersions, func(uids []string, versions map[string]int64) {
+		for _, uid := range uids {
+			el, ok := c.index[uid]
+			if !ok {
+				continue
+			}
+			if e := el.Value.(*userRows); e.version == versions[uid] {
+				if start.After(e.checked) {
+					e.checked = start
+				}
+			} else if !c.announced.full() {
+				c.announced.record(uid, versions[uid]) // moved without an announcement: reload on the next request
+			}
+		}
+		c.opts.Metrics.rows.WithLabelValues("refreshed").Add(float64(len(uids)))
+	})
 }
