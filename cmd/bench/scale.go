@@ -523,6 +523,10 @@ func explainHot(ctx context.Context, db *sql.DB, heavy string) error {
 	}{
 		{"sync rows of " + heavy + " (every row)", `SELECT v.version, c.* FROM user_versions v LEFT JOIN conversations c ON c.uid = v.uid WHERE v.uid = ?`, []any{heavy}},
 		{"sync rows of a typical user", `SELECT v.version, c.* FROM user_versions v LEFT JOIN conversations c ON c.uid = v.uid WHERE v.uid = ?`, []any{typical}},
+		{"a page (limit 200) of " + heavy + "'s incremental sync, as mysql.Store.RawUserRowsPage reads it",
+			`SELECT v.version, c.* FROM user_versions v JOIN conversations c ON c.uid = v.uid AND c.follows = 0 AND c.version > ?
+			AND c.hidden = 0 AND c.is_deleted = 0 WHERE v.uid = ? ORDER BY c.version LIMIT 264`, []any{1, heavy}},
+		{"the followers of " + heavy, `SELECT c.* FROM conversations c WHERE c.uid = ? AND c.follows = 1`, []any{heavy}},
 		{"user version", `SELECT version FROM user_versions WHERE uid = ?`, []any{typical}},
 		{"recents of one group", `SELECT * FROM messages WHERE channel_key = ? AND channel_type = 2 AND message_seq BETWEEN ? AND ? ORDER BY channel_key, channel_type, message_seq DESC`,
 			[]any{"sg1000", 0, 1 << 40}},
