@@ -59,6 +59,7 @@ func scaleSection(ctx context.Context, e *env, rep *report, run options, opts sc
 			return err
 		}
 	}
+	settle(ctx, admin, 4*time.Minute)
 	// Every run's streams continue the channels' seqs above the previous runs' (the database is kept).
 	seqBase := int64(runNo) * 1_000_000_000
 	ev := &evidence{db: admin}
@@ -67,10 +68,11 @@ func scaleSection(ctx context.Context, e *env, rep *report, run options, opts sc
 	type peerFigures struct {
 		ingest         ingest
 		fresh          freshResult
-		sync           loadResult
+		sync, uncached loadResult
 		syncRows       float64
 		apiRSS         float64
 		hit, rowsPerSt float64
+		topic          string
 	}
 	peerRun := func(label, dsn string, base int64, users func(context.Context, string) ([]syncUser, error)) (peerFigures, *proc, *proc, error) {
 		var f peerFigures
@@ -89,6 +91,7 @@ func scaleSection(ctx context.Context, e *env, rep *report, run options, opts sc
 				return f, nil, nil, err
 			}
 		}
+		f.topic = topic
 		ev.begin(ctx, label+".peer_ingest")
 		res, projector, err := e.ingestInto(ctx, w, topic, dsn, nil, true)
 		if err != nil {
@@ -123,6 +126,21 @@ func scaleSection(ctx context.Context, e *env, rep *report, run options, opts sc
 		f.hit, f.rowsPerSt = st.hitRate(), st.rowsPerSelect()
 		f.syncRows = meanRows(ctx, api, us, 200)
 		f.apiRSS = peakRSSMiB(api.cmd.Process.Pid)
+		// The same load on an API with its caches off: every sync reads the database, the path a sync of a
+		// user no cache holds takes.
+		vars := e.apiEnv(dsn, topic)
+		vars["SYNC_CACHE_USERS"] = "0"
+		bare, err := e.start(ctx, "api", vars)
+		if err != nil {
+			api.stop()
+			projector.stop()
+			return f, nil, nil, err
+		}
+		ev.begin(ctx, label+".sync_msg10_uncached")
+		f.uncached = apiLoad(ctx, bare, e.dbPID, us, 10, 32, run.duration, false)
+		ev.end(ctx)
+		bare.stop()
+		progress("scale: %s: caches off: %.0f req/s (%d errors), p99 %s", label, f.uncached.rate(), f.uncached.errors, fmtMS(f.uncached.p99))
 		progress("scale: %s: %.0f req/s (%d errors), p99 %s, %.1f conversations per answer, buffer pool hit %.4f, %.1f rows read per select",
 			label, f.sync.rate(), f.sync.errors, fmtMS(f.sync.p99), f.syncRows, f.hit, f.rowsPerSt)
 		return f, projector, api, nil
@@ -150,6 +168,8 @@ func scaleSection(ctx context.Context, e *env, rep *report, run options, opts sc
 		Baseline: ptr(ms(small.fresh.p99)), Ratio: ptr(ms(large.fresh.p99) / ms(small.fresh.p99)), Target: "≤ 2 (ratio)"})
 	rep.vs("scale.sync_msg10.vs_small", large.sync.rate(), "req/s", small.sync.rate(), "≥ 0.7")
 	rep.vs("scale.sync_msg10.p99", ms(large.sync.p99), "ms", ms(small.sync.p99), "")
+	rep.vs("scale.sync_msg10.uncached.vs_small_uncached", large.uncached.rate(), "req/s", small.uncached.rate(), "")
+	rep.vs("scale.sync_msg10.uncached.conversations_per_s", large.uncached.rate()*large.syncRows, "rows/s", small.uncached.rate()*small.syncRows, "")
 	rep.vs("scale.sync_msg10.conversations_per_answer", large.syncRows, "rows", small.syncRows, "")
 	rep.vs("scale.sync_msg10.conversations_per_s", large.sync.rate()*large.syncRows, "rows/s", small.sync.rate()*small.syncRows, "")
 	rep.vs("scale.sync_msg10.bp_hit_pct", 100*large.hit, "%", 100*small.hit, "")
@@ -178,8 +198,24 @@ func scaleSection(ctx context.Context, e *env, rep *report, run options, opts sc
 		rep.add("scale.memory.api.heap_inuse", m["go_memstats_heap_inuse_bytes"]/(1<<20), "MiB")
 	}
 	progress("scale: memory: %d syncs (of at most as many distinct users), API peak RSS %.0f MiB (small read model: %.0f MiB)", mem.requests, rss, small.apiRSS)
-	rep.vs("scale.memory.api.peak_rss", rss, "MiB", small.apiRSS, "bounded by SYNC_CACHE_USERS, RECENTS_CACHE_BYTES")
+	rep.vs("scale.memory.api.peak_rss", rss, "MiB", small.apiRSS, "bounded by SYNC_CACHE_USERS/ROWS, RECENTS_CACHE_BYTES")
 	la.stop()
+	// The same load on an API with a tenth of the default bounds: its memory follows the bounds.
+	vars := e.apiEnv(big, large.topic)
+	vars["SYNC_CACHE_USERS"], vars["SYNC_CACHE_ROWS"], vars["RECENTS_CACHE_BYTES"] = "10000", "100000", strconv.Itoa(64<<20/10)
+	tenth, err := e.start(ctx, "api", vars)
+	if err != nil {
+		lp.stop()
+		return err
+	}
+	apiLoad(ctx, tenth, e.dbPID, distinct, 10, 32, run.duration, false)
+	apiLoad(ctx, tenth, e.dbPID, distinct[len(distinct)/2:], 1, 32, run.duration, false)
+	if m, err := tenth.metrics(); err == nil {
+		progress("scale: memory, a tenth of the bounds: heap in use %.0f MiB, rows cache holds %.0f lists of %.0f rows",
+			m["go_memstats_heap_inuse_bytes"]/(1<<20), m[`conv_api_rows_cache_held{what="lists"}`], m[`conv_api_rows_cache_held{what="rows"}`])
+	}
+	rep.vs("scale.memory.api.peak_rss_tenth_bounds", peakRSSMiB(tenth.cmd.Process.Pid), "MiB", rss, "")
+	tenth.stop()
 	lp.stop()
 
 	// W1 (person chats): small, then into the large model.
@@ -442,9 +478,10 @@ func (ev *evidence) end(ctx context.Context) phaseStatus {
 	}
 	ev.phases = append(ev.phases, p)
 	writes := p.delta["Com_insert"] + p.delta["Com_update"] + p.delta["Com_delete"]
-	progress("scale: db %s: buffer pool hit %.4f (%.0f page reads from disk), %.0f selects (%.1f handler rows read each), %.0f writes, %.0f rows written",
+	progress("scale: db %s: buffer pool hit %.4f (%.0f page reads from disk), %.0f selects (%.1f handler rows read each), %.0f writes, %.0f rows written, %.0f pages flushed, %.0f dirty pages at the start",
 		p.name, p.hitRate(), p.delta["Innodb_buffer_pool_reads"], p.delta["Com_select"], p.rowsPerSelect(), writes,
-		p.delta["Handler_write"]+p.delta["Handler_update"]+p.delta["Handler_delete"])
+		p.delta["Handler_write"]+p.delta["Handler_update"]+p.delta["Handler_delete"], p.delta["Innodb_buffer_pool_pages_flushed"],
+		ev.before["Innodb_buffer_pool_pages_dirty"])
 	return p
 }
 
@@ -454,6 +491,9 @@ func (ev *evidence) report(ctx context.Context, rep *report, dsn, heavy string) 
 	for _, p := range ev.phases {
 		rep.add("scale.db."+p.name+".bp_hit_pct", 100*p.hitRate(), "%")
 		rep.add("scale.db."+p.name+".pages_from_disk", p.delta["Innodb_buffer_pool_reads"], "pages")
+		if rows := p.delta["Handler_write"] + p.delta["Handler_update"] + p.delta["Handler_delete"]; rows > 0 {
+			rep.add("scale.db."+p.name+".pages_flushed_per_row_written", p.delta["Innodb_buffer_pool_pages_flushed"]/rows, "pages")
+		}
 		rep.add("scale.db."+p.name+".rows_read_per_select", p.rowsPerSelect(), "rows")
 	}
 	cfg, err := mysql.ParseDSN(dsn)
@@ -624,7 +664,27 @@ func warmPool(ctx context.Context, db *sql.DB) error {
 		}
 	}
 	var free, total float64
-	_ = db.QueryRowContext(ctx, `SELECT FREE_BUFFERS, POOL_SIZE FROM information_schema.INNODB_BUFFER_POOL_STATS`).Scan(&free, &total)
+	if err := db.QueryRowContext(ctx, `SELECT SUM(FREE_BUFFERS), SUM(POOL_SIZE) FROM information_schema.INNODB_BUFFER_POOL_STATS`).Scan(&free, &total); err != nil {
+		return fmt.Errorf("buffer pool stats: %w", err)
+	}
 	progress("scale: buffer pool warmed in %s: %.0f of %.0f pages used", time.Since(start).Round(time.Second), total-free, total)
 	return nil
+}
+
+// settle waits, at most limit, until the server has flushed the dirty pages a preload left (below 1% of
+// the pool), so that the background flushing of the load does not slow the measurements.
+func settle(ctx context.Context, db *sql.DB, limit time.Duration) {
+	start := time.Now()
+	for time.Since(start) < limit && ctx.Err() == nil {
+		var dirty, total float64
+		if err := db.QueryRowContext(ctx, `SELECT SUM(MODIFIED_DATABASE_PAGES), SUM(POOL_SIZE) FROM information_schema.INNODB_BUFFER_POOL_STATS`).Scan(&dirty, &total); err != nil {
+			return
+		}
+		if dirty < total/100 {
+			progress("scale: %.0f dirty pages left after %s", dirty, time.Since(start).Round(time.Second))
+			return
+		}
+		progress("scale: waiting for %.0f dirty pages to be flushed", dirty)
+		time.Sleep(10 * time.Second)
+	}
 }
