@@ -34,8 +34,8 @@ STATICCHECK := .cache/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 BENCH_ARGS ?=
 CHAOS_ARGS ?=
 
-.PHONY: help services services-status migrate build run test down status lint vet bench bench-scale chaos clean \
-        cluster cluster-down cluster-status
+.PHONY: help services services-status migrate build run test test-vitess vitess bench-vitess down status lint vet bench \
+        bench-scale chaos clean cluster cluster-down cluster-status
 
 help: ## list the targets
 	@echo "Targets:"
@@ -64,6 +64,17 @@ run: ## services + migrate + projector & api in the background + demo traffic; p
 
 test: ## go test -race ./... against real MariaDB + Kafka (stops only what it started)
 	@$(LOCAL)/test.sh
+
+test-vitess: ## the store, differential and sharded tests through vtgate (vttestserver, 2 shards; builds Vitess once)
+	@$(LOCAL)/test-vitess.sh
+
+bench-vitess: ## the projector through vtgate (a group per shard) against plain MariaDB, same run: vitess.* figures
+	@$(LOCAL)/vitess.sh start
+	@eval "$$($(LOCAL)/vitess.sh env)"; BENCH_VITESS_DSN="$$VITESS_DSN" BENCH_VITESS_SHARDS="$$VITESS_SHARDS" \
+		$(LOCAL)/bench.sh -only vitess $(BENCH_ARGS)
+
+vitess: ## start vttestserver (keyspaces conv: 2 shards, convmeta: 1) on 127.0.0.1:15000-15003, or reuse ours
+	@$(LOCAL)/vitess.sh start
 
 down: ## stop api, projector, kafka and mariadb (only what this project started)
 	@$(LOCAL)/apps.sh stop

@@ -90,7 +90,8 @@ func (a *api) sync(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.Request.Context(), a.opts.RequestTimeout)
+	// The user is noted for a read model sharded by user, which reads the recents from the user's shard.
+	ctx, cancel := context.WithTimeout(conversation.ForUser(c.Request.Context(), q.query.UID), a.opts.RequestTimeout)
 	defer cancel()
 	list, err := a.rows.ReadList(ctx, q.query)
 	if err != nil {

@@ -41,23 +41,41 @@ func (s *Store) PurgeUser(ctx context.Context, uid string, memberships bool) (Pu
 		}
 		res.Versions, _ = r.RowsAffected()
 		if memberships {
-			// channels.members counts the stored membership (large channels, contract §5): keep it exact.
-			if _, err = tx.ExecContext(ctx, `UPDATE channels c JOIN channel_members m
-				ON m.channel_id = c.channel_key AND m.channel_type = c.channel_type
-				SET c.members = c.members - 1 WHERE m.uid = ?`, uid); err != nil {
-				return err
-			}
-			if r, err = tx.ExecContext(ctx, `DELETE FROM channel_members WHERE uid = ?`, uid); err != nil {
-				return err
-			}
-			res.Memberships, _ = r.RowsAffected()
+			res.Memberships, err = deleteMemberships(ctx, tx, uid)
 		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return PurgeResult{}, fmt.Errorf("purge user: %w", err)
 	}
 	return res, nil
+}
+
+// purgeMemberships deletes the user's stored channel memberships, in one transaction: PurgeUser's
+// part on the shards of a sharded read model that do not own the user (Sharded.PurgeUser).
+func (s *Store) purgeMemberships(ctx context.Context, uid string) (int64, error) {
+	var n int64
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var err error
+		n, err = deleteMemberships(ctx, tx, uid)
+		return err
+	})
+	return n, err
+}
+
+// deleteMemberships deletes the user's stored memberships and returns how many went.
+func deleteMemberships(ctx context.Context, tx *sqlx.Tx, uid string) (int64, error) {
+	// channels.members counts the stored membership (large channels, contract §5): keep it exact.
+	if _, err := tx.ExecContext(ctx, `UPDATE channels c JOIN channel_members m
+		ON m.channel_id = c.channel_key AND m.channel_type = c.channel_type
+		SET c.members = c.members - 1 WHERE m.uid = ?`, uid); err != nil {
+		return 0, err
+	}
+	r, err := tx.ExecContext(ctx, `DELETE FROM channel_members WHERE uid = ?`, uid)
+	if err != nil {
+		return 0, err
+	}
+	return r.RowsAffected()
 }
 
 // schemaName is what CreateSchema and SwitchSchemas accept: identifiers that need no quoting rules

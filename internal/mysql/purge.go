@@ -71,7 +71,7 @@ func (s *Store) UnneededLate(ctx context.Context, after conversation.ChannelKey,
 func (s *Store) unneededLateOf(ctx context.Context, k conversation.ChannelKey, limit int) ([]conversation.LateMsg, int, error) {
 	// REPEATABLE READ gives the three reads one snapshot: the followers seen are those the late
 	// messages and the channel's newest seq were read with.
-	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	tx, err := s.beginChannelSnapshot(ctx, k)
 	if err != nil {
 		return nil, 0, fmt.Errorf("late purge: %w", translate(err))
 	}

@@ -56,6 +56,9 @@ type Options struct {
 	// LargeChannelLeave is the membership below which a large channel stops being large (default half
 	// of LargeChannelMembers; at most LargeChannelMembers).
 	LargeChannelLeave int
+	// Shard, on a read model sharded by user (Vitess, shard.go), is the shard the DSN targets: batches
+	// write the conversation rows and versions of the users it owns only. The zero value owns every user.
+	Shard KeyRange
 }
 
 // TLS is how to reach a server that requires TLS with a private CA. Binaries embed it in their
@@ -123,6 +126,12 @@ type Store struct {
 	large    conversation.LargeThresholds
 	// flavour is MariaDB or MySQL once a replication position was read (replication.go).
 	flavour atomic.Int32
+	shard   KeyRange
+	// vitess is set when the DSN's database is a vtgate target ("conv:-80", "conv@primary"). A
+	// transaction then sets no isolation level: through vtgate that becomes a session setting that
+	// reserves a tablet connection (and a "transaction_isolation" MariaDB does not know); the
+	// tablets' MySQL is configured READ COMMITTED instead.
+	vitess bool
 }
 
 // Open connects to the database named by dsn (go-sql-driver/mysql format). It does not wait for the
@@ -155,7 +164,8 @@ func Open(dsn string, opts Options) (*Store, error) {
 	db.SetMaxIdleConns(opts.MaxOpenConns)
 	db.SetConnMaxLifetime(30 * time.Minute)
 	s := &Store{db: db, window: opts.RecentsWindow, retries: opts.ConflictRetries, now: opts.Now, onCommit: opts.OnCommit,
-		large: conversation.LargeThresholdsOf(opts.LargeChannelMembers)}
+		large: conversation.LargeThresholdsOf(opts.LargeChannelMembers), shard: opts.Shard,
+		vitess: strings.ContainsAny(cfg.DBName, ":@")}
 	if opts.LargeChannelLeave > 0 && s.large.Enter > 0 {
 		s.large.Leave = min(opts.LargeChannelLeave, s.large.Enter)
 	}
@@ -254,7 +264,11 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 }
 
 func (s *Store) tryTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
-	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	txOpts := &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+	if s.vitess {
+		txOpts = nil // the tablets' MySQL runs READ COMMITTED by default (deploy/vitess/README.md)
+	}
+	tx, err := s.db.BeginTxx(ctx, txOpts)
 	if err != nil {
 		return translate(err)
 	}

@@ -283,6 +283,12 @@ func (s *Store) Recents(ctx context.Context, ranges []conversation.SeqRange) (ma
 			parts = append(parts, `(SELECT `+recentsColumns+` FROM messages WHERE channel_key = ? AND channel_type = ?
 				AND message_seq > ? AND message_seq <= ? ORDER BY message_seq DESC LIMIT ?)`)
 		}
+		if len(parts) == 1 {
+			// One range needs no outer ORDER BY: vtgate would apply it instead of the inner one and
+			// drop the LIMIT ("(SELECT … LIMIT n) ORDER BY …").
+			q := strings.TrimSpace(parts[0])
+			return s.scanRecents(ctx, out, q[1:len(q)-1], args)
+		}
 		return s.scanRecents(ctx, out, strings.Join(parts, " UNION ALL ")+
 			` ORDER BY channel_key, channel_type, message_seq DESC`, args)
 	})

@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,8 +45,15 @@ func Name(prefix string) string {
 
 // MySQLDSN creates a fresh database with the schema applied and returns its DSN. The database is dropped
 // when the test ends (kept if the test failed, for a look at its rows).
+//
+// With TEST_VITESS_DSN set (make test-vitess), the tests run through vtgate instead: the DSN targets one
+// shard of the sharded read model ("conv:-80"), whose tables are emptied for each test. Tests of one
+// package then run one at a time against it, and packages one at a time (go test -p 1).
 func MySQLDSN(t testing.TB) string {
 	t.Helper()
+	if dsn := os.Getenv("TEST_VITESS_DSN"); dsn != "" {
+		return vitessDSN(t, dsn)
+	}
 	return freshDB(t, need(t, "TEST_MYSQL_DSN", "a MySQL-compatible server"))
 }
 
@@ -88,6 +97,62 @@ func freshDB(t testing.TB, admin string) string {
 		t.Fatalf("migrate test database: %v", err)
 	}
 	return dsn
+}
+
+// Vitess reports whether the tests run through vtgate (TEST_VITESS_DSN): tests of what Vitess does
+// differently (a schema per rebuild, RENAME TABLE across schemas) skip then.
+func Vitess() bool { return os.Getenv("TEST_VITESS_DSN") != "" }
+
+// vitessTables are the read model's tables, emptied before each test through vtgate.
+var vitessTables = []string{"conversations", "user_versions", "channels", "messages", "late_messages", "channel_members"}
+
+// vitessCalls counts each test's MySQLDSN calls: the nth gets the nth shard of TEST_VITESS_SHARDS, so a
+// test that compares two stores gets two databases.
+var vitessCalls sync.Map // test name -> *atomic.Int32
+
+func vitessDSN(t testing.TB, dsn string) string {
+	if shards := os.Getenv("TEST_VITESS_SHARDS"); shards != "" {
+		c, _ := vitessCalls.LoadOrStore(t.Name(), new(atomic.Int32))
+		i := int(c.(*atomic.Int32).Add(1)) - 1
+		list := strings.Split(shards, ",")
+		if i >= len(list) {
+			t.Skipf("this test needs %d separate databases; through vtgate there are %d shards", i+1, len(list))
+		}
+		cfg, err := mysql.ParseDSN(dsn)
+		if err != nil {
+			t.Fatalf("TEST_VITESS_DSN: %v", err)
+		}
+		keyspace, _, _ := strings.Cut(cfg.DBName, ":")
+		cfg.DBName = keyspace + ":" + list[i]
+		dsn = cfg.FormatDSN()
+	}
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatalf("TEST_VITESS_DSN: %v", err)
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, table := range vitessTables {
+		if err := EmptyTable(ctx, db, table); err != nil {
+			t.Fatalf("empty %s through vtgate: %v", table, err)
+		}
+	}
+	return dsn
+}
+
+// EmptyTable deletes every row of table, a few thousand per statement: vttablet refuses a DML that
+// changes more than 10,000 rows.
+func EmptyTable(ctx context.Context, db *sql.DB, table string) error {
+	for {
+		res, err := db.ExecContext(ctx, "DELETE FROM "+table+" LIMIT 5000")
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+	}
 }
 
 // Store returns a store on a fresh database, closed when the test ends.
