@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/convsync/conversations/internal/conversation"
 	mysqlstore "github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/trafficgen"
 )
@@ -286,7 +287,7 @@ func (e *env) scaleDB(ctx context.Context, admin *sql.DB, opts scaleOptions) (st
 		return "", 0, err
 	}
 	start := time.Now()
-	if _, err := preload(ctx, dsn, shape{users: opts.users, rows: opts.rows, seed: 1, window: 200, heavyRows: 5_000}); err != nil {
+	if _, err := preload(ctx, dsn, shape{users: opts.users, rows: opts.rows, seed: 1, window: conversation.DefaultRecentsWindow, heavyRows: 5_000}); err != nil {
 		return "", 0, err
 	}
 	if _, err := admin.ExecContext(ctx, `ANALYZE TABLE `+preloadDB+`.conversations, `+preloadDB+`.messages, `+preloadDB+`.channels, `+preloadDB+`.user_versions`); err != nil {

@@ -27,9 +27,9 @@ import (
 	"github.com/caarlos0/env/v11"
 	gomysql "github.com/go-sql-driver/mysql"
 
-	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/projector"
 )
 
 func main() {
@@ -80,13 +80,9 @@ type config struct {
 	// KafkaGroupID is the live projector's consumer group. Default conversation-projector.
 	KafkaGroupID string `env:"KAFKA_GROUP_ID" envDefault:"conversation-projector"`
 
-	// The projection settings a rebuild must share with the live projector (same names and defaults
-	// as cmd/projector's): RECENTS_WINDOW, LARGE_CHANNEL_MEMBERS, SKIP_CHANNEL_TYPES, MAX_EVENT_BYTES.
-	RecentsWindow       int64 `env:"RECENTS_WINDOW" envDefault:"200"`
-	LargeChannelMembers int   `env:"LARGE_CHANNEL_MEMBERS" envDefault:"1000"`
-	// SkipChannelTypes unset: conversation.DefaultSkippedChannelTypes; set but empty: none.
-	SkipChannelTypes []int `env:"SKIP_CHANNEL_TYPES" envSeparator:","`
-	MaxEventBytes    int   `env:"MAX_EVENT_BYTES" envDefault:"1048576"`
+	// Rules are the projection settings a rebuild shares with the live projector: the same struct,
+	// variables, defaults and validation as cmd/projector's (projector.Rules).
+	projector.Rules
 }
 
 func loadConfig(environ map[string]string) (config, error) {
@@ -94,17 +90,8 @@ func loadConfig(environ map[string]string) (config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("config: %w", err)
 	}
-	if _, set := environ["SKIP_CHANNEL_TYPES"]; !set {
-		for _, t := range conversation.DefaultSkippedChannelTypes() {
-			cfg.SkipChannelTypes = append(cfg.SkipChannelTypes, int(t))
-		}
-	}
-	var errs []error
-	for _, t := range cfg.SkipChannelTypes {
-		if !conversation.ValidChannelType(int64(t)) {
-			errs = append(errs, fmt.Errorf("SKIP_CHANNEL_TYPES: %d is outside 1..255", t))
-		}
-	}
+	cfg.Rules.Defaults(environ)
+	errs := []error{cfg.Rules.Validate()}
 	if _, err := gomysql.ParseDSN(cfg.MySQLDSN); err != nil {
 		errs = append(errs, fmt.Errorf("MYSQL_DSN: %w", err))
 	}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/projector"
 	"github.com/convsync/conversations/internal/topicadmin"
@@ -106,12 +105,8 @@ func (e *cmdEnv) catchUp(ctx context.Context, c *cluster, schema, group, dlq str
 	if err != nil {
 		return err
 	}
-	skip := make([]uint8, len(e.cfg.SkipChannelTypes))
-	for i, t := range e.cfg.SkipChannelTypes {
-		skip[i] = uint8(t) // validated 1..255
-	}
 	p, err := projector.New(projector.Config{Brokers: c.brokers, Kafka: c.conn, Topic: e.cfg.KafkaTopic, DLQTopic: dlq,
-		GroupID: group, MaxEventBytes: e.cfg.MaxEventBytes, Skip: conversation.NewSkipSet(skip...)}, store, metrics, e.log)
+		GroupID: group, MaxEventBytes: e.cfg.MaxEventBytes, Skip: e.cfg.Skip()}, store, metrics, e.log)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/caarlos0/env/v11"
 	gomysql "github.com/go-sql-driver/mysql"
 
-	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/projector"
@@ -67,19 +66,10 @@ type config struct {
 	// and transactions over its share of them. Default projector.DefaultLanes (2, chosen by measurement,
 	// docs/benchmarks.md); at most projector.MaxLanes. Each lane uses a database connection.
 	Lanes int `env:"PROJECTOR_LANES"`
-	// RecentsWindow is how many of a channel's newest messages are kept for recents. Default 200.
-	RecentsWindow int64 `env:"RECENTS_WINDOW" envDefault:"200"`
-	// LargeChannelMembers is the stored membership at which a group-like channel fans out at read time
-	// (contract §5): its messages write O(1) rows and members' conversations are derived at sync. It
-	// stops below half of it. Default 1000; 0 turns the mode off (large channels go back to per-member
-	// rows as batches reach them).
-	LargeChannelMembers int `env:"LARGE_CHANNEL_MEMBERS" envDefault:"1000"`
-	// SkipChannelTypes lists channel types whose messages update no conversation (contract §3.2).
-	// Unset: conversation.DefaultSkippedChannelTypes (6,7,8,9); set but empty: none. (No envDefault tag:
-	// the env library would also apply it to an empty value, and the list has its home in the domain.)
-	SkipChannelTypes []int `env:"SKIP_CHANNEL_TYPES" envSeparator:","`
-	// MaxEventBytes: a larger record is dead-lettered as too_large. Default 1048576 (1 MiB).
-	MaxEventBytes int `env:"MAX_EVENT_BYTES" envDefault:"1048576"`
+	// Rules decide what the projection writes: RECENTS_WINDOW, LARGE_CHANNEL_MEMBERS,
+	// SKIP_CHANNEL_TYPES, MAX_EVENT_BYTES, with their defaults (projector.Rules). convctl's rebuild reads
+	// the same struct.
+	projector.Rules
 	// TombstoneMaxAge purges deleted conversations older than this, every minute. Default 0: keep
 	// them forever. Example: 720h.
 	TombstoneMaxAge time.Duration `env:"TOMBSTONE_MAX_AGE" envDefault:"0"`
@@ -103,11 +93,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	if _, set := environ["PROJECTOR_LANES"]; !set {
 		c.Lanes = projector.DefaultLanes // the default lives with the lanes (no envDefault tag)
 	}
-	if _, set := environ["SKIP_CHANNEL_TYPES"]; !set {
-		for _, t := range conversation.DefaultSkippedChannelTypes() {
-			c.SkipChannelTypes = append(c.SkipChannelTypes, int(t))
-		}
-	}
+	c.Rules.Defaults(environ)
 	if err := c.validate(); err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
@@ -119,7 +105,7 @@ func (c config) validate() error {
 	if _, err := gomysql.ParseDSN(c.MySQLDSN); err != nil {
 		errs = append(errs, fmt.Errorf("MYSQL_DSN: %w", err)) // the driver's message never quotes the DSN
 	}
-	errs = append(errs, c.Kafka.Validate(), c.MySQLTLS.Validate(), c.Replication.Validate())
+	errs = append(errs, c.Kafka.Validate(), c.MySQLTLS.Validate(), c.Replication.Validate(), c.Rules.Validate())
 	if len(c.KafkaBrokers) == 0 {
 		errs = append(errs, errors.New("KAFKA_BROKERS: at least one broker is required"))
 	}
@@ -143,9 +129,6 @@ func (c config) validate() error {
 	if c.HTTPAddr == "" {
 		errs = append(errs, errors.New("PROJECTOR_HTTP_ADDR: required"))
 	}
-	if c.LargeChannelMembers < 0 {
-		errs = append(errs, fmt.Errorf("LARGE_CHANNEL_MEMBERS: %d, want >= 0 (0: off)", c.LargeChannelMembers))
-	}
 	if c.BatchMaxRecords < 1 || c.BatchMaxRecords > 50_000 {
 		errs = append(errs, fmt.Errorf("BATCH_MAX_RECORDS: %d is outside 1..50000", c.BatchMaxRecords))
 	}
@@ -158,22 +141,11 @@ func (c config) validate() error {
 	if c.Lanes < 1 || c.Lanes > projector.MaxLanes {
 		errs = append(errs, fmt.Errorf("PROJECTOR_LANES: %d is outside 1..%d", c.Lanes, projector.MaxLanes))
 	}
-	if c.RecentsWindow < 1 {
-		errs = append(errs, fmt.Errorf("RECENTS_WINDOW: %d, want > 0", c.RecentsWindow))
-	}
-	for _, t := range c.SkipChannelTypes {
-		if !conversation.ValidChannelType(int64(t)) {
-			errs = append(errs, fmt.Errorf("SKIP_CHANNEL_TYPES: %d is outside 1..255", t))
-		}
-	}
 	if c.StallAfter <= 0 {
 		errs = append(errs, fmt.Errorf("STALL_AFTER: %s, want > 0", c.StallAfter))
 	}
 	if c.PoisonAttempts < 1 {
 		errs = append(errs, fmt.Errorf("POISON_ATTEMPTS: %d, want > 0", c.PoisonAttempts))
-	}
-	if c.MaxEventBytes < 1 {
-		errs = append(errs, fmt.Errorf("MAX_EVENT_BYTES: %d, want > 0", c.MaxEventBytes))
 	}
 	if c.TombstoneMaxAge < 0 {
 		errs = append(errs, fmt.Errorf("TOMBSTONE_MAX_AGE: %s, want >= 0 (0 keeps tombstones)", c.TombstoneMaxAge))

@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/convsync/conversations/internal/changefeed"
-	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/probes"
@@ -106,10 +105,6 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	if err != nil {
 		return fmt.Errorf("register purge metrics: %w", err)
 	}
-	skip := make([]uint8, len(cfg.SkipChannelTypes))
-	for i, t := range cfg.SkipChannelTypes {
-		skip[i] = uint8(t) // validated 1..255
-	}
 	p, err := projector.New(projector.Config{
 		Brokers:         cfg.KafkaBrokers,
 		Kafka:           kc,
@@ -122,7 +117,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		BatchMaxWait:    cfg.BatchMaxWait,
 		Lanes:           cfg.Lanes,
 		MaxEventBytes:   cfg.MaxEventBytes,
-		Skip:            conversation.NewSkipSet(skip...),
+		Skip:            cfg.Skip(),
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		PoisonAttempts:  cfg.PoisonAttempts,
 		StallAfter:      cfg.StallAfter,

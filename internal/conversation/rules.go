@@ -3,6 +3,10 @@ package conversation
 // SkipSet holds the channel types whose messages are stored for nobody (contract §3.2).
 type SkipSet [256]bool
 
+// DefaultRecentsWindow is how many of a channel's newest message seqs are kept for recents unless
+// configured otherwise (RECENTS_WINDOW).
+const DefaultRecentsWindow = 200
+
 // DefaultSkippedChannelTypes are the channel types skipped unless configured otherwise: info, data,
 // temp and live (contract §3.2).
 func DefaultSkippedChannelTypes() []uint8 { return []uint8{6, 7, 8, 9} }

@@ -20,7 +20,8 @@ import (
 
 // Options tune a Store. The zero value of each field picks the default named on it.
 type Options struct {
-	// RecentsWindow is how many of a channel's newest message seqs are kept (default 200).
+	// RecentsWindow is how many of a channel's newest message seqs are kept (default
+	// conversation.DefaultRecentsWindow).
 	RecentsWindow int64
 	// Large says when a channel fans out at read time (default zero: never).
 	Large conversation.LargeThresholds
@@ -52,7 +53,7 @@ type Store struct {
 // New returns an empty store.
 func New(opts Options) *Store {
 	if opts.RecentsWindow <= 0 {
-		opts.RecentsWindow = 200
+		opts.RecentsWindow = conversation.DefaultRecentsWindow
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

@@ -34,7 +34,8 @@ import (
 
 // Options tune a Store. The zero value of each field picks the default named on it.
 type Options struct {
-	// RecentsWindow is how many of a channel's newest message seqs are kept for recents (default 200).
+	// RecentsWindow is how many of a channel's newest message seqs are kept for recents (default
+	// conversation.DefaultRecentsWindow).
 	RecentsWindow int64
 	// MaxOpenConns bounds the connection pool (default 32).
 	MaxOpenConns int
@@ -170,7 +171,7 @@ func Open(dsn string, opts Options) (*Store, error) {
 		s.large.Leave = min(opts.LargeChannelLeave, s.large.Enter)
 	}
 	if s.window <= 0 {
-		s.window = 200
+		s.window = conversation.DefaultRecentsWindow
 	}
 	if s.retries <= 0 {
 		s.retries = 8

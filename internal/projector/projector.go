@@ -142,7 +142,7 @@ func (c Config) withDefaults() Config {
 		c.BatchMaxBytes = 16 << 20
 	}
 	if c.MaxEventBytes <= 0 {
-		c.MaxEventBytes = 1 << 20
+		c.MaxEventBytes = DefaultMaxEventBytes
 	}
 	if c.StallAfter <= 0 {
 		c.StallAfter = 2 * time.Minute

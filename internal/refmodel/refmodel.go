@@ -20,7 +20,8 @@ import (
 type Options struct {
 	// Skip lists the channel types stored for nobody (default conversation.DefaultSkippedChannelTypes).
 	Skip []uint8
-	// Window is how many of a channel's newest messages recents keep (default 200, RECENTS_WINDOW).
+	// Window is how many of a channel's newest messages recents keep (default
+	// conversation.DefaultRecentsWindow, RECENTS_WINDOW).
 	Window int
 }
 
@@ -92,7 +93,7 @@ func New(opts Options) *Model {
 		opts.Skip = conversation.DefaultSkippedChannelTypes()
 	}
 	if opts.Window <= 0 {
-		opts.Window = 200
+		opts.Window = conversation.DefaultRecentsWindow
 	}
 	m := &Model{skip: map[uint8]bool{}, window: opts.Window, rows: map[Key]*Row{},
 		msgs: map[ChanKey]map[int64]Msg{}, newest: map[ChanKey]int64{}, members: map[ChanKey]map[string]bool{}}
