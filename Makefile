@@ -35,7 +35,7 @@ BENCH_ARGS ?=
 CHAOS_ARGS ?=
 
 .PHONY: help services services-status migrate build run test test-vitess vitess bench-vitess down status lint vet bench \
-        bench-scale chaos clean cluster cluster-down cluster-status
+        bench-scale chaos clean cluster cluster-down cluster-status chaos-cluster bench-cluster
 
 help: ## list the targets
 	@echo "Targets:"
@@ -106,6 +106,13 @@ cluster: ## 3 Kafka brokers, MariaDB primary + 2 replicas, 2 projectors, 2 APIs 
 
 cluster-down: ## stop what `make cluster` started (data stays in .run/cluster)
 	@$(LOCAL)/cluster.sh down
+
+chaos-cluster: ## make chaos on the cluster: broker leader kill -9, a replica frozen, the primary restarted (args: CHAOS_ARGS=...)
+	@$(LOCAL)/chaos-cluster.sh $(CHAOS_ARGS)
+
+bench-cluster: ## make cluster, then the cluster.* figures beside single-node freshness (args: BENCH_ARGS=...)
+	@$(LOCAL)/cluster.sh up
+	@$(LOCAL)/bench.sh -only freshness,cluster $(BENCH_ARGS)
 
 cluster-status: ## show the cluster's processes
 	@$(LOCAL)/cluster.sh status

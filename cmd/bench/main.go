@@ -50,6 +50,16 @@ type figure struct {
 
 type report struct{ figures []figure }
 
+// value is the figure name's value, when the run has one.
+func (r *report) value(name string) (float64, bool) {
+	for _, f := range r.figures {
+		if f.Name == name {
+			return f.Value, true
+		}
+	}
+	return 0, false
+}
+
 func (r *report) add(name string, value float64, unit string) {
 	r.emit(figure{Name: name, Value: value, Unit: unit})
 }
@@ -128,6 +138,7 @@ func run(ctx context.Context) error {
 	duration := flag.Duration("duration", 20*time.Second, "length of each API load run")
 	scale := flag.Float64("scale", 1, "multiplies the size of the projector workloads")
 	freshRate := flag.Float64("freshness-rate", 0, "events/s of the freshness run (0: half the measured maximum)")
+	clusterDir := flag.String("cluster", ".run/cluster", "the run directory of make cluster, for the cluster section (-only ...,cluster)")
 	scaleOpts := scaleFlags()
 	fixtureDSN := flag.String("serve-fixture", "", "internal: serve the sync fixture read from this DSN (the baseline of peer.*.vs_fixture)")
 	flag.Parse()
@@ -167,6 +178,11 @@ func run(ctx context.Context) error {
 	if opts.sections["peer"] || opts.sections["freshness"] || opts.sections["large"] {
 		if err := peerStreamSections(ctx, e, rep, opts, &rss); err != nil {
 			return err
+		}
+	}
+	if opts.sections["cluster"] {
+		if err := clusterSection(ctx, e, rep, *clusterDir); err != nil {
+			return fmt.Errorf("cluster: %w", err)
 		}
 	}
 	if opts.sections["scale"] {

@@ -20,7 +20,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -51,6 +53,13 @@ type config struct {
 	OutageFor        string
 	FuzzAPI          int
 	FuzzEvents       int
+	// A cluster's nodes (make chaos-cluster): database replicas the API replicas read, in turn; the
+	// replicas' pid files for the freeze; the brokers' pid files and start command, %d being a node id.
+	ReadDSNs        []string
+	ReplicaPidFiles []string
+	Freeze          time.Duration
+	BrokerPidFile   string
+	BrokerStart     string
 }
 
 func parse(args []string, out io.Writer) (config, error) {
@@ -76,13 +85,23 @@ func parse(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&c.OutageFor, "outage", "3s", "how long the proxy outage lasts when there is no -db-restart")
 	fs.IntVar(&c.FuzzAPI, "fuzz-api", 5000, "fuzzed API requests")
 	fs.IntVar(&c.FuzzEvents, "fuzz-events", 2000, "fuzzed event records")
+	var readDSNs, replicaPids string
+	fs.StringVar(&readDSNs, "read-dsns", "", "space-separated DSNs of database replicas (no database name) the API replicas read in turn")
+	fs.StringVar(&replicaPids, "replica-pidfiles", "", "space-separated pid files of database replicas, one of which is frozen (SIGSTOP) for -freeze")
+	fs.DurationVar(&c.Freeze, "freeze", 10*time.Second, "how long a database replica stays frozen")
+	fs.StringVar(&c.BrokerPidFile, "broker-pidfile", "", "pid file of broker node %d: the leader of the most partitions is killed (-9) while events flow")
+	fs.StringVar(&c.BrokerStart, "broker-start", "", "shell command that starts broker node %d again")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	c.Brokers = splitComma(brokers)
+	c.ReadDSNs, c.ReplicaPidFiles = strings.Fields(readDSNs), strings.Fields(replicaPids)
 	var errs []error
 	if c.Rounds < 1 || c.Messages < c.Rounds || c.Projectors < 1 || c.APIs < 1 || c.Partitions < 1 {
 		errs = append(errs, errors.New("need rounds >= 1, messages >= rounds, projectors, apis and partitions >= 1"))
+	}
+	if (c.BrokerPidFile == "") != (c.BrokerStart == "") {
+		errs = append(errs, errors.New("-broker-pidfile and -broker-start go together"))
 	}
 	if len(c.Brokers) == 0 {
 		errs = append(errs, errors.New("no brokers"))

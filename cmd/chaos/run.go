@@ -45,6 +45,7 @@ type chaos struct {
 	writer  *kafkago.Writer
 
 	followers *followersRun
+	older     *olderCheck
 
 	kills, restarts, stalls, produced, mutations int
 	outageAnswered, outageDiffering              int
@@ -162,9 +163,12 @@ func (ch *chaos) setup(ctx context.Context) error {
 			return err
 		}
 		addrs = append(addrs, addr)
-		ch.apis = append(ch.apis, newReplica("api-"+strconv.Itoa(i+1), filepath.Join(ch.cfg.BinDir, "api"), ch.cfg.LogDir,
-			// A short cache age, so that even a short database outage outlives it and exercises the outage path.
-			with(common, map[string]string{"API_HTTP_ADDR": addr, "SYNC_CACHE_MAX_AGE": "1s"}), addr))
+		// A short cache age, so that even a short database outage outlives it and exercises the outage path.
+		env := with(common, map[string]string{"API_HTTP_ADDR": addr, "SYNC_CACHE_MAX_AGE": "1s"})
+		if d := ch.readDSN(i); d != "" {
+			env["MYSQL_READ_DSNS"] = d // a database replica (make chaos-cluster)
+		}
+		ch.apis = append(ch.apis, newReplica("api-"+strconv.Itoa(i+1), filepath.Join(ch.cfg.BinDir, "api"), ch.cfg.LogDir, env, addr))
 	}
 	for _, r := range append(slices.Clone(ch.projs), ch.apis...) {
 		if err := r.start(); err != nil {
@@ -232,9 +236,20 @@ func (ch *chaos) rounds(ctx context.Context) error {
 	ch.printf("traffic: %d records: %d messages, %d memberships, %d duplicates, %d reordered, %d malformed",
 		st.Records, st.Messages, st.Memberships, st.Duplicates, st.Reordered, st.Malformed)
 	followers := ch.startFollowers(ctx)
+	older, stopOlder := ch.startOlderCheck(ctx)
+	ch.older = older
+	defer stopOlder()
+
 	dbRound, kafkaRound := max(0, ch.cfg.Rounds/3), min(ch.cfg.Rounds-1, 2*ch.cfg.Rounds/3)
 	if ch.cfg.Rounds >= 2 && dbRound == kafkaRound {
 		kafkaRound = dbRound + 1
+	}
+	freezeRound := -1 // a round of its own, away from the database and broker faults
+	for r := ch.cfg.Rounds - 1; r >= 0 && len(ch.cfg.ReplicaPidFiles) > 0; r-- {
+		if r != dbRound && r != kafkaRound {
+			freezeRound = r
+			break
+		}
 	}
 	per := (len(recs) + ch.cfg.Rounds - 1) / ch.cfg.Rounds
 	killsLeft := ch.cfg.Kills
@@ -268,12 +283,19 @@ func (ch *chaos) rounds(ctx context.Context) error {
 		var produceErr, killErr error
 		wg.Go(func() { produceErr = ch.produce(ctx, now) })
 		wg.Go(func() { killErr = ch.killSome(ctx, kills) })
+		var faultErr error
+		switch {
+		case round == kafkaRound && ch.cfg.clustered():
+			wg.Go(func() { faultErr = ch.killLeader(ctx) })
+		case round == freezeRound:
+			wg.Go(func() { faultErr = ch.freezeReplica(ctx) })
+		}
 		mutations, err := ch.mutate(ctx, held)
 		if err != nil {
 			return err
 		}
 		wg.Wait()
-		if err := errors.Join(produceErr, killErr); err != nil {
+		if err := errors.Join(produceErr, killErr, faultErr); err != nil {
 			return err
 		}
 		switch {
@@ -281,7 +303,7 @@ func (ch *chaos) rounds(ctx context.Context) error {
 			if err := ch.restartDatabase(ctx); err != nil {
 				return err
 			}
-		case round == kafkaRound:
+		case round == kafkaRound && !ch.cfg.clustered():
 			if err := ch.restartBroker(ctx); err != nil {
 				return err
 			}

@@ -202,12 +202,16 @@ func (ch *chaos) verdict(ctx context.Context) error {
 	ch.printf("missed             %d", missed)
 	ch.printf("rows differing     %d", differ)
 	ch.printf("database vs model  %s", rep.String())
+	ch.older.mu.Lock()
+	older, answers := ch.older.older, ch.older.answers
+	ch.older.mu.Unlock()
+	ch.printf("older answers      %d of %d full syncs across the API replicas older than one already seen (>%s before)", older, answers, olderGrace)
 	ch.printf("5xx                %d", ch.c.faults.Load())
 	ch.printf("stalls             %d", ch.stalls)
 	ch.printf("recovery times     %v", ch.recoveries)
-	if lost != 0 || double != 0 || missed != 0 || differ != 0 || ch.outageDiffering != 0 || rep.Mismatches != 0 || ch.c.faults.Load() != 0 || ch.stalls != 0 || letters < ch.badRecords {
-		return fmt.Errorf("FAILED: lost %d, double-counted %d, missed %d, differing %d, outage answers differing %d, database mismatches %d, 5xx %d, stalls %d, dead letters %d of %d",
-			lost, double, missed, differ, ch.outageDiffering, rep.Mismatches, ch.c.faults.Load(), ch.stalls, letters, ch.badRecords)
+	if lost != 0 || double != 0 || missed != 0 || differ != 0 || ch.outageDiffering != 0 || rep.Mismatches != 0 || ch.c.faults.Load() != 0 || ch.stalls != 0 || letters < ch.badRecords || older != 0 {
+		return fmt.Errorf("FAILED: lost %d, double-counted %d, missed %d, differing %d, outage answers differing %d, database mismatches %d, 5xx %d, stalls %d, dead letters %d of %d, older answers %d",
+			lost, double, missed, differ, ch.outageDiffering, rep.Mismatches, ch.c.faults.Load(), ch.stalls, letters, ch.badRecords, older)
 	}
 	ch.printf("PASS")
 	return nil
@@ -221,6 +225,9 @@ func (ch *chaos) dbRestartKind() string {
 }
 
 func (ch *chaos) kafkaRestartKind() string {
+	if ch.cfg.clustered() {
+		return "leader killed with -9 and started again"
+	}
 	if ch.cfg.KafkaRestart != "" {
 		return "restarted"
 	}

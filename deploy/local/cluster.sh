@@ -11,6 +11,7 @@
 #   cluster.sh up       # start whatever is not running (a node killed with kill -9 comes back), migrate
 #   cluster.sh down     # stop everything it started (data stays in .run/cluster)
 #   cluster.sh status
+#   cluster.sh start-node NAME | restart-node NAME   # one node: kafka-N, mariadb-primary, mariadb-replica-N
 #
 # State, logs and pid files live in .run/cluster/ (CLUSTER_RUN_DIR): kafka-1.pid … kafka-3.pid,
 # mariadb-primary.pid, mariadb-replica-1.pid, mariadb-replica-2.pid, projector-1.pid, projector-2.pid,
@@ -51,7 +52,7 @@ kafka_node() { # kafka_node N ACTION
   local i=$(($1 - 1))
   KAFKA_INSTANCE="kafka-$1" KAFKA_NODE_ID="$1" KAFKA_PORT="${KAFKA_PORTS[i]}" \
     KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORTS[i]}" KAFKA_QUORUM_VOTERS="$(voters)" \
-    KAFKA_SASL_PORT="" KAFKA_REPLICATION=3 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms128m -Xmx384m}" \
+    KAFKA_SASL_PORT="" KAFKA_REPLICATION=3 KAFKA_BROKER_SESSION_TIMEOUT_MS=4000 KAFKA_BROKER_HEARTBEAT_MS=500 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms128m -Xmx384m}" \
     "$LOCAL_DIR/kafka.sh" "$2"
 }
 
@@ -239,7 +240,28 @@ status() {
   return "$rc"
 }
 
+# start_node NAME: start one node that is not running (kafka-N, mariadb-primary, mariadb-replica-N).
+start_node() {
+  case "$1" in
+    kafka-[123]) kafka_node "${1#kafka-}" start ;;
+    mariadb-*) mysql_node "$1" start
+      case "$1" in mariadb-replica-*) echo 'START SLAVE' | sql_on "$1" 2>/dev/null || true ;; esac ;;
+    *) die "unknown node $1" ;;
+  esac
+}
+
+# restart_node NAME: stop it (SIGTERM, then SIGKILL after the timeout) and start it.
+restart_node() {
+  case "$1" in
+    kafka-[123]) kafka_node "${1#kafka-}" stop ;;
+    mariadb-*) mysql_node "$1" stop ;;
+    *) die "unknown node $1" ;;
+  esac
+  start_node "$1"
+}
+
 case "${1:-}" in
   up | down | status) "$1" ;;
-  *) echo "usage: $0 {up|down|status}" >&2; exit 2 ;;
+  start-node | restart-node) [ -n "${2:-}" ] || die "usage: $0 $1 NAME"; "${1/-/_}" "$2" ;;
+  *) echo "usage: $0 {up|down|status|start-node NAME|restart-node NAME}" >&2; exit 2 ;;
 esac

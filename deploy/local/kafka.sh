@@ -48,6 +48,8 @@ NODE_ID="${KAFKA_NODE_ID:-1}"
 VOTERS="${KAFKA_QUORUM_VOTERS:-$NODE_ID@$HOST:$CONTROLLER_PORT}"
 REPLICATION="${KAFKA_REPLICATION:-1}"
 if [ "$REPLICATION" -ge 3 ]; then MIN_ISR=2; else MIN_ISR=1; fi
+SESSION_TIMEOUT_MS="${KAFKA_BROKER_SESSION_TIMEOUT_MS:-9000}"
+HEARTBEAT_MS="${KAFKA_BROKER_HEARTBEAT_MS:-2000}"
 TLS_DIR="$KDIR/tls"
 TLS_PASS=convtest-keystore
 # Any base64url-encoded 16-byte UUID (22 chars). Fixed: the data dir is ours alone.
@@ -149,6 +151,10 @@ delete.topic.enable=true
 # Replication (KAFKA_REPLICATION): 1 for one broker; on a cluster an acknowledged record of an
 # internal topic survives the loss of a broker.
 default.replication.factor=$REPLICATION
+# How long the controller waits for a broker's heartbeat before fencing it and moving its leaderships:
+# what bounds the stall after a kill -9 (default 9000 ms).
+broker.session.timeout.ms=$SESSION_TIMEOUT_MS
+broker.heartbeat.interval.ms=$HEARTBEAT_MS
 min.insync.replicas=$MIN_ISR
 unclean.leader.election.enable=false
 offsets.topic.replication.factor=$REPLICATION

@@ -95,7 +95,7 @@ func localize(t *testing.T, env map[string]string) (map[string]string, string) {
 	addr := freeAddr(t)
 	for k, v := range env {
 		switch {
-		case k == "MYSQL_DSN":
+		case k == "MYSQL_DSN" || k == "MYSQL_READ_DSNS":
 			cfg, err := gomysql.ParseDSN(v)
 			if err != nil && !strings.HasPrefix(v, "placeholder-") {
 				t.Errorf("MYSQL_DSN does not parse: %v", err)

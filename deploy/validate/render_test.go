@@ -491,15 +491,18 @@ func binaryEnv(t *testing.T, bin string) map[string]bool {
 	return known
 }
 
-// embeddedConfigSources hold configuration types binaries embed (kafkaconn.Config, mysql.TLS).
+// embeddedConfigSources hold configuration types binaries embed (kafkaconn.Config, mysql.TLS,
+// topicadmin.Replication).
 var embeddedConfigSources = []string{
 	filepath.Join("..", "..", "internal", "kafkaconn", "kafkaconn.go"),
 	filepath.Join("..", "..", "internal", "mysql", "store.go"),
+	filepath.Join("..", "..", "internal", "topicadmin", "replication.go"),
 }
 
 // usesEmbedded reports whether the binary's source embeds the configuration type defined in src.
 func usesEmbedded(t *testing.T, files []string, src string) bool {
-	typ := map[string]string{embeddedConfigSources[0]: "kafkaconn.Config", embeddedConfigSources[1]: "mysql.TLS"}[src]
+	typ := map[string]string{embeddedConfigSources[0]: "kafkaconn.Config", embeddedConfigSources[1]: "mysql.TLS",
+		embeddedConfigSources[2]: "topicadmin.Replication"}[src]
 	for _, f := range files {
 		if bytes.Contains(readFile(t, f), []byte(typ)) {
 			return true

@@ -146,8 +146,23 @@ func check(ctx context.Context, client *kafkago.Client, r Replication, log *slog
 	return errors.Join(weak...)
 }
 
-// describe returns the topic's effective value of each named setting.
+// describe returns the topic's effective value of each named setting. On a cluster a topic just created
+// may be unknown for a moment to the broker asked: that answer is retried for a few seconds.
 func describe(ctx context.Context, c *kafkago.Client, topic string, names ...string) (map[string]string, error) {
+	for attempt := 0; ; attempt++ {
+		out, err := describeOnce(ctx, c, topic, names)
+		if err == nil || !errors.Is(err, kafkago.UnknownTopicOrPartition) || attempt == 50 {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func describeOnce(ctx context.Context, c *kafkago.Client, topic string, names []string) (map[string]string, error) {
 	res, err := c.DescribeConfigs(ctx, &kafkago.DescribeConfigsRequest{Resources: []kafkago.DescribeConfigRequestResource{
 		{ResourceType: kafkago.ResourceTypeTopic, ResourceName: topic, ConfigNames: names},
 	}})

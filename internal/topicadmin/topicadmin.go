@@ -147,27 +147,19 @@ func MaxMessageBytes(ctx context.Context, kc *kafkaconn.Conn, brokers []string, 
 
 // MaxMessageBytesOf is MaxMessageBytes through an existing client (its transport carries any SASL/TLS).
 func MaxMessageBytesOf(ctx context.Context, c *kafkago.Client, topic string) (int, error) {
-	res, err := c.DescribeConfigs(ctx, &kafkago.DescribeConfigsRequest{Resources: []kafkago.DescribeConfigRequestResource{
-		{ResourceType: kafkago.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{maxMessageBytes}},
-	}})
+	settings, err := describe(ctx, c, topic, maxMessageBytes)
 	if err != nil {
-		return 0, fmt.Errorf("describe topic %s: %w", topic, err)
+		return 0, err
 	}
-	for _, r := range res.Resources {
-		if r.Error != nil {
-			return 0, fmt.Errorf("describe topic %s: %w", topic, r.Error)
-		}
-		for _, e := range r.ConfigEntries {
-			if e.ConfigName == maxMessageBytes {
-				n, err := strconv.Atoi(e.ConfigValue)
-				if err != nil {
-					return 0, fmt.Errorf("topic %s: %s %q: %w", topic, maxMessageBytes, e.ConfigValue, err)
-				}
-				return n, nil
-			}
-		}
+	v, ok := settings[maxMessageBytes]
+	if !ok {
+		return 0, fmt.Errorf("topic %s: no %s in the broker's answer", topic, maxMessageBytes)
 	}
-	return 0, fmt.Errorf("topic %s: no %s in the broker's answer", topic, maxMessageBytes)
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("topic %s: %s %q: %w", topic, maxMessageBytes, v, err)
+	}
+	return n, nil
 }
 
 // raiseMaxMessageBytes sets the topic's max.message.bytes to want when it is lower: a topic created
