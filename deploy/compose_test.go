@@ -126,3 +126,46 @@ func TestDockerfile(t *testing.T) {
 		t.Error("the Dockerfile must be multi-stage")
 	}
 }
+
+// The "cluster" profile: three brokers in one quorum, and the service on them with the topics'
+// replication the contract asks (§6), every variable one its binary reads.
+func TestComposeClusterProfile(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c compose
+	if err := yaml.Unmarshal(raw, &c); err != nil {
+		t.Fatalf("docker-compose.yml does not parse: %v", err)
+	}
+	for _, b := range []string{"kafka-1", "kafka-2", "kafka-3"} {
+		s, ok := c.Services[b]
+		if !ok || !slices.Contains(s.Profiles, "cluster") || s.Healthcheck == nil {
+			t.Errorf("broker %s: missing, outside the cluster profile or without a healthcheck: %+v", b, s)
+			continue
+		}
+		if v := s.Environment["KAFKA_CONTROLLER_QUORUM_VOTERS"]; strings.Count(v, "@") != 3 {
+			t.Errorf("broker %s: quorum voters %q, want three", b, v)
+		}
+		if s.Environment["KAFKA_MIN_INSYNC_REPLICAS"] != "2" || s.Environment["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] != "3" {
+			t.Errorf("broker %s: internal topics not replicated 3 ways, 2 in sync: %v", b, s.Environment)
+		}
+	}
+	for _, name := range []string{"migrate", "projector", "api"} {
+		s, ok := c.Services[name+"-cluster"]
+		if !ok || !slices.Contains(s.Profiles, "cluster") {
+			t.Errorf("service %s-cluster missing or outside the cluster profile", name)
+			continue
+		}
+		if s.Environment["KAFKA_REPLICATION_FACTOR"] != "3" || s.Environment["KAFKA_ALLOW_UNREPLICATED"] != "false" ||
+			strings.Count(s.Environment["KAFKA_BROKERS"], ",") != 2 {
+			t.Errorf("service %s-cluster: %v", name, s.Environment)
+		}
+		known := envVars(t, name)
+		for v := range s.Environment {
+			if !slices.Contains(known, v) {
+				t.Errorf("service %s-cluster sets %s, which cmd/%s does not read", name, v, name)
+			}
+		}
+	}
+}
