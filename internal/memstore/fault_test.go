@@ -73,6 +73,44 @@ func TestFaultAtEveryStepCommitsNothing(t *testing.T) {
 	}
 }
 
+// TestFaultInUpdateCommitsNothing fails an API mutation of a follower's conversation at each step of
+// conversation.RunUpdate in turn: the store must be left as before.
+func TestFaultInUpdateCommitsNothing(t *testing.T) {
+	ctx := context.Background()
+	injected := errors.New("injected")
+	key := conversation.ConvKey{UID: "b", ChannelID: "g", ChannelType: 2}
+	for _, step := range []string{"LockChannel", "RowsForUpdate", "LateSince", "BumpVersions", "WriteRows", "Commit"} {
+		t.Run(step, func(t *testing.T) {
+			armed := false
+			s := New(Options{Large: conversation.LargeThresholds{Enter: 3, Leave: 2}, Fail: func(at string) error {
+				if armed && at == step {
+					armed = false
+					return injected
+				}
+				return nil
+			}})
+			if _, err := s.ApplyBatch(ctx, []conversation.Event{storetest.Members("g", true, "a", "b", "c"),
+				storetest.GroupMsg("g", 2, "a"), storetest.GroupMsg("g", 1, "c")}); err != nil {
+				t.Fatal(err)
+			}
+			before := snapshot(s)
+			armed = true
+			if _, err := s.Update(ctx, key, conversation.Delete); !errors.Is(err, injected) {
+				t.Fatalf("Update = %v, want the fault injected at %s", err, step)
+			}
+			if armed {
+				t.Fatalf("RunUpdate never reached %s", step)
+			}
+			if !reflect.DeepEqual(snapshot(s), before) {
+				t.Fatalf("an update failed at %s left changes behind", step)
+			}
+			if row, err := s.Update(ctx, key, conversation.Delete); err != nil || !row.Deleted || row.DeletedAtSeq != 2 {
+				t.Errorf("the update again: %+v, %v; want a tombstone at seq 2", row, err)
+			}
+		})
+	}
+}
+
 type state struct {
 	Channels map[conversation.ChannelKey]conversation.ChannelState
 	Windows  map[conversation.ChannelKey]map[int64]conversation.Message

@@ -2,36 +2,23 @@ package mysql_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/storetest"
 	"github.com/convsync/conversations/internal/testenv"
 )
 
-func groupMsg(ch string, seq int64, from string, subs ...string) conversation.Event {
-	return conversation.Event{Message: &conversation.Message{
-		MessageID: 1000 + seq, ClientMsgNo: fmt.Sprintf("c%d", seq), MessageSeq: seq, FromUID: from,
-		ChannelID: ch, ChannelType: 2, Timestamp: 1700000000 + seq, Header: conversation.Header{RedDot: 1},
-		Payload: []byte(fmt.Sprintf("m%d", seq)), Subscribers: subs,
-	}}
-}
-
-func personMsg(from, to string, seq int64) conversation.Event {
-	return conversation.Event{Message: &conversation.Message{
-		MessageID: 5000 + seq, ClientMsgNo: fmt.Sprintf("p%d", seq), MessageSeq: seq, FromUID: from,
-		ChannelID: to, ChannelType: 1, Timestamp: 1700000000 + seq, Header: conversation.Header{RedDot: 1},
-	}}
-}
-
-func members(ch string, added bool, uids ...string) conversation.Event {
-	return conversation.Event{Membership: &conversation.Membership{Channel: conversation.Channel{ID: ch, Type: 2}, UIDs: uids, Added: added}}
-}
+// The events of these tests are the contract suite's (internal/storetest), which runs the scenarios
+// every store shares; what is left here is what only the database shows.
+var (
+	groupMsg  = storetest.GroupMsg
+	personMsg = storetest.PersonMsg
+	members   = storetest.Members
+)
 
 func rowsOf(t *testing.T, s *mysql.Store, uid string) map[string]conversation.Row {
 	t.Helper()
@@ -53,61 +40,6 @@ func apply(t *testing.T, s *mysql.Store, events ...conversation.Event) conversat
 		t.Fatalf("ApplyBatch: %v", err)
 	}
 	return res
-}
-
-func TestApplyBatchCoalescesAndVersions(t *testing.T) {
-	s, _ := testenv.Store(t, mysql.Options{})
-	res := apply(t, s,
-		groupMsg("g1", 1, "alice", "alice", "bob", "carol"),
-		groupMsg("g1", 2, "bob", "alice", "bob", "carol"),
-		groupMsg("g2", 1, "carol", "bob", "carol"),
-		personMsg("alice", "bob", 1),
-	)
-	if res.Applied != 4 || res.RowsWritten != 7 {
-		t.Errorf("result = %+v, want 4 applied, 7 rows written (each row once)", res)
-	}
-	bob := rowsOf(t, s, "bob")
-	if len(bob) != 3 {
-		t.Fatalf("bob has %d rows, want 3: %+v", len(bob), bob)
-	}
-	// bob's own message 2 is the newest of g1: read up to it, unread 0.
-	if g1 := bob["g1"]; g1.Unread != 0 || g1.ReadedToMsgSeq != 2 || g1.LastMsgSeq != 2 || g1.LastClientMsgNo != "c2" {
-		t.Errorf("bob g1 = %+v", g1)
-	}
-	if g2 := bob["g2"]; g2.Unread != 1 || g2.LastMsgSeq != 1 {
-		t.Errorf("bob g2 = %+v", g2)
-	}
-	if p := bob["alice"]; p.ChannelType != 1 || p.Unread != 1 {
-		t.Errorf("bob's person conversation is keyed by the peer: %+v", p)
-	}
-	if carol := rowsOf(t, s, "carol"); carol["g1"].Unread != 2 {
-		t.Errorf("carol g1 unread = %d, want 2", carol["g1"].Unread)
-	}
-	// All rows one batch changes for one user share one version.
-	v := bob["g1"].Version
-	for id, r := range bob {
-		if r.Version != v {
-			t.Errorf("bob %s version %d, want the batch's %d", id, r.Version, v)
-		}
-	}
-}
-
-func TestApplyBatchIsIdempotent(t *testing.T) {
-	s, _ := testenv.Store(t, mysql.Options{})
-	batch := []conversation.Event{groupMsg("g1", 1, "alice", "alice", "bob"), groupMsg("g1", 2, "alice", "alice", "bob")}
-	apply(t, s, batch...)
-	before := rowsOf(t, s, "bob")
-	res := apply(t, s, append(batch, batch[0])...) // whole replay, plus a duplicate inside the batch
-	if res.Applied != 0 || res.Duplicates != 3 || res.RowsWritten != 0 {
-		t.Errorf("replay result = %+v, want 0 applied, 3 duplicates, 0 rows", res)
-	}
-	after := rowsOf(t, s, "bob")
-	if before["g1"] != after["g1"] {
-		t.Errorf("replay changed the row (version included):\n%+v\n%+v", before["g1"], after["g1"])
-	}
-	if after["g1"].Unread != 2 {
-		t.Errorf("unread = %d, want 2", after["g1"].Unread)
-	}
 }
 
 func TestWindowPruningKeepsWatermark(t *testing.T) {
@@ -152,75 +84,6 @@ func TestMembershipOrderWithinBatch(t *testing.T) {
 	var n int
 	if err := s.DB().Get(&n, `SELECT COUNT(*) FROM channel_members WHERE channel_id = 'g1'`); err != nil || n != 2 {
 		t.Errorf("stored members = %d (%v), want alice and carol", n, err)
-	}
-}
-
-func TestVersionsGrowInCommitOrder(t *testing.T) {
-	frozen := time.UnixMilli(1_000_000)
-	s, _ := testenv.Store(t, mysql.Options{Now: func() time.Time { return frozen }})
-	apply(t, s, groupMsg("g1", 1, "alice", "bob"))
-	v1 := rowsOf(t, s, "bob")["g1"].Version
-	apply(t, s, groupMsg("g2", 1, "alice", "bob"))
-	v2 := rowsOf(t, s, "bob")["g2"].Version
-	row, err := s.Update(context.Background(), conversation.ConvKey{UID: "bob", ChannelID: "g1", ChannelType: 2},
-		func(r conversation.Row, _ int64) (conversation.Row, bool) { return conversation.SetUnread(r, 0) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v1 != 1_000_000 || v2 != v1+1 || row.Version != v2+1 {
-		t.Errorf("versions %d, %d, %d: want now, then +1 each within one millisecond", v1, v2, row.Version)
-	}
-	// A change that changes nothing keeps the version.
-	same, err := s.Update(context.Background(), row.ConvKey,
-		func(r conversation.Row, _ int64) (conversation.Row, bool) { return conversation.SetUnread(r, 0) })
-	if err != nil || same.Version != row.Version {
-		t.Errorf("no-op update: version %d -> %d (%v)", row.Version, same.Version, err)
-	}
-	_, err = s.Update(context.Background(), conversation.ConvKey{UID: "bob", ChannelID: "nope", ChannelType: 2},
-		func(r conversation.Row, _ int64) (conversation.Row, bool) { return conversation.SetUnread(r, 0) })
-	if !errors.Is(err, conversation.ErrNotFound) {
-		t.Errorf("update of a missing row: %v, want ErrNotFound", err)
-	}
-}
-
-func TestConcurrentBatchesOnSharedRows(t *testing.T) {
-	s, _ := testenv.Store(t, mysql.Options{})
-	// Four writers hit the same channels and users in different orders; locks are taken in sorted order
-	// and conflicts retried, so every message must count exactly once.
-	const writers, perWriter = 4, 25
-	var seq atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range perWriter {
-				var batch []conversation.Event
-				for _, ch := range []string{"g1", "g2", "g3"} {
-					if w%2 == 1 {
-						ch = map[string]string{"g1": "g3", "g2": "g2", "g3": "g1"}[ch]
-					}
-					batch = append(batch, groupMsg(ch, seq.Add(1), "alice", "alice", "bob", "carol"))
-				}
-				if _, err := s.ApplyBatch(context.Background(), batch); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	var total int64
-	for _, r := range rowsOf(t, s, "bob") {
-		total += r.Unread
-	}
-	if total != writers*perWriter*3 {
-		t.Errorf("bob's unread total = %d, want %d", total, writers*perWriter*3)
 	}
 }
 

@@ -260,8 +260,9 @@ func versionsGrow(t *testing.T, open Open) {
 
 func concurrent(t *testing.T, open Open) {
 	s := open(t, Options{})
-	// Four writers hit the same channels and users in different orders; every message counts once.
-	const writers, perWriter = 4, 10
+	// Four writers hit the same channels and users in different orders; locks are taken in sorted order
+	// and conflicts retried, so every message must count exactly once.
+	const writers, perWriter = 4, 25
 	var seq atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
