@@ -124,16 +124,25 @@ func lateCount(t *testing.T, s *mysql.Store) int {
 // both stores, versions and delete times aside.
 func sameAnswers(t *testing.T, step int, got, want *mysql.Store) {
 	t.Helper()
+	sameConversations(t, step, "purged store", func(uid string) (map[string]conversation.Row, map[string]conversation.Row) {
+		return rowsOf(t, got, uid), rowsOf(t, want, uid)
+	})
+}
+
+// sameConversations fails unless, for each of the seven users of lateStream, read gives the same
+// conversations on both sides (versions and delete times aside); what names the first side.
+func sameConversations(t *testing.T, step int, what string, read func(uid string) (got, want map[string]conversation.Row)) {
+	t.Helper()
 	for i := range 7 {
 		uid := fmt.Sprintf("u%d", i)
-		g, w := rowsOf(t, got, uid), rowsOf(t, want, uid)
+		g, w := read(uid)
 		for ch := range w {
 			if !sameFields(g[ch], w[ch]) {
-				t.Fatalf("step %d, %s in %s: purged store has %+v, want %+v", step, uid, ch, g[ch], w[ch])
+				t.Fatalf("step %d, %s in %s: %s has %+v, want %+v", step, uid, ch, what, g[ch], w[ch])
 			}
 		}
 		if len(g) != len(w) {
-			t.Fatalf("step %d, %s: %d conversations, want %d", step, uid, len(g), len(w))
+			t.Fatalf("step %d, %s: %s has %d conversations, want %d", step, uid, what, len(g), len(w))
 		}
 	}
 }
@@ -314,18 +323,9 @@ func TestFollowerTombstonePurgeIsFanOutPurge(t *testing.T) {
 					purged += f
 					purgeLate(t, large, 1000)
 				}
-				for u := range 7 {
-					uid := fmt.Sprintf("u%d", u)
-					g, w := visible(t, large, uid), visible(t, fanout, uid)
-					for ch := range w {
-						if !sameFields(g[ch], w[ch]) {
-							t.Fatalf("step %d, %s in %s: large store has %+v, fan-out %+v", i, uid, ch, g[ch], w[ch])
-						}
-					}
-					if len(g) != len(w) {
-						t.Fatalf("step %d, %s: %d conversations, fan-out %d", i, uid, len(g), len(w))
-					}
-				}
+				sameConversations(t, i, "large store", func(uid string) (map[string]conversation.Row, map[string]conversation.Row) {
+					return visible(t, large, uid), visible(t, fanout, uid)
+				})
 			}
 			if purged == 0 {
 				t.Fatal("no follower tombstone was purged: the stream tests nothing")

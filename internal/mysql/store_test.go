@@ -65,28 +65,6 @@ func TestWindowPruningKeepsWatermark(t *testing.T) {
 	}
 }
 
-func TestMembershipOrderWithinBatch(t *testing.T) {
-	s, _ := testenv.Store(t, mysql.Options{})
-	apply(t, s, members("g1", true, "alice", "bob"))
-	apply(t, s,
-		groupMsg("g1", 1, "alice"),   // alice, bob
-		members("g1", true, "carol"), // carol joins
-		groupMsg("g1", 2, "alice"),   // alice, bob, carol
-		members("g1", false, "bob"),  // bob leaves
-		groupMsg("g1", 3, "alice"),   // alice, carol
-	)
-	if got := rowsOf(t, s, "bob")["g1"]; got.Unread != 2 || got.LastMsgSeq != 2 {
-		t.Errorf("bob = %+v, want unread 2 up to seq 2", got)
-	}
-	if got := rowsOf(t, s, "carol")["g1"]; got.Unread != 2 || got.LastMsgSeq != 3 {
-		t.Errorf("carol = %+v, want unread 2 up to seq 3", got)
-	}
-	var n int
-	if err := s.DB().Get(&n, `SELECT COUNT(*) FROM channel_members WHERE channel_id = 'g1'`); err != nil || n != 2 {
-		t.Errorf("stored members = %d (%v), want alice and carol", n, err)
-	}
-}
-
 func TestConversationsLimitKeepsVersionsWhole(t *testing.T) {
 	frozen := time.UnixMilli(5_000)
 	s, _ := testenv.Store(t, mysql.Options{Now: func() time.Time { return frozen }})

@@ -22,15 +22,8 @@ import (
 // phases, must leave the database equal to the model, with versions that respect contract §3.6 from
 // phase to phase.
 func TestStoreMatchesModel(t *testing.T) {
-	const window = 12 // small, so pruning and the watermark are exercised
-	store, dsn := testenv.Store(t, mysql.Options{RecentsWindow: window})
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	store, db, model := openDifferential(t, mysql.Options{})
 	ctx := context.Background()
-	model := refmodel.New(refmodel.Options{Window: window})
 	skip := conversation.DefaultSkipSet()
 
 	cfg := trafficgen.Differential(3000, 7)
@@ -73,6 +66,21 @@ func TestStoreMatchesModel(t *testing.T) {
 	c := model.Counts()
 	t.Logf("records=%d messages=%d duplicates=%d reordered=%d not_projected=%d memberships=%d",
 		len(recs), c.Messages, stats.Duplicates, stats.Reordered, c.NotProjected, c.Memberships)
+}
+
+// openDifferential opens a fresh store with opts and a window of 12 (small, so pruning and the
+// watermark are exercised), a connection to its database, and a model with the same window.
+func openDifferential(t *testing.T, opts mysql.Options) (*mysql.Store, *sql.DB, *refmodel.Model) {
+	t.Helper()
+	const window = 12
+	opts.RecentsWindow = window
+	store, dsn := testenv.Store(t, opts)
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return store, db, refmodel.New(refmodel.Options{Window: window})
 }
 
 // applyPartitioned applies recs with four concurrent workers, one per key-hash partition, in batches of
@@ -169,15 +177,8 @@ func TestStoreMatchesModelLarge(t *testing.T) {
 }
 
 func storeMatchesModelLarge(t *testing.T, enter, leave int) {
-	const window = 12
-	store, dsn := testenv.Store(t, mysql.Options{RecentsWindow: window, LargeChannelMembers: enter, LargeChannelLeave: leave})
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	store, db, model := openDifferential(t, mysql.Options{LargeChannelMembers: enter, LargeChannelLeave: leave})
 	ctx := context.Background()
-	model := refmodel.New(refmodel.Options{Window: window})
 	skip := conversation.DefaultSkipSet()
 	recs, _, err := trafficgen.Generate(trafficgen.Differential(3000, 11))
 	if err != nil {
