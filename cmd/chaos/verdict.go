@@ -11,6 +11,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/projector"
 	"github.com/convsync/conversations/internal/refmodel"
 	"github.com/convsync/conversations/internal/topicadmin"
 )
@@ -258,9 +259,9 @@ func (ch *chaos) deadLetters(ctx context.Context) (int, error) {
 		var part, off string
 		for _, h := range m.Headers {
 			switch h.Key {
-			case "x-source-partition":
+			case projector.HeaderSourcePartition:
 				part = string(h.Value)
-			case "x-source-offset":
+			case projector.HeaderSourceOffset:
 				off = string(h.Value)
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,13 +34,10 @@ type letter struct {
 	msg kafkago.Message
 }
 
+// header is the value of the projector's header key on m, "" when absent.
 func header(m kafkago.Message, key string) string {
-	for i := len(m.Headers) - 1; i >= 0; i-- { // ours are last, should the original carry the same key
-		if m.Headers[i].Key == key {
-			return string(m.Headers[i].Value)
-		}
-	}
-	return ""
+	v, _ := projector.LastHeader(m, key)
+	return v
 }
 
 func toLetter(m kafkago.Message) letter {
@@ -148,7 +146,15 @@ func (e *cmdEnv) dlqList(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	sel, err := parseSelection(*reasons, *offsets)
+	return e.withLetters(ctx, *reasons, *offsets, false, func(_ *cluster, letters []letter) error {
+		return e.printLetters(letters, *limit, *asJSON)
+	})
+}
+
+// withLetters reads the dead letters the -reason and -offsets flags select (with their values when
+// values is set) and calls fn with them and the cluster they were read from.
+func (e *cmdEnv) withLetters(ctx context.Context, reasons, offsets string, values bool, fn func(*cluster, []letter) error) error {
+	sel, err := parseSelection(reasons, offsets)
 	if err != nil {
 		return err
 	}
@@ -157,18 +163,23 @@ func (e *cmdEnv) dlqList(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
-	letters, err := e.readLetters(ctx, c, e.cfg.KafkaDLQTopic, sel.keep, false)
+	letters, err := e.readLetters(ctx, c, e.cfg.KafkaDLQTopic, sel.keep, values)
 	if err != nil {
 		return err
 	}
+	return fn(c, letters)
+}
+
+// printLetters prints at most limit letters, as a table or JSON lines, and a count per reason of all.
+func (e *cmdEnv) printLetters(letters []letter, limit int, asJSON bool) error {
 	counts := map[string]int{}
 	for _, l := range letters {
 		counts[l.Reason]++
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(e.out)
 		for i, l := range letters {
-			if i == *limit {
+			if i == limit {
 				break
 			}
 			if err := enc.Encode(l); err != nil {
@@ -180,7 +191,7 @@ func (e *cmdEnv) dlqList(ctx context.Context, args []string) error {
 	w := tabwriter.NewWriter(e.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "PARTITION\tOFFSET\tTIME\tREASON\tSOURCE\tBYTES\tERROR")
 	for i, l := range letters {
-		if i == *limit {
+		if i == limit {
 			fmt.Fprintf(w, "… %d more\n", len(letters)-i)
 			break
 		}
@@ -193,20 +204,10 @@ func (e *cmdEnv) dlqList(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "REASON\tCOUNT")
-	for _, r := range slices.Sorted(mapsKeys(counts)) {
+	for _, r := range slices.Sorted(maps.Keys(counts)) {
 		fmt.Fprintf(w, "%s\t%d\n", r, counts[r])
 	}
 	return w.Flush()
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // redriveHeader marks a re-driven record with the dead letter it came from.
@@ -228,19 +229,13 @@ func (e *cmdEnv) dlqRedrive(ctx context.Context, args []string) error {
 	if *reasons == "" && *offsets == "" && !*all {
 		return fmt.Errorf("%w: dlq redrive needs -reason, -offsets or -all", errUsage)
 	}
-	sel, err := parseSelection(*reasons, *offsets)
-	if err != nil {
-		return err
-	}
-	c, err := e.cluster()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	letters, err := e.readLetters(ctx, c, e.cfg.KafkaDLQTopic, sel.keep, true)
-	if err != nil {
-		return err
-	}
+	return e.withLetters(ctx, *reasons, *offsets, true, func(c *cluster, letters []letter) error {
+		return e.redrive(ctx, c, letters, *to, *dry)
+	})
+}
+
+// redrive sends the letters that are not reduced to topic to (or only says so, when dry).
+func (e *cmdEnv) redrive(ctx context.Context, c *cluster, letters []letter, to string, dry bool) error {
 	var msgs []kafkago.Message
 	skipped := 0
 	for _, l := range letters {
@@ -250,8 +245,8 @@ func (e *cmdEnv) dlqRedrive(ctx context.Context, args []string) error {
 		}
 		msgs = append(msgs, kafkago.Message{Key: l.msg.Key, Value: l.msg.Value, Headers: originalHeaders(l)})
 	}
-	if !*dry && len(msgs) > 0 {
-		w := &kafkago.Writer{Addr: kafkago.TCP(c.brokers...), Topic: *to, Transport: c.transport,
+	if !dry && len(msgs) > 0 {
+		w := &kafkago.Writer{Addr: kafkago.TCP(c.brokers...), Topic: to, Transport: c.transport,
 			// The partitioner of Kafka's Java producer: a channel's key lands where its other events do.
 			Balancer: &kafkago.Murmur2Balancer{}, RequiredAcks: kafkago.RequireAll, BatchSize: 1000,
 			BatchTimeout: 10 * time.Millisecond}
@@ -260,14 +255,14 @@ func (e *cmdEnv) dlqRedrive(ctx context.Context, args []string) error {
 			err = cerr
 		}
 		if err != nil {
-			return fmt.Errorf("re-drive to %s: %w", *to, err)
+			return fmt.Errorf("re-drive to %s: %w", to, err)
 		}
 	}
 	verb := "re-drove"
-	if *dry {
+	if dry {
 		verb = "would re-drive"
 	}
-	fmt.Fprintf(e.out, "%s %d dead letters to %s", verb, len(msgs), *to)
+	fmt.Fprintf(e.out, "%s %d dead letters to %s", verb, len(msgs), to)
 	if skipped > 0 {
 		fmt.Fprintf(e.out, "; skipped %d reduced letters (their values were truncated)", skipped)
 	}
@@ -279,7 +274,7 @@ func (e *cmdEnv) dlqRedrive(ctx context.Context, args []string) error {
 func originalHeaders(l letter) []kafkago.Header {
 	var hs []kafkago.Header
 	for _, h := range l.msg.Headers {
-		if strings.HasPrefix(h.Key, "x-dlq-") || strings.HasPrefix(h.Key, "x-source-") {
+		if projector.Added(h.Key) {
 			continue
 		}
 		hs = append(hs, h)

@@ -103,9 +103,10 @@ func CheckRawIDs(value []byte, fields ...string) (string, error) {
 	return "", nil
 }
 
-// mayHoldInvalidUTF8 is a cheap test that rules out most JSON texts: valid UTF-8 without \u escapes.
+// mayHoldInvalidUTF8 is a cheap test that rules out most JSON texts: valid UTF-8 without \u escapes
+// (JSON has no other escape that can spell a surrogate: \U is not one).
 func mayHoldInvalidUTF8(value []byte) bool {
-	return !utf8.Valid(value) || bytes.Contains(value, []byte(`\u`)) || bytes.Contains(value, []byte(`\U`))
+	return !utf8.Valid(value) || bytes.Contains(value, []byte(`\u`))
 }
 
 // validJSONString reports whether a JSON string literal (quotes included, syntax already checked)

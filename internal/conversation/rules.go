@@ -33,22 +33,36 @@ func (s *SkipSet) Projected(m *Message) bool {
 // accepts. skipped counts the messages dropped. events itself is returned, not copied, when nothing is
 // dropped.
 func (s *SkipSet) Filter(events []Event) (projected []Event, skipped int) {
+	projected, _, skipped = FilterAlong[struct{}](s, events, nil)
+	return projected, skipped
+}
+
+// FilterAlong is s.Filter for events that travel with a parallel slice (the records they were decoded
+// from, say): along[i] is kept exactly when events[i] is. along may be nil. Neither slice is modified;
+// both are returned as they are when nothing is dropped.
+func FilterAlong[T any](s *SkipSet, events []Event, along []T) (projected []Event, kept []T, skipped int) {
 	for i, e := range events {
 		if e.Message != nil && !s.Projected(e.Message) {
 			if projected == nil {
 				projected = append(make([]Event, 0, len(events)-1), events[:i]...)
+				if along != nil {
+					kept = append(make([]T, 0, len(along)-1), along[:i]...)
+				}
 			}
 			skipped++
 			continue
 		}
 		if projected != nil {
 			projected = append(projected, e)
+			if along != nil {
+				kept = append(kept, along[i])
+			}
 		}
 	}
 	if skipped == 0 {
-		return events, 0
+		return events, along, 0
 	}
-	return projected, skipped
+	return projected, kept, skipped
 }
 
 // Recipients returns who gets a conversation row for m, without duplicates (contract §3.4): the two

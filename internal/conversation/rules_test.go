@@ -88,6 +88,18 @@ func TestFilter(t *testing.T) {
 					t.Errorf("event %d = %+v, want %+v", i, got[i], tt.want[i])
 				}
 			}
+			// The records the events came from are kept alike (the projector filters both).
+			srcs := make([]Event, len(tt.in))
+			copy(srcs, tt.in)
+			events, kept, skipped := FilterAlong(&skip, tt.in, srcs)
+			if skipped != tt.wantSkipped || len(kept) != len(events) {
+				t.Fatalf("FilterAlong = %d events, %d alongside, %d skipped", len(events), len(kept), skipped)
+			}
+			for i := range events {
+				if kept[i] != events[i] {
+					t.Errorf("alongside %d = %+v, want %+v", i, kept[i], events[i])
+				}
+			}
 		})
 	}
 }

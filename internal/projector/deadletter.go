@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -15,20 +16,40 @@ import (
 // value are the original's, byte for byte, unless the dead-letter topic refused the record for its size:
 // then a reduced dead letter is written instead (see reduce), which carries HeaderValueBytes.
 const (
+	// HeaderPrefixDeadLetter and HeaderPrefixSource begin every header the projector adds (Added).
+	HeaderPrefixDeadLetter = "x-dlq-"
+	HeaderPrefixSource     = "x-source-"
 	// HeaderReason is why the record cannot be applied: one of conversation's Reason constants.
-	HeaderReason = "x-dlq-reason"
+	HeaderReason = HeaderPrefixDeadLetter + "reason"
 	// HeaderError is the decoding error in words, naming the offending field.
-	HeaderError = "x-dlq-error"
+	HeaderError = HeaderPrefixDeadLetter + "error"
 	// HeaderSourceTopic, HeaderSourcePartition and HeaderSourceOffset locate the original record.
-	HeaderSourceTopic     = "x-source-topic"
-	HeaderSourcePartition = "x-source-partition"
-	HeaderSourceOffset    = "x-source-offset"
+	HeaderSourceTopic     = HeaderPrefixSource + "topic"
+	HeaderSourcePartition = HeaderPrefixSource + "partition"
+	HeaderSourceOffset    = HeaderPrefixSource + "offset"
 	// HeaderValueBytes is on reduced dead letters only: the size of the original value, of which the
 	// letter's value is the first ReducedValueBytes at most. The original's own headers are not kept.
-	HeaderValueBytes = "x-dlq-value-bytes"
+	HeaderValueBytes = HeaderPrefixDeadLetter + "value-bytes"
 	// HeaderErrorClass is on apply_failed dead letters: the class of the store's error (see errorClass).
-	HeaderErrorClass = "x-dlq-error-class"
+	HeaderErrorClass = HeaderPrefixDeadLetter + "error-class"
 )
+
+// Added reports whether a header key is of the kind the projector adds to a dead letter (not the
+// original record's own): what a re-drive leaves out.
+func Added(key string) bool {
+	return strings.HasPrefix(key, HeaderPrefixDeadLetter) || strings.HasPrefix(key, HeaderPrefixSource)
+}
+
+// LastHeader returns the value of the last header named key, and whether there is one: on a dead
+// letter the projector's headers come last, should the original record carry the same key.
+func LastHeader(m kafkago.Message, key string) (string, bool) {
+	for i := len(m.Headers) - 1; i >= 0; i-- {
+		if m.Headers[i].Key == key {
+			return string(m.Headers[i].Value), true
+		}
+	}
+	return "", false
+}
 
 // ReasonApplyFailed is the dead-letter reason of a record that decoded but that the store failed to apply
 // alone, with an error that is not transient, PoisonAttempts times in a row (see Projector.apply).
@@ -91,10 +112,8 @@ func deadLetter(m kafkago.Message, reason string, err error) kafkago.Message {
 
 // reasonOf is the reason header of a dead letter: the last one, ours, should the original carry one too.
 func reasonOf(m kafkago.Message) string {
-	for i := len(m.Headers) - 1; i >= 0; i-- {
-		if m.Headers[i].Key == HeaderReason {
-			return string(m.Headers[i].Value)
-		}
+	if r, ok := LastHeader(m, HeaderReason); ok {
+		return r
 	}
 	return reasonUnknown
 }

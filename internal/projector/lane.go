@@ -259,14 +259,7 @@ func (l *lane) deadLetter(ctx context.Context, dead []kafkago.Message) error {
 
 // filter drops the messages that have no effect by rule (Config.Skip), keeping srcs aligned.
 func (l *lane) filter(events []conversation.Event, srcs []kafkago.Message) ([]conversation.Event, []kafkago.Message, int) {
-	keptEvents, keptSrcs := events[:0], srcs[:0]
-	for i, e := range events {
-		if e.Message != nil && !l.p.cfg.Skip.Projected(e.Message) {
-			continue
-		}
-		keptEvents, keptSrcs = append(keptEvents, e), append(keptSrcs, srcs[i])
-	}
-	return keptEvents, keptSrcs, len(events) - len(keptEvents)
+	return conversation.FilterAlong(&l.p.cfg.Skip, events, srcs)
 }
 
 // apply applies the batch's events in one transaction, retrying failures with backoff. After
