@@ -21,10 +21,7 @@ type setUnreadRequest struct {
 // the version only when a field changed, so a setUnread that changes nothing is invisible to sync.
 func (a *api) setUnread(c *gin.Context) error {
 	var req setUnreadRequest
-	if err := decodeJSON(c.Request, &req); err != nil {
-		return err
-	}
-	key, err := req.key()
+	key, err := decodeConv(c.Request, &req)
 	if err != nil {
 		return err
 	}
@@ -39,10 +36,7 @@ func (a *api) setUnread(c *gin.Context) error {
 // clearUnread is setUnread with unread 0, with delete's body (contract §2.4).
 func (a *api) clearUnread(c *gin.Context) error {
 	var req convRequest
-	if err := decodeJSON(c.Request, &req); err != nil {
-		return err
-	}
-	key, err := req.key()
+	key, err := decodeConv(c.Request, &req)
 	if err != nil {
 		return err
 	}
@@ -54,14 +48,19 @@ func (a *api) clearUnread(c *gin.Context) error {
 // delete turns a conversation into a tombstone (contract §2.3, §3.5).
 func (a *api) delete(c *gin.Context) error {
 	var req convRequest
-	if err := decodeJSON(c.Request, &req); err != nil {
-		return err
-	}
-	key, err := req.key()
+	key, err := decodeConv(c.Request, &req)
 	if err != nil {
 		return err
 	}
 	return a.update(c, key, conversation.Delete)
+}
+
+// decodeConv decodes a mutation's body into req and returns the conversation it names, validated.
+func decodeConv(r *http.Request, req interface{ key() (conversation.ConvKey, error) }) (conversation.ConvKey, error) {
+	if err := decodeJSON(r, req); err != nil {
+		return conversation.ConvKey{}, err
+	}
+	return req.key()
 }
 
 // update runs change on one conversation and answers {"status":200}; a conversation that does not exist

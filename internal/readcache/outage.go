@@ -20,17 +20,7 @@ func unreachable(err error) bool { return errors.Is(err, conversation.ErrUnavail
 // highest announced, and the announcements were not forgotten since it was checked. Its age does not
 // matter: see the outage path above.
 func (c *Rows) lastKnown(uid string) (userRows, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	el, ok := c.index[uid]
-	if !ok {
-		return userRows{}, false
-	}
-	e := el.Value.(*userRows)
-	if e.large || c.announced.newer(uid, e.version) || !e.checked.After(c.checkedBefore) {
-		return userRows{}, false
-	}
-	return *e, true
+	return c.unannounced(uid, false, func(e *userRows) bool { return !e.large })
 }
 
 // cachedAnswers answers every range from cached stretches whatever their age, or returns false if one

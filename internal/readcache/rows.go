@@ -247,6 +247,15 @@ func (e *userRows) list(served conversation.Served) conversation.ListRead {
 
 // fresh returns the cached list of uid when it may be served without asking the database.
 func (c *Rows) fresh(uid string, now time.Time) (userRows, bool) {
+	return c.unannounced(uid, true, func(e *userRows) bool {
+		return (!e.large || c.derives) && now.Sub(e.checked) < c.opts.MaxAge
+	})
+}
+
+// unannounced returns uid's cached list when no announcement made it stale (its version is at least
+// the highest announced, and the announcements were not forgotten since it was checked) and accept
+// takes it; a list returned is marked recently used when touch is set.
+func (c *Rows) unannounced(uid string, touch bool, accept func(*userRows) bool) (userRows, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.index[uid]
@@ -254,10 +263,12 @@ func (c *Rows) fresh(uid string, now time.Time) (userRows, bool) {
 		return userRows{}, false
 	}
 	e := el.Value.(*userRows)
-	if (e.large && !c.derives) || c.announced.newer(uid, e.version) || !e.checked.After(c.checkedBefore) || now.Sub(e.checked) >= c.opts.MaxAge {
+	if c.announced.newer(uid, e.version) || !e.checked.After(c.checkedBefore) || !accept(e) {
 		return userRows{}, false
 	}
-	c.lru.MoveToFront(el)
+	if touch {
+		c.lru.MoveToFront(el)
+	}
 	return *e, true
 }
 
