@@ -49,6 +49,7 @@ type chaos struct {
 
 	kills, restarts, stalls, produced, mutations int
 	outageAnswered, outageDiffering              int
+	replicaAnswersDiffering                      int // fresh reads of a database replica during the primary's outage
 	recoveries                                   []string
 	badRecords                                   int
 }

@@ -198,6 +198,9 @@ func (ch *chaos) verdict(ctx context.Context) error {
 		ch.c.requests.Load(), ch.c.connErrors.Load(), ch.c.outage503.Load(), ch.c.outageReads.Load())
 	ch.printf("users compared     %d; following devices %d", len(users), len(ch.followers.list))
 	ch.printf("outage answers     %d syncs answered 200 while the database was down, %d differing from before it", ch.outageAnswered, ch.outageDiffering)
+	if len(ch.cfg.ReadDSNs) > 0 {
+		ch.printf("                   (of those, fresh reads of a database replica differing from before: %d)", ch.replicaAnswersDiffering)
+	}
 	ch.printf("lost               %d", lost)
 	ch.printf("double-counted     %d", double)
 	ch.printf("missed             %d", missed)
