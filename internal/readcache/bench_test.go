@@ -3,6 +3,7 @@ package readcache
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -60,4 +61,31 @@ func BenchmarkHits(b *testing.B) {
 			i += 7
 		}
 	})
+}
+
+// BenchmarkRowsMemory reports the heap a cached row costs (bytes_per_row, after a garbage collection):
+// 100,000 users with 10 conversations each, ids and client_msg_no as the scale bench preloads them,
+// every list held. docs/operations.md sizes SYNC_CACHE_ROWS with it.
+func BenchmarkRowsMemory(b *testing.B) {
+	for range b.N {
+		const users, perUser = 100_000, 10
+		c := NewRows(staticRows{}, RowsOptions{MaxUsers: users, MaxRows: users * perUser})
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for u := range users {
+			uid := fmt.Sprintf("u%d", u)
+			rows := make([]conversation.Row, perUser) // as a load scans them: each its own strings
+			for i := range rows {
+				ch := fmt.Sprintf("sg%d", u*perUser+i)
+				rows[i] = conversation.Row{ConvKey: conversation.ConvKey{UID: fmt.Sprintf("u%d", u), ChannelID: ch, ChannelType: 2},
+					LastClientMsgNo: fmt.Sprintf("c%s-%d", ch, 1234), Version: 1}
+			}
+			c.put(&userRows{uid: uid, version: 1, checked: time.Now(), rows: rows})
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(c.rows), "bytes_per_row")
+		runtime.KeepAlive(c)
+	}
 }
