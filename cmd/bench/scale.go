@@ -543,18 +543,6 @@ func (ev *evidence) report(ctx context.Context, rep *report, dsn, heavy string) 
 	}
 	rep.add("scale.db.size.total", totalBytes/(1<<20), "MiB")
 	rep.add("scale.db.size.total_per_million_conversation_rows", totalBytes/(1<<20)/(convRows/1e6), "MiB")
-	if rows, err := db.QueryContext(ctx, `SELECT table_name, index_name, stat_value FROM mysql.innodb_index_stats
-		WHERE database_name = ? AND stat_name = 'size' ORDER BY table_name, index_name`, preloadDB); err == nil {
-		for rows.Next() {
-			var table, index string
-			var pages float64
-			if rows.Scan(&table, &index, &pages) == nil && pages > 1 {
-				progress("scale: size: index %s.%s: %.0f MiB", table, index, pages*16/1024)
-				rep.add("scale.db.size.index."+table+"."+index, pages*16/1024, "MiB")
-			}
-		}
-		rows.Close()
-	}
 	var inPool float64
 	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.INNODB_BUFFER_PAGE WHERE TABLE_NAME LIKE ?`,
 		"`"+preloadDB+"`.%").Scan(&inPool); err == nil {
