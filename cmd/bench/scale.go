@@ -543,11 +543,8 @@ func (ev *evidence) report(ctx context.Context, rep *report, dsn, heavy string) 
 	}
 	rep.add("scale.db.size.total", totalBytes/(1<<20), "MiB")
 	rep.add("scale.db.size.total_per_million_conversation_rows", totalBytes/(1<<20)/(convRows/1e6), "MiB")
-	var inPool float64
-	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.INNODB_BUFFER_PAGE WHERE TABLE_NAME LIKE ?`,
-		"`"+preloadDB+"`.%").Scan(&inPool); err == nil {
-		rep.add("scale.db.large_model_pages_in_pool", inPool*16/1024, "MiB")
-	}
+	st := ev.status(ctx)
+	rep.add("scale.db.pool_pages_with_data", st["Innodb_buffer_pool_pages_data"]*16/1024, "MiB")
 	return explainHot(ctx, db, heavy)
 }
 
@@ -652,10 +649,8 @@ func warmPool(ctx context.Context, db *sql.DB) error {
 			return fmt.Errorf("warm the buffer pool: %w", err)
 		}
 	}
-	var free, total float64
-	if err := db.QueryRowContext(ctx, `SELECT SUM(FREE_BUFFERS), SUM(POOL_SIZE) FROM information_schema.INNODB_BUFFER_POOL_STATS`).Scan(&free, &total); err != nil {
-		return fmt.Errorf("buffer pool stats: %w", err)
-	}
+	st := (&evidence{db: db}).status(ctx)
+	free, total := st["Innodb_buffer_pool_pages_free"], st["Innodb_buffer_pool_pages_total"]
 	progress("scale: buffer pool warmed in %s: %.0f of %.0f pages used", time.Since(start).Round(time.Second), total-free, total)
 	return nil
 }
@@ -665,8 +660,9 @@ func warmPool(ctx context.Context, db *sql.DB) error {
 func settle(ctx context.Context, db *sql.DB, limit time.Duration) {
 	start := time.Now()
 	for time.Since(start) < limit && ctx.Err() == nil {
-		var dirty, total float64
-		if err := db.QueryRowContext(ctx, `SELECT SUM(MODIFIED_DATABASE_PAGES), SUM(POOL_SIZE) FROM information_schema.INNODB_BUFFER_POOL_STATS`).Scan(&dirty, &total); err != nil {
+		st := (&evidence{db: db}).status(ctx)
+		dirty, total := st["Innodb_buffer_pool_pages_dirty"], st["Innodb_buffer_pool_pages_total"]
+		if total == 0 {
 			return
 		}
 		if dirty < total/100 {
