@@ -83,6 +83,11 @@ type config struct {
 	ReplicaReadTimeout time.Duration `env:"REPLICA_READ_TIMEOUT" envDefault:"150ms"`
 	// ShutdownTimeout is how long in-flight requests may take to finish on SIGTERM (default 10s).
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	// VitessShards, on a read model sharded by user on Vitess (docs/operations.md), lists its shards
+	// ("-80,80-"): MYSQL_DSN names the keyspace as its database (…/conv), and each user's request is
+	// served from sessions that target the user's shard. The caches, the change feed and
+	// MYSQL_READ_DSNS stay off then. Default none (one unsharded read model).
+	VitessShards string `env:"VITESS_SHARDS"`
 }
 
 // loadConfig reads the configuration from environ, or from the process environment when environ is
@@ -95,6 +100,11 @@ func loadConfig(environ map[string]string) (config, error) {
 	var errs []error
 	if _, err := mysqldriver.ParseDSN(cfg.MySQLDSN); err != nil {
 		errs = append(errs, fmt.Errorf("MYSQL_DSN: %w", err))
+	}
+	if cfg.VitessShards != "" {
+		if _, err := mysql.ParseShards(cfg.VitessShards); err != nil {
+			errs = append(errs, fmt.Errorf("VITESS_SHARDS: %w", err))
+		}
 	}
 	errs = append(errs, cfg.Kafka.Validate(), cfg.MySQLTLS.Validate(), cfg.Replication.Validate())
 	if cfg.HTTPAddr == "" {

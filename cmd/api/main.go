@@ -87,6 +87,9 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	); err != nil {
 		return fmt.Errorf("register runtime metrics: %w", err)
 	}
+	if cfg.VitessShards != "" {
+		return serveSharded(ctx, cfg, log, reg)
+	}
 	feed, err := openFeed(ctx, cfg, log, reg)
 	if err != nil {
 		return err

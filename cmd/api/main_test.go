@@ -84,7 +84,7 @@ func TestLoadConfigInvalid(t *testing.T) {
 		}
 	}
 	for _, env := range []map[string]string{{"LOG_LEVEL": "loud"}, {"SYNC_MAX_MSG_COUNT": "many"}, {"SHUTDOWN_TIMEOUT": "10"},
-		{"SYNC_CACHE_MAX_AGE": "2m"}, {"SYNC_CACHE_MAX_AGE": "0s"}} {
+		{"SYNC_CACHE_MAX_AGE": "2m"}, {"SYNC_CACHE_MAX_AGE": "0s"}, {"VITESS_SHARDS": "-80"}, {"VITESS_SHARDS": "-80,40-"}} {
 		if _, err := loadConfig(env); err == nil {
 			t.Errorf("%v accepted", env)
 		}

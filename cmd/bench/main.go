@@ -134,7 +134,7 @@ type options struct {
 type peakRSS struct{ projector, api float64 }
 
 func run(ctx context.Context) error {
-	only := flag.String("only", "projector,api,peer,freshness,large", "sections to run, comma-separated")
+	only := flag.String("only", "projector,api,peer,freshness,large", "sections to run, comma-separated (also: scale; vitess, which make bench-vitess runs)")
 	duration := flag.Duration("duration", 20*time.Second, "length of each API load run")
 	scale := flag.Float64("scale", 1, "multiplies the size of the projector workloads")
 	freshRate := flag.Float64("freshness-rate", 0, "events/s of the freshness run (0: half the measured maximum)")
@@ -183,6 +183,11 @@ func run(ctx context.Context) error {
 	if opts.sections["cluster"] {
 		if err := clusterSection(ctx, e, rep, *clusterDir); err != nil {
 			return fmt.Errorf("cluster: %w", err)
+		}
+	}
+	if opts.sections["vitess"] {
+		if err := vitessSection(ctx, e, rep, opts); err != nil {
+			return fmt.Errorf("vitess: %w", err)
 		}
 	}
 	if opts.sections["scale"] {

@@ -83,6 +83,11 @@ type config struct {
 	// Rules are the projection settings a rebuild shares with the live projector: the same struct,
 	// variables, defaults and validation as cmd/projector's (projector.Rules).
 	projector.Rules
+
+	// VitessShards, on a read model sharded by user on Vitess, lists its shards ("-80,80-") and MYSQL_DSN
+	// names the keyspace (…/conv), as for cmd/api: purge-user then works shard by shard; rebuild and
+	// switch refuse (docs/operations.md, "On Vitess"). Default none.
+	VitessShards string `env:"VITESS_SHARDS"`
 }
 
 func loadConfig(environ map[string]string) (config, error) {
@@ -97,6 +102,11 @@ func loadConfig(environ map[string]string) (config, error) {
 	}
 	if len(cfg.KafkaBrokers) == 0 {
 		errs = append(errs, errors.New("KAFKA_BROKERS: at least one broker is required"))
+	}
+	if cfg.VitessShards != "" {
+		if _, err := mysql.ParseShards(cfg.VitessShards); err != nil {
+			errs = append(errs, fmt.Errorf("VITESS_SHARDS: %w", err))
+		}
 	}
 	errs = append(errs, cfg.Kafka.Validate(), cfg.MySQLTLS.Validate())
 	if err := errors.Join(errs...); err != nil {

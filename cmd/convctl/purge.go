@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+
+	"github.com/convsync/conversations/internal/mysql"
 )
 
 // purgeUser deletes one user's rows. It asks for -yes, since nothing brings the rows back but a
@@ -18,7 +20,17 @@ func (e *cmdEnv) purgeUser(ctx context.Context, args []string) error {
 	if *uid == "" || !*yes {
 		return fmt.Errorf("%w: purge-user needs -uid and -yes", errUsage)
 	}
-	s, err := e.store(e.cfg.MySQLDSN)
+	var s interface {
+		PurgeUser(ctx context.Context, uid string, memberships bool) (mysql.PurgeResult, error)
+		Close() error
+	}
+	var err error
+	if e.cfg.VitessShards != "" {
+		shards, _ := mysql.ParseShards(e.cfg.VitessShards) // validated
+		s, err = mysql.OpenSharded(e.cfg.MySQLDSN, shards, mysql.Options{MaxOpenConns: 4, TLS: e.cfg.MySQLTLS})
+	} else {
+		s, err = e.store(e.cfg.MySQLDSN)
+	}
 	if err != nil {
 		return err
 	}

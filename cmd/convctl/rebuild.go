@@ -29,6 +29,9 @@ func (e *cmdEnv) rebuildNames(schema, group, dlq string) (string, string) {
 // group, and returns once that group has caught up with the topic's end. The live read model, the live
 // projector and the API are untouched meanwhile. Run it again with -resume to catch up further.
 func (e *cmdEnv) rebuild(ctx context.Context, args []string) error {
+	if err := e.notOnVitess("rebuild"); err != nil {
+		return err
+	}
 	fs := e.flags("rebuild", "rebuild -schema S [-resume] [-group G] [-dlq TOPIC] [-allow-truncated]")
 	schema := fs.String("schema", "", "the fresh schema to project into (required; created unless -resume)")
 	resume := fs.Bool("resume", false, "the schema exists from an earlier rebuild: catch up from where its group stopped")
@@ -158,6 +161,9 @@ func (e *cmdEnv) catchUp(ctx context.Context, c *cluster, schema, group, dlq str
 // moves the live group's offsets to where the rebuild stopped. The API keeps serving throughout:
 // its reads see the old tables until the rename, the rebuilt ones after.
 func (e *cmdEnv) switchSchema(ctx context.Context, args []string) error {
+	if err := e.notOnVitess("switch"); err != nil {
+		return err
+	}
 	fs := e.flags("switch", "switch -schema S [-old NAME] [-group G] [-dlq TOPIC] [-offsets-only]")
 	schema := fs.String("schema", "", "the rebuilt schema (required)")
 	old := fs.String("old", "", "schema that keeps the live tables (default <live>_old_<UTC time>)")
@@ -240,5 +246,15 @@ func (e *cmdEnv) switchSchema(ctx context.Context, args []string) error {
 		return fmt.Errorf("%w (finish with: convctl switch -schema %s -offsets-only)", err, *schema)
 	}
 	fmt.Fprintf(e.out, "moved group %s to the rebuild's offsets %v: start the projector again\n", e.cfg.KafkaGroupID, moved)
+	return nil
+}
+
+// notOnVitess refuses rebuild and switch on a read model sharded by user (VITESS_SHARDS): vtgate
+// creates no schema and refuses RENAME TABLE across keyspaces (VT03002). docs/operations.md ("On
+// Vitess") gives the way to rebuild there.
+func (e *cmdEnv) notOnVitess(cmd string) error {
+	if e.cfg.VitessShards != "" {
+		return fmt.Errorf("%w: %s does not work on Vitess (VITESS_SHARDS is set): see docs/operations.md, \"On Vitess\"", errUsage, cmd)
+	}
 	return nil
 }

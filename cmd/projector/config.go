@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
@@ -82,6 +83,10 @@ type config struct {
 	StallAfter time.Duration `env:"STALL_AFTER" envDefault:"2m"`
 	// ShutdownTimeout is how long the in-flight batch may take to finish after SIGTERM. Default 10s.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	// VitessShard, on a read model sharded by user on Vitess (docs/operations.md), is the shard this
+	// projector feeds ("-80"): MYSQL_DSN must target it (database "conv:-80"), and KAFKA_GROUP_ID and
+	// KAFKA_CHANGES_TOPIC must be this shard's own. Default none (one unsharded read model).
+	VitessShard string `env:"VITESS_SHARD"`
 }
 
 // loadConfig reads the configuration from environ and reports every invalid value at once.
@@ -128,6 +133,13 @@ func (c config) validate() error {
 	}
 	if c.HTTPAddr == "" {
 		errs = append(errs, errors.New("PROJECTOR_HTTP_ADDR: required"))
+	}
+	if c.VitessShard != "" {
+		if _, err := mysql.ParseKeyRange(c.VitessShard); err != nil {
+			errs = append(errs, fmt.Errorf("VITESS_SHARD: %w", err))
+		} else if dsn, err := gomysql.ParseDSN(c.MySQLDSN); err == nil && !strings.HasSuffix(dsn.DBName, ":"+c.VitessShard) {
+			errs = append(errs, fmt.Errorf("VITESS_SHARD %s: MYSQL_DSN must target the shard (database keyspace:%s)", c.VitessShard, c.VitessShard))
+		}
 	}
 	if c.BatchMaxRecords < 1 || c.BatchMaxRecords > 50_000 {
 		errs = append(errs, fmt.Errorf("BATCH_MAX_RECORDS: %d is outside 1..50000", c.BatchMaxRecords))

@@ -79,6 +79,9 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	// A connection per lane, one for the purger and one for the probes.
 	storeOpts := mysql.Options{RecentsWindow: cfg.RecentsWindow, MaxOpenConns: cfg.Lanes + 2, TLS: cfg.MySQLTLS,
 		LargeChannelMembers: cfg.LargeChannelMembers}
+	if cfg.VitessShard != "" {
+		storeOpts.Shard, _ = mysql.ParseKeyRange(cfg.VitessShard) // validated
+	}
 	if cfg.KafkaChangesTopic != "" {
 		changes, err := changefeed.NewPublisher(kc, cfg.KafkaBrokers, cfg.KafkaChangesTopic, log, reg, changefeed.PublisherOptions{})
 		if err != nil {

@@ -300,3 +300,21 @@ func TestRunOverSASLSSL(t *testing.T) {
 		t.Fatal("the log holds the SASL password")
 	}
 }
+
+// TestConfigVitessShard: a projector of one shard of the read model sharded by user must name a shard
+// and target it in MYSQL_DSN.
+func TestConfigVitessShard(t *testing.T) {
+	if _, err := loadConfig(map[string]string{"VITESS_SHARD": "-80", "MYSQL_DSN": "u:p@tcp(vtgate:3306)/conv:-80"}); err != nil {
+		t.Fatalf("a valid shard refused: %v", err)
+	}
+	for _, env := range []map[string]string{
+		{"VITESS_SHARD": "-8g", "MYSQL_DSN": "u:p@tcp(vtgate:3306)/conv:-8g"},
+		{"VITESS_SHARD": "-80", "MYSQL_DSN": "u:p@tcp(vtgate:3306)/conv"},
+		{"VITESS_SHARD": "80-", "MYSQL_DSN": "u:p@tcp(vtgate:3306)/conv:-80"},
+	} {
+		_, err := loadConfig(env)
+		if err == nil || !strings.Contains(err.Error(), "VITESS_SHARD") {
+			t.Errorf("%v: error %v, want one naming VITESS_SHARD", env, err)
+		}
+	}
+}

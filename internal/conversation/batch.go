@@ -80,6 +80,10 @@ type BatchOptions struct {
 	Large LargeThresholds
 	// NowMS is the store clock in unix milliseconds: channel versions are taken from it.
 	NowMS func() int64
+	// Owns, on a read model sharded by user whose every shard keeps whole channels (docs/proofs.md,
+	// "Sharded by user"), says which users' rows this store holds: the batch writes only theirs
+	// (Routing.OwnedBy). Nil: every user's.
+	Owns func(uid string) bool
 }
 
 // BatchOutcome is what RunBatch did: the counts, and what readers that hold lists, windows or large
@@ -140,6 +144,9 @@ func RunBatch(ctx context.Context, tx BatchTx, events []Event, opts BatchOptions
 			delete(st.Partial, k)
 		}
 		route = routeNamed(events, st, ropts, named)
+	}
+	if opts.Owns != nil {
+		route = route.OwnedBy(opts.Owns)
 	}
 	out.Result = route.Result
 	out.Changes.Windows = WindowChanges(st, route)

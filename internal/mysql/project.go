@@ -35,6 +35,9 @@ func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event) (co
 	var out conversation.BatchOutcome
 	var applied time.Time
 	opts := conversation.BatchOptions{Window: s.window, Large: s.large, NowMS: s.nowMS}
+	if !s.shard.All() {
+		opts.Owns = s.shard.OwnsUID
+	}
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		var err error
 		out, err = conversation.RunBatch(ctx, &batch{store: s, tx: tx}, events, opts)

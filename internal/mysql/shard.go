@@ -121,38 +121,6 @@ func ShardOf(shards []KeyRange, uid string) int {
 	return len(shards) - 1 // unreachable for shards that cover every id
 }
 
-// ownedRouting is r restricted to the conversation rows of the users the store's shard owns: the
-// deliveries, the following decisions and the row keys of other users are dropped. Everything else
-// (the messages, the channels' states, late messages and membership) stays: every shard keeps whole
-// channels. conversation.ApplyRouting computes each row from that row's deliveries and following
-// alone, so the rows it returns for the owned users are the ones an unsharded store writes.
-func (s *Store) ownedRouting(r conversation.Routing) conversation.Routing {
-	if s.shard.All() {
-		return r
-	}
-	keep := func(k conversation.ConvKey) bool { return s.shard.OwnsUID(k.UID) }
-	var ds []conversation.Delivery
-	for _, d := range r.Deliveries {
-		if keep(d.Key) {
-			ds = append(ds, d)
-		}
-	}
-	follow := make(map[conversation.ConvKey]bool, len(r.Follow))
-	for k, v := range r.Follow {
-		if keep(k) {
-			follow[k] = v
-		}
-	}
-	var keys []conversation.ConvKey
-	for _, k := range r.RowKeys {
-		if keep(k) {
-			keys = append(keys, k)
-		}
-	}
-	r.Deliveries, r.Follow, r.RowKeys = ds, follow, keys
-	return r
-}
-
 // beginChannelSnapshot begins a transaction whose reads of channel k's late messages, state and
 // followers agree with each other. On one node it is a read-only REPEATABLE READ transaction: one
 // snapshot. Through vtgate (s.vitess) no isolation level can be set per transaction, and the tablets

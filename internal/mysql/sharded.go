@@ -89,6 +89,17 @@ func (s *Sharded) Update(ctx context.Context, key conversation.ConvKey, change f
 	return s.For(key.UID).Update(ctx, key, change)
 }
 
+// ReadList is Store.ReadList on the user's shard (httpapi.Rows).
+func (s *Sharded) ReadList(ctx context.Context, q conversation.Query) (conversation.ListRead, error) {
+	return s.For(q.UID).ReadList(ctx, q)
+}
+
+// ReadRecents is Recents as sync reads it (httpapi.Recents): from the user's shard, during the request.
+func (s *Sharded) ReadRecents(ctx context.Context, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
+	msgs, err := s.Recents(ctx, ranges)
+	return conversation.RecentsRead{Messages: msgs}, err
+}
+
 // Recents is Store.Recents on the shard of the user whose request ctx serves (conversation.ForUser):
 // that shard's copy of the windows is the one its rows were written against. Without a user it fails.
 func (s *Sharded) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
