@@ -59,8 +59,10 @@ migrate: services ## apply database migrations and create the Kafka topics
 	go build -o $(BIN)/ ./cmd/migrate
 	$(BIN)/migrate
 
-run: ## services + migrate + projector & api in the background + demo traffic; prints curl examples
-	@$(LOCAL)/run.sh
+DB ?= mariadb
+
+run: ## services + migrate + projector & api in the background + demo traffic; prints curl examples (DB=vitess: sharded on Vitess)
+	@DB=$(DB) $(LOCAL)/run.sh
 
 test: ## go test -race ./... against real MariaDB + Kafka (stops only what it started)
 	@$(LOCAL)/test.sh
@@ -76,8 +78,10 @@ bench-vitess: ## the projector through vtgate (a group per shard) against plain 
 vitess: ## start vttestserver (keyspaces conv: 2 shards, convmeta: 1) on 127.0.0.1:15000-15003, or reuse ours
 	@$(LOCAL)/vitess.sh start
 
-down: ## stop api, projector, kafka and mariadb (only what this project started)
+down: ## stop api, projector, kafka and mariadb, vitess (only what this project started)
 	@$(LOCAL)/apps.sh stop
+	@$(LOCAL)/vitess-apps.sh stop
+	@$(LOCAL)/vitess.sh stop
 	@$(LOCAL)/kafka.sh stop
 	@$(LOCAL)/mysql.sh stop
 

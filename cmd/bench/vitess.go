@@ -63,6 +63,12 @@ func vitessSection(ctx context.Context, e *env, rep *report, opts options) error
 	return nil
 }
 
+// vitessBatchRecords is BATCH_MAX_RECORDS of the projectors on Vitess (deploy/vitess/README.md): vtgate
+// parses and normalises every statement, at a cost that grows with its placeholders, so a batch of
+// the default 5000 records can outlast the time a batch's versions may be held (conversation.VersionsFresh)
+// on a loaded machine and be retried again and again.
+const vitessBatchRecords = "500"
+
 // runSharded empties the sharded read model, produces w into a fresh topic and runs one projector per
 // shard (VITESS_SHARD, a session targeting it, its own consumer group), timed from their readiness
 // until every one of them applied every record.
@@ -94,7 +100,8 @@ func (e *env) runSharded(ctx context.Context, w *workload, dsn string, shards []
 		}
 		p, err := e.start(ctx, "projector", map[string]string{"MYSQL_DSN": c.FormatDSN(), "VITESS_SHARD": r.Name(),
 			"KAFKA_BROKERS": strings.Join(e.brokers, ","), "KAFKA_TOPIC": topic, "KAFKA_DLQ_TOPIC": topic + ".dlq",
-			"KAFKA_CHANGES_TOPIC": "", "KAFKA_GROUP_ID": testenv.Name(topic + ".group." + r.Name() + ".")})
+			"KAFKA_CHANGES_TOPIC": "", "KAFKA_GROUP_ID": testenv.Name(topic + ".group." + r.Name() + "."),
+			"BATCH_MAX_RECORDS": vitessBatchRecords})
 		if err != nil {
 			return ingest{}, err
 		}

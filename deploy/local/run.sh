@@ -24,9 +24,13 @@ DEMO_USERS="${DEMO_USERS:-20}"
 DEMO_GROUPS="${DEMO_GROUPS:-5}"
 DEMO_SEED="${DEMO_SEED:-42}"
 DEMO_UID=u1
-SYNC_TIMEOUT="${DEMO_SYNC_TIMEOUT:-60}"
+SYNC_TIMEOUT="${DEMO_SYNC_TIMEOUT:-$([ "${DB:-}" = vitess ] && echo 180 || echo 60)}"
 BIN="$RUN_DIR/bin"
 
+
+# DB=vitess: the read model sharded by user on Vitess (vttestserver, 2 shards; a projector per shard).
+DB="${DB:-mariadb}"
+case "$DB" in mariadb | vitess) ;; *) die "DB=$DB: want mariadb (default) or vitess" ;; esac
 
 step "starting mariadb";  "$LOCAL_DIR/mysql.sh" start
 step "starting kafka";    "$LOCAL_DIR/kafka.sh" start
@@ -35,8 +39,20 @@ mkdir -p "$BIN"
 go build -o "$BIN/" ./cmd/...
 step "migrating (database + topics)"
 "$BIN/migrate"
-step "starting projector and api"
-"$LOCAL_DIR/apps.sh" start
+if [ "$DB" = vitess ]; then
+  step "starting vitess (vttestserver; the first run builds Vitess, about 10 minutes)"
+  "$LOCAL_DIR/vitess.sh" start
+  step "starting one projector per shard and the api on vtgate"
+  "$LOCAL_DIR/apps.sh" stop # the single-database apps of an earlier make run, if any
+  "$LOCAL_DIR/vitess-apps.sh" start
+  eval "$("$LOCAL_DIR/vitess.sh" env)"
+  PROJECTOR_HTTP_ADDR="127.0.0.1:${VITESS_PROJECTOR_PORT:-16081}"
+  proj_note=" (shard ${VITESS_SHARDS%%,*}; one projector per shard of $VITESS_SHARDS, ports from there up)"
+else
+  "$LOCAL_DIR/vitess-apps.sh" stop
+  step "starting projector and api"
+  "$LOCAL_DIR/apps.sh" start
+fi
 
 step "producing $DEMO_EVENTS demo events (users u1..u$DEMO_USERS, $DEMO_GROUPS groups, seed $DEMO_SEED)"
 "$BIN/trafficgen" -brokers "$KAFKA_BROKERS" -topic "$KAFKA_TOPIC" -events "$DEMO_EVENTS" \
@@ -67,7 +83,7 @@ while :; do
   esac
   if [ "$SECONDS" -ge "$deadline" ]; then
     echo "last response: ${body:-<none>}" >&2
-    log "---- tail $LOG_DIR/projector.log"; tail -n 30 "$LOG_DIR/projector.log" >&2
+    for f in "$LOG_DIR"/projector*.log; do log "---- tail $f"; tail -n 30 "$f" >&2; done
     die "no conversations for $DEMO_UID after ${SYNC_TIMEOUT}s"
   fi
   sleep 0.5
@@ -83,7 +99,7 @@ max_ver="$(grep -oE '"version":[0-9]+' <<<"$body" | cut -d: -f2 | sort -n | tail
 
 cat <<EOF
 
-Ready in $((SECONDS - T0))s. Projector on $PROJECTOR_HTTP_ADDR, API on $API_HTTP_ADDR.
+Ready in $((SECONDS - T0))s (read model: $DB). Projector on $PROJECTOR_HTTP_ADDR${proj_note:-}, API on $API_HTTP_ADDR.
 
 # full sync for $DEMO_UID with the 3 newest messages per conversation
 curl -s -X POST $api/conversation/sync$auth_txt -H 'Content-Type: application/json' -d '{"uid":"$DEMO_UID","version":0,"msg_count":3}'
@@ -94,7 +110,7 @@ curl -s -X POST $api/conversations/setUnread$auth_txt -H 'Content-Type: applicat
 # ... then an incremental sync returns just the rows changed since version $max_ver
 curl -s -X POST $api/conversation/sync$auth_txt -H 'Content-Type: application/json' -d '{"uid":"$DEMO_UID","version":${max_ver:-0},"msg_count":1}'
 
-Logs: $LOG_DIR/{projector,api,mariadb}.log, $RUN_DIR/kafka/logs/server.log
+Logs: $LOG_DIR/{projector*,api,mariadb}.log, $RUN_DIR/kafka/logs/server.log
 Metrics: $(base_url "$PROJECTOR_HTTP_ADDR")/metrics, $api/metrics
 Stop everything: make down
 EOF

@@ -6,9 +6,11 @@
 # cached), then runs, through vtgate:
 #   - the store's own tests (internal/mysql) and the differential tests against the reference model
 #     (internal/refmodel), in sessions that target one shard (TEST_VITESS_DSN=…/conv:-80);
-#   - the sharded tests (TestSharded*, TestVitess*): two shards fed by their own projector groups that
-#     crash between shards' commits, rebalances, API mutations on one shard while the other commits,
-#     vtgate's routing of every statement of a sync.
+#   - the sharded tests: the contract suite against the sharded read model (TestShardedContract), two
+#     shards' groups losing offset commits, overlapping, with API mutations on one shard while the other
+#     commits (TestShardedMatchesModel), vtgate's routing of a sync (TestShardedSyncIsOneShard), and the
+#     projector binary, one per shard, killed between shards' commits (internal/e2e
+#     TestVitessKillBetweenShardCommits, 3 seeds).
 # Stops only what it started. Extra arguments go to `go test` (default: the packages above).
 set -euo pipefail
 # shellcheck source=deploy/local/lib.sh
@@ -35,11 +37,22 @@ eval "$("$LOCAL_DIR/vitess.sh" env)"
 export TEST_VITESS_DSN="$VITESS_DSN:-80" TEST_VITESS_KEYSPACE_DSN="$VITESS_DSN" TEST_VITESS_SHARDS="$VITESS_SHARDS"
 export TEST_VITESS_HTTP="$VITESS_HTTP"
 
-pkgs=("$@")
-[ ${#pkgs[@]} -gt 0 ] || pkgs=(./internal/mysql/ ./internal/refmodel/)
-step "go test -count=1 -p 1 through vtgate: ${pkgs[*]}"
 echo "    TEST_VITESS_DSN=$TEST_VITESS_DSN TEST_VITESS_SHARDS=$TEST_VITESS_SHARDS"
 rc=0
-go test -count=1 -p 1 -timeout 20m "${pkgs[@]}" || rc=$?
+if [ $# -gt 0 ]; then
+  step "go test -count=1 -p 1 through vtgate: $*"
+  go test -count=1 -p 1 -timeout 20m "$@" || rc=$?
+else
+  # The tests share the shards, one at a time: packages one after the other (-p 1); of the end-to-end
+  # tests only the sharded one (the others run their tests in parallel on one database each).
+  step "go test -count=1 -p 1 through vtgate: ./internal/mysql/ ./internal/refmodel/"
+  go test -count=1 -p 1 -timeout 20m ./internal/mysql/ ./internal/refmodel/ || rc=$?
+  step "go test -count=1 -run TestVitess -v through vtgate: ./internal/e2e/ (projector processes killed between shard commits)"
+  e2e_log="$LOG_DIR/test-vitess-e2e.log"
+  mkdir -p "$LOG_DIR"
+  go test -count=1 -timeout 20m -run TestVitess -v ./internal/e2e/ >"$e2e_log" 2>&1 || rc=$?
+  grep -E '^(--- |PASS|FAIL|ok)|^ +(--- |vitess_test)' "$e2e_log" || true
+  echo "    (whole output: $e2e_log)"
+fi
 step "go test exit status $rc"
 exit "$rc"
