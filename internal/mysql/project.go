@@ -38,12 +38,11 @@ func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event) (co
 	if !s.shard.All() {
 		opts.Owns = s.shard.OwnsUID
 	}
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inBatch(ctx, func(b *batch) error {
 		var err error
-		out, err = conversation.RunBatch(ctx, &batch{store: s, tx: tx}, events, opts)
-		applied = time.Now()
+		out, err = conversation.RunBatch(ctx, b, events, opts)
 		return err
-	})
+	}, func() { applied = time.Now() })
 	if err == nil {
 		out.Result.CommitTime = time.Since(applied)
 		s.committed(ctx, out.Changes)
@@ -53,9 +52,126 @@ func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event) (co
 
 // batch is one ApplyBatch transaction attempt: conversation.BatchTx in SQL. Each method's statements
 // are chunked to rowsPerStatement keys.
+//
+// Round trips: RunBatch reads everything before it writes anything, so the writes (rows, messages, late
+// messages, channels, members) are queued and sent together when the attempt is about to commit
+// (flush), several statements per round trip, and a write followed by the read of what it wrote
+// (locking channels, bumping versions) is one round trip too. A batch of a few records then costs
+// about six round trips instead of a dozen. With Options.OneStatementPerTrip each statement goes alone.
 type batch struct {
 	store *Store
 	tx    *sqlx.Tx
+	// queued are writes not sent yet, queuedBytes about the size of their values.
+	queued      []queuedStmt
+	queuedBytes int
+	// versionsAt is when the attempt took its first version (user or channel); zero for none.
+	versionsAt time.Time
+}
+
+// inBatch runs fn on a batch in a transaction (inTx), then sends the writes it queued and, since those
+// writes come after RunBatch's own check, checks again that the attempt commits soon enough after its
+// first version (conversation.VersionsFresh). done, when set, runs just before the commit.
+func (s *Store) inBatch(ctx context.Context, fn func(b *batch) error, done func()) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		b := &batch{store: s, tx: tx}
+		err := fn(b)
+		if err == nil {
+			err = b.flush(ctx)
+		}
+		if err == nil {
+			err = conversation.VersionsFresh(b.versionsAt)
+		}
+		if done != nil {
+			done()
+		}
+		return err
+	})
+}
+
+// tookVersions notes that the attempt takes versions now, if it took none before.
+func (b *batch) tookVersions() {
+	if b.versionsAt.IsZero() {
+		b.versionsAt = time.Now()
+	}
+}
+
+// queuedStmt is a write waiting for flush; what names it in an error.
+type queuedStmt struct {
+	what, query string
+	args        []any
+}
+
+// tripBytes bounds the values of the statements one round trip carries: well under the 16 MiB
+// max_allowed_packet of MariaDB's default (MySQL 8's is 64 MiB), with room for escaping.
+const tripBytes = 4 << 20
+
+// exec runs a write now, or queues it for flush when statements may share a round trip; a queue that
+// grew past tripBytes is sent first.
+func (b *batch) exec(ctx context.Context, what, query string, args ...any) error {
+	if !b.store.multi {
+		if _, err := b.tx.ExecContext(ctx, query, args...); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	}
+	size := len(query)
+	for _, a := range args {
+		switch v := a.(type) {
+		case string:
+			size += 2 * len(v) // escaping may double it
+		case []byte:
+			size += 2 * len(v)
+		default:
+			size += 20
+		}
+	}
+	if len(b.queued) > 0 && b.queuedBytes+size > tripBytes {
+		if err := b.flush(ctx); err != nil {
+			return err
+		}
+	}
+	b.queued = append(b.queued, queuedStmt{what: what, query: query, args: args})
+	b.queuedBytes += size
+	return nil
+}
+
+// flush sends the queued writes, in order, in one round trip. A failing statement stops the rest; the
+// attempt is then rolled back as a whole.
+func (b *batch) flush(ctx context.Context) error {
+	if len(b.queued) == 0 {
+		return nil
+	}
+	var q strings.Builder
+	var args []any
+	whats := make([]string, 0, len(b.queued))
+	for i, st := range b.queued {
+		if i > 0 {
+			q.WriteString(";\n")
+		}
+		q.WriteString(st.query)
+		args = append(args, st.args...)
+		if len(whats) == 0 || whats[len(whats)-1] != st.what {
+			whats = append(whats, st.what)
+		}
+	}
+	b.queued, b.queuedBytes = b.queued[:0], 0
+	if _, err := b.tx.ExecContext(ctx, q.String(), args...); err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(whats, ", "), err)
+	}
+	return nil
+}
+
+// queryAfter runs write and then query, whose rows it returns: in one round trip when statements may
+// share one (the write's result comes first and is skipped), else in two.
+func (b *batch) queryAfter(ctx context.Context, write string, writeArgs []any, query string, queryArgs []any) (*sql.Rows, error) {
+	if !b.store.multi {
+		if _, err := b.tx.ExecContext(ctx, write, writeArgs...); err != nil {
+			return nil, err
+		}
+		return b.tx.QueryContext(ctx, query, queryArgs...)
+	}
+	// The write returns no result set; the driver moves on to the query's, which the rows are.
+	return b.tx.QueryContext(ctx, write+";\n"+query, append(append([]any(nil), writeArgs...), queryArgs...)...)
 }
 
 var (
@@ -76,14 +192,12 @@ func (b *batch) LockChannels(ctx context.Context, keys []conversation.ChannelKey
 			args = append(args, k.Key, k.Type)
 		}
 		// An upsert that changes nothing still takes the row's exclusive lock.
-		if _, err := b.tx.ExecContext(ctx, `INSERT INTO channels (channel_key, channel_type) VALUES `+
-			placeholders(len(part), "(?,?)")+` ON DUPLICATE KEY UPDATE max_seq = max_seq`, args...); err != nil {
-			return fmt.Errorf("lock channels: %w", err)
-		}
-		rows, err := b.tx.QueryContext(ctx, `SELECT c.channel_key, c.channel_type, `+prefixed("c.", channelStateColumns)+` FROM `+
-			keysTable(len(part), "k_key", "k_type")+` JOIN channels c ON c.channel_key = k.k_key AND c.channel_type = k.k_type`, args...)
+		rows, err := b.queryAfter(ctx, `INSERT INTO channels (channel_key, channel_type) VALUES `+
+			placeholders(len(part), "(?,?)")+` ON DUPLICATE KEY UPDATE max_seq = max_seq`, args,
+			`SELECT c.channel_key, c.channel_type, `+prefixed("c.", channelStateColumns)+` FROM `+
+				keysTable(len(part), "k_key", "k_type")+` JOIN channels c ON c.channel_key = k.k_key AND c.channel_type = k.k_type`, args)
 		if err != nil {
-			return fmt.Errorf("read channels: %w", err)
+			return fmt.Errorf("lock channels: %w", err)
 		}
 		defer rows.Close()
 		for rows.Next() {
@@ -219,10 +333,7 @@ func (b *batch) WriteRows(ctx context.Context, rows []conversation.Row) error {
 		for i := range rows[lo:hi] {
 			args = appendRowArgs(args, &rows[lo+i])
 		}
-		if _, err := b.tx.ExecContext(ctx, upsertRows(hi-lo), args...); err != nil {
-			return fmt.Errorf("write conversations: %w", err)
-		}
-		return nil
+		return b.exec(ctx, "write conversations", upsertRows(hi-lo), args...)
 	})
 }
 
@@ -295,17 +406,41 @@ func (b *batch) insertLate(ctx context.Context, late []conversation.LateMsg) err
 		for _, m := range late[lo:hi] {
 			args = append(args, m.Channel.Key, m.Channel.Type, m.Arrival, m.Seq, m.RedDot, m.ClientMsgNo, m.Timestamp)
 		}
-		if _, err := b.tx.ExecContext(ctx, `INSERT INTO late_messages (`+lateColumns+`) VALUES `+
-			placeholders(hi-lo, "(?,?,?,?,?,?,?)"), args...); err != nil {
-			return fmt.Errorf("insert late messages: %w", err)
-		}
-		return nil
+		return b.exec(ctx, "insert late messages", `INSERT INTO late_messages (`+lateColumns+`) VALUES `+
+			placeholders(hi-lo, "(?,?,?,?,?,?,?)"), args...)
 	})
 }
 
-// BumpVersions gives each user of uids its next version (Store.bumpVersions).
+// BumpVersions gives each user of uids its next version (see Store.bumpVersions), the upsert and the
+// read of the versions in one round trip.
 func (b *batch) BumpVersions(ctx context.Context, uids []string) (map[string]int64, error) {
-	return b.store.bumpVersions(ctx, b.tx, uids)
+	b.tookVersions()
+	if !b.store.multi {
+		return b.store.bumpVersions(ctx, b.tx, uids)
+	}
+	now := b.store.nowMS()
+	out := make(map[string]int64, len(uids))
+	return out, chunks(len(uids), rowsPerStatement, func(lo, hi int) error {
+		part := uids[lo:hi]
+		bump := make([]any, 0, 2*len(part))
+		read := make([]any, 0, len(part))
+		for _, u := range part {
+			bump = append(bump, u, now)
+			read = append(read, u)
+		}
+		rows, err := b.queryAfter(ctx, bumpVersionsSQL(len(part)), bump, readVersionsSQL(len(part)), read)
+		if err != nil {
+			return fmt.Errorf("bump versions: %w", err)
+		}
+		defer rows.Close()
+		return scanVersions(rows, out)
+	})
+}
+
+// bumpVersionsSQL upserts n users' versions to max(now, previous + 1), now being each tuple's second value.
+func bumpVersionsSQL(n int) string {
+	return `INSERT INTO user_versions (uid, version) VALUES ` + placeholders(n, "(?,?)") +
+		` ON DUPLICATE KEY UPDATE version = GREATEST(VALUES(version), version + 1)`
 }
 
 // bumpVersions gives each user of uids, which are sorted and unique, its next version (contract §3.6)
@@ -320,8 +455,7 @@ func (s *Store) bumpVersions(ctx context.Context, tx *sqlx.Tx, uids []string) (m
 		for _, u := range part {
 			args = append(args, u, now)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO user_versions (uid, version) VALUES `+placeholders(len(part), "(?,?)")+
-			` ON DUPLICATE KEY UPDATE version = GREATEST(VALUES(version), version + 1)`, args...); err != nil {
+		if _, err := tx.ExecContext(ctx, bumpVersionsSQL(len(part)), args...); err != nil {
 			return fmt.Errorf("bump versions: %w", err)
 		}
 		if err := readVersions(ctx, tx, part, out); err != nil {
@@ -335,6 +469,7 @@ func (s *Store) bumpVersions(ctx context.Context, tx *sqlx.Tx, uids []string) (m
 // WriteChannels writes the batch's messages, late messages, channel states (pruning windows) and
 // membership change, in that order.
 func (b *batch) WriteChannels(ctx context.Context, w conversation.ChannelWrites) error {
+	b.tookVersions() // channel versions were stamped just before
 	if err := b.insertMessages(ctx, w.Messages); err != nil {
 		return err
 	}
@@ -366,10 +501,10 @@ func (b *batch) insertMessages(ctx context.Context, msgs []*conversation.Message
 			args = append(args, k.Key, k.Type, m.MessageSeq, m.MessageID, m.ClientMsgNo, m.FromUID, m.ChannelID,
 				m.Timestamp, m.Header.RedDot, m.Setting, m.Expire, payload)
 		}
-		if _, err := b.tx.ExecContext(ctx, `INSERT INTO messages (channel_key, channel_type, message_seq, message_id,
+		if err := b.exec(ctx, "insert messages", `INSERT INTO messages (channel_key, channel_type, message_seq, message_id,
 			client_msg_no, from_uid, channel_id, sent_at, red_dot, setting, expire, payload) VALUES `+
 			placeholders(hi-lo, "(?,?,?,?,?,?,?,?,?,?,?,?)"), args...); err != nil {
-			return fmt.Errorf("insert messages: %w", err)
+			return err
 		}
 		lo = hi
 	}
@@ -391,11 +526,10 @@ func (b *batch) saveChannels(ctx context.Context, updates []conversation.Channel
 		for _, u := range pruned[lo:hi] {
 			args = append(args, u.Key.Key, u.Key.Type, u.MinKeptSeq)
 		}
-		_, err := b.tx.ExecContext(ctx, `DELETE m FROM `+keysTable(hi-lo, "k_key", "k_type", "k_min")+
+		return b.exec(ctx, "prune windows", `DELETE m FROM `+keysTable(hi-lo, "k_key", "k_type", "k_min")+
 			` JOIN messages m ON m.channel_key = k.k_key AND m.channel_type = k.k_type AND m.message_seq < k.k_min`, args...)
-		return err
 	}); err != nil {
-		return fmt.Errorf("prune windows: %w", err)
+		return err
 	}
 	return chunks(len(updates), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 12*(hi-lo))
@@ -404,35 +538,26 @@ func (b *batch) saveChannels(ctx context.Context, updates []conversation.Channel
 			args = append(args, u.Key.Key, u.Key.Type, u.MaxSeq, u.MinKeptSeq, u.Large, u.Members, bc.Arrivals, bc.RedDots,
 				bc.MaxSeq, bc.ClientMsgNo, bc.Timestamp, bc.Version)
 		}
-		_, err := b.tx.ExecContext(ctx, `INSERT INTO channels (channel_key, channel_type, `+channelStateColumns+`) VALUES `+
+		return b.exec(ctx, "save channels", `INSERT INTO channels (channel_key, channel_type, `+channelStateColumns+`) VALUES `+
 			placeholders(hi-lo, "(?,?,?,?,?,?,?,?,?,?,?,?)")+` ON DUPLICATE KEY UPDATE max_seq = VALUES(max_seq),
 			min_kept_seq = VALUES(min_kept_seq), large = VALUES(large), members = VALUES(members), arrivals = VALUES(arrivals),
 			red_dots = VALUES(red_dots), bc_max_seq = VALUES(bc_max_seq), bc_client_msg_no = VALUES(bc_client_msg_no),
 			bc_msg_at = VALUES(bc_msg_at), version = VALUES(version)`, args...)
-		if err != nil {
-			return fmt.Errorf("save channels: %w", err)
-		}
-		return nil
 	})
 }
 
 // saveMembers writes the batch's net membership change.
 func (b *batch) saveMembers(ctx context.Context, added, removed []conversation.Member) error {
 	if err := chunks(len(added), rowsPerStatement, func(lo, hi int) error {
-		_, err := b.tx.ExecContext(ctx, `INSERT IGNORE INTO channel_members (channel_id, channel_type, uid) VALUES `+
+		return b.exec(ctx, "add members", `INSERT IGNORE INTO channel_members (channel_id, channel_type, uid) VALUES `+
 			placeholders(hi-lo, "(?,?,?)"), memberArgs(added[lo:hi])...)
-		return err
 	}); err != nil {
-		return fmt.Errorf("add members: %w", err)
+		return err
 	}
-	if err := chunks(len(removed), rowsPerStatement, func(lo, hi int) error {
-		_, err := b.tx.ExecContext(ctx, `DELETE m FROM `+keysTable(hi-lo, "k_id", "k_type", "k_uid")+
+	return chunks(len(removed), rowsPerStatement, func(lo, hi int) error {
+		return b.exec(ctx, "remove members", `DELETE m FROM `+keysTable(hi-lo, "k_id", "k_type", "k_uid")+
 			` JOIN channel_members m ON m.channel_id = k.k_id AND m.channel_type = k.k_type AND m.uid = k.k_uid`, memberArgs(removed[lo:hi])...)
-		return err
-	}); err != nil {
-		return fmt.Errorf("remove members: %w", err)
-	}
-	return nil
+	})
 }
 
 func memberArgs(ms []conversation.Member) []any {

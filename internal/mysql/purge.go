@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -244,14 +243,13 @@ func (s *Store) PurgeFollowerTombstones(ctx context.Context, beforeMS int64, lim
 func (s *Store) purgeFollowerTombstonesOf(ctx context.Context, ck conversation.ChannelKey, keys []conversation.ConvKey, beforeMS int64) (int64, error) {
 	var purged int64
 	var versions map[string]int64
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inBatch(ctx, func(b *batch) error {
 		purged, versions = 0, nil
-		ch, err := scanChannelState(tx.QueryRowxContext(ctx, `SELECT `+channelStateColumns+
+		ch, err := scanChannelState(b.tx.QueryRowxContext(ctx, `SELECT `+channelStateColumns+
 			` FROM channels WHERE channel_key = ? AND channel_type = ? FOR UPDATE`, ck.Key, ck.Type))
 		if err != nil {
 			return err // a follower's channel row exists
 		}
-		b := &batch{store: s, tx: tx}
 		rows, err := b.RowsForUpdate(ctx, keys)
 		if err != nil {
 			return err
@@ -277,17 +275,13 @@ func (s *Store) purgeFollowerTombstonesOf(ctx context.Context, ck conversation.C
 		if len(out) == 0 {
 			return nil
 		}
-		takenAt := time.Now()
-		versions, err = s.bumpVersions(ctx, tx, uids)
+		versions, err = b.BumpVersions(ctx, uids) // inBatch checks VersionsFresh after the writes
 		if err != nil {
 			return err
 		}
 		conversation.RowChanges{Rows: out}.Stamp(versions)
-		if err := b.WriteRows(ctx, out); err != nil {
-			return err
-		}
-		return conversation.VersionsFresh(takenAt)
-	})
+		return b.WriteRows(ctx, out)
+	}, nil)
 	if err == nil && len(versions) > 0 {
 		s.committed(ctx, conversation.Changes{Versions: versions})
 	}

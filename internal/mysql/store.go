@@ -60,6 +60,10 @@ type Options struct {
 	// Shard, on a read model sharded by user (Vitess, shard.go), is the shard the DSN targets: batches
 	// write the conversation rows and versions of the users it owns only. The zero value owns every user.
 	Shard KeyRange
+	// OneStatementPerTrip sends each statement of a batch in a round trip of its own. By default a
+	// batch's writes travel together, several statements per round trip (the connection allows multiple
+	// statements): for a server or proxy that refuses them, and to measure the difference.
+	OneStatementPerTrip bool
 }
 
 // TLS is how to reach a server that requires TLS with a private CA. Binaries embed it in their
@@ -119,7 +123,9 @@ func (t TLS) config(addr string) (*tls.Config, error) {
 
 // Store is the read model. It is safe for concurrent use.
 type Store struct {
-	db       *sqlx.DB
+	db *sqlx.DB
+	// multi: statements may share a round trip (Options.OneStatementPerTrip unset).
+	multi    bool
 	window   int64
 	retries  int
 	now      func() time.Time
@@ -137,13 +143,17 @@ type Store struct {
 
 // Open connects to the database named by dsn (go-sql-driver/mysql format). It does not wait for the
 // server: Ping tells whether it answers. The DSN's params are kept; interpolateParams is forced on, so
-// each statement is one round trip instead of prepare, execute and close.
+// each statement is one round trip instead of prepare, execute and close, and multiStatements follows
+// Options.OneStatementPerTrip.
 func Open(dsn string, opts Options) (*Store, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parse MySQL DSN: %w", err)
 	}
 	cfg.InterpolateParams = true
+	// With the values interpolated client-side, several statements can travel in one round trip; the
+	// statements are this package's own, their values always escaped by the driver.
+	cfg.MultiStatements = !opts.OneStatementPerTrip && !strings.ContainsAny(cfg.DBName, ":@")
 	cfg.ParseTime = false
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
@@ -164,9 +174,11 @@ func Open(dsn string, opts Options) (*Store, error) {
 	db.SetMaxOpenConns(opts.MaxOpenConns)
 	db.SetMaxIdleConns(opts.MaxOpenConns)
 	db.SetConnMaxLifetime(30 * time.Minute)
-	s := &Store{db: db, window: opts.RecentsWindow, retries: opts.ConflictRetries, now: opts.Now, onCommit: opts.OnCommit,
-		large: conversation.LargeThresholdsOf(opts.LargeChannelMembers), shard: opts.Shard,
-		vitess: strings.ContainsAny(cfg.DBName, ":@")}
+	// Vitess (a keyspace name in the DSN) gets one statement per round trip: its tests ran that way.
+	vitess := strings.ContainsAny(cfg.DBName, ":@")
+	s := &Store{db: db, multi: cfg.MultiStatements, window: opts.RecentsWindow, retries: opts.ConflictRetries,
+		now: opts.Now, onCommit: opts.OnCommit, large: conversation.LargeThresholdsOf(opts.LargeChannelMembers), shard: opts.Shard,
+		vitess: vitess}
 	if opts.LargeChannelLeave > 0 && s.large.Enter > 0 {
 		s.large.Leave = min(opts.LargeChannelLeave, s.large.Enter)
 	}

@@ -217,11 +217,21 @@ func readVersions(ctx context.Context, q sqlx.QueryerContext, uids []string, out
 	for i, u := range uids {
 		args[i] = u
 	}
-	rows, err := q.QueryContext(ctx, `SELECT uid, version FROM user_versions WHERE uid IN (`+placeholders(len(uids), "?")+`)`, args...)
+	rows, err := q.QueryContext(ctx, readVersionsSQL(len(uids)), args...)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
+	return scanVersions(rows, out)
+}
+
+// readVersionsSQL reads n users' versions.
+func readVersionsSQL(n int) string {
+	return `SELECT uid, version FROM user_versions WHERE uid IN (` + placeholders(n, "?") + `)`
+}
+
+// scanVersions adds (uid, version) rows to out.
+func scanVersions(rows *sql.Rows, out map[string]int64) error {
 	for rows.Next() {
 		var u string
 		var v int64
@@ -330,11 +340,11 @@ func (s *Store) scanRecents(ctx context.Context, out map[conversation.ChannelKey
 func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change func(row conversation.Row, nowMS int64) (conversation.Row, bool)) (conversation.Row, error) {
 	var out conversation.Row
 	var changed bool
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inBatch(ctx, func(b *batch) error {
 		var err error
-		out, changed, err = conversation.RunUpdate(ctx, &batch{store: s, tx: tx}, key, change, s.nowMS)
+		out, changed, err = conversation.RunUpdate(ctx, b, key, change, s.nowMS)
 		return err
-	})
+	}, nil)
 	if err == nil && changed {
 		s.committed(ctx, conversation.Changes{Versions: map[string]int64{key.UID: out.Version}})
 	}
