@@ -18,6 +18,7 @@ import (
 
 	"github.com/convsync/conversations/internal/testenv"
 	"github.com/convsync/conversations/internal/topicadmin"
+	"github.com/convsync/conversations/internal/trafficgen"
 )
 
 // clusterEnv is what `make cluster` wrote to its env file (deploy/local/cluster.sh).
@@ -165,7 +166,7 @@ func leaderKill(ctx context.Context, ce *env, cl clusterEnv, topic, group string
 	produced := make(chan error, 1)
 	pctx, stopProducing := context.WithCancel(ctx)
 	defer stopProducing()
-	go func() { _, _, err := produceAt(pctx, ce.brokers, topic, records, 100, 30*time.Second); produced <- err }()
+	go func() { produced <- produceRefreshing(pctx, ce.brokers, topic, records, 100) }()
 	time.Sleep(3 * time.Second)
 
 	client := &kafkago.Client{Addr: kafkago.TCP(ce.brokers...), Timeout: 3 * time.Second}
@@ -284,4 +285,25 @@ func replicaFreeze(ctx context.Context, ce *env, cl clusterEnv, topic, dsn strin
 		return 0, 0, fmt.Errorf("%d syncs failed while the replica was frozen", r.errors)
 	}
 	return r.p99, r.requests, nil
+}
+
+// produceRefreshing writes records at rate per second until they run out or ctx ends, as a pipeline's
+// producer would through a leader change: its metadata is at most a second old (kafka-go's default of
+// 6 s would make the stall the load generator's, not the cluster's), and a failed write is retried.
+func produceRefreshing(ctx context.Context, brokers []string, topic string, records []trafficgen.Record, rate float64) error {
+	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, Balancer: &kafkago.Hash{}, RequiredAcks: kafkago.RequireAll,
+		BatchTimeout: time.Millisecond, Transport: &kafkago.Transport{MetadataTTL: time.Second}, MaxAttempts: 20,
+		WriteBackoffMin: 50 * time.Millisecond, WriteBackoffMax: 250 * time.Millisecond}
+	defer w.Close()
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	for _, r := range records {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		go func() { _ = w.WriteMessages(ctx, kafkago.Message{Key: r.Key, Value: r.Value}) }()
+	}
+	return nil
 }
