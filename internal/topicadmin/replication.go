@@ -207,5 +207,8 @@ func settle(ctx context.Context, c *kafkago.Client, topic string, minInSync int)
 	if err != nil {
 		return fmt.Errorf("set %s/%s of topic %s: %w", minInSyncReplicas, uncleanElection, topic, err)
 	}
-	return nil
+	if err := waitSetting(ctx, c, topic, minInSyncReplicas, func(v string) bool { n, _ := strconv.Atoi(v); return n >= minInSync }); err != nil {
+		return err
+	}
+	return waitSetting(ctx, c, topic, uncleanElection, func(v string) bool { return v != "true" })
 }

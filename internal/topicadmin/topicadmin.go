@@ -182,7 +182,28 @@ func raiseMaxMessageBytes(ctx context.Context, c *kafkago.Client, topic string, 
 	if err != nil {
 		return fmt.Errorf("raise %s of topic %s from %d to %d: %w", maxMessageBytes, topic, have, want, err)
 	}
-	return nil
+	// The controller has the new limit; the brokers apply it a moment later. Ensure returns once the
+	// broker asked says so.
+	return waitSetting(ctx, c, topic, maxMessageBytes, func(v string) bool { n, _ := strconv.Atoi(v); return n >= want })
+}
+
+// waitSetting polls the topic's setting name until ok accepts it (for up to 10 s).
+func waitSetting(ctx context.Context, c *kafkago.Client, topic, name string, ok func(string) bool) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		settings, err := describe(ctx, c, topic, name)
+		if err == nil && ok(settings[name]) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("topic %s: %s still %q after it was set (%v)", topic, name, settings[name], err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // waitServed polls the topic's metadata until every partition has a leader.
