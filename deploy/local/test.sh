@@ -51,12 +51,12 @@ if [ -z "${TEST_REPLICA_DSN:-}" ]; then
   export TEST_REPLICA_PRIMARY_DSN TEST_REPLICA_DSN TEST_REPLICA_ADMIN_DSN TEST_REPLICA_PIDFILE
 fi
 
-step "go test -race -count=1 ${*:-./...}"
+step "go test -race -count=1 -timeout 20m ${*:-./...}"
 echo "    TEST_MYSQL_DSN=$TEST_MYSQL_DSN TEST_KAFKA_BROKERS=$TEST_KAFKA_BROKERS REQUIRE_INTEGRATION=$REQUIRE_INTEGRATION"
 echo "    TEST_KAFKA_SASL_BROKERS=$TEST_KAFKA_SASL_BROKERS TEST_KAFKA_TLS_CA_FILE=$TEST_KAFKA_TLS_CA_FILE"
 echo "    TEST_REPLICA_PRIMARY_DSN=$TEST_REPLICA_PRIMARY_DSN TEST_REPLICA_DSN=$TEST_REPLICA_DSN"
 rc=0
-CGO_ENABLED=1 go test -race -count=1 "${@:-./...}" || rc=$?
+CGO_ENABLED=1 go test -race -count=1 -timeout 20m "${@:-./...}" || rc=$?
 if [ $# -eq 0 ]; then
   # Its own module (kustomize, k8s.io/api and Prometheus stay out of the service's go.mod).
   step "go test ./... in deploy/validate (Kubernetes manifests, alert rules, dashboard)"
