@@ -571,19 +571,46 @@ type RowChanges struct {
 // hidden row. A row is returned when its fields changed or its following did; each is written once.
 func ApplyRouting(st BatchState, r Routing, rows map[ConvKey]Row, late map[ChannelKey][]LateMsg) RowChanges {
 	DeriveRows(rows, st.Channels, late)
-	type state struct {
-		row             Row
-		exists, changed bool
+	states := deliver(r, rows)
+	ends := make(map[ChannelKey]ChannelState, len(r.Channels))
+	for _, u := range r.Channels {
+		ends[u.Key] = ChannelState{MaxSeq: u.MaxSeq, MinKeptSeq: u.MinKeptSeq, Large: u.Large, Broadcast: u.Broadcast}
 	}
-	states := make(map[ConvKey]*state, len(rows))
-	get := func(k ConvKey) *state {
+	var c RowChanges
+	users := map[string]bool{}
+	for k, s := range states {
+		if !s.settle(k, rows, r.Follow, ends, st.Channels) {
+			continue
+		}
+		c.Rows = append(c.Rows, s.row)
+		if !users[k.UID] {
+			users[k.UID] = true
+			c.UIDs = append(c.UIDs, k.UID)
+		}
+	}
+	slices.SortFunc(c.Rows, func(a, b Row) int { return a.ConvKey.Compare(b.ConvKey) })
+	slices.Sort(c.UIDs)
+	return c
+}
+
+// rowState is one row's value as a batch's deliveries change it.
+type rowState struct {
+	row             Row
+	exists, changed bool
+}
+
+// deliver applies each of r's deliveries, in order, to its row (rows as stored, followers derived),
+// and returns the state of every row r delivers to or settles the following of.
+func deliver(r Routing, rows map[ConvKey]Row) map[ConvKey]*rowState {
+	states := make(map[ConvKey]*rowState, len(rows))
+	get := func(k ConvKey) *rowState {
 		s := states[k]
 		if s == nil {
 			r, ok := rows[k]
 			if !ok {
 				r = Row{ConvKey: k}
 			}
-			s = &state{row: r, exists: ok && !r.Hidden}
+			s = &rowState{row: r, exists: ok && !r.Hidden}
 			states[k] = s
 		}
 		return s
@@ -598,46 +625,35 @@ func ApplyRouting(st BatchState, r Routing, rows map[ConvKey]Row, late map[Chann
 	for k := range r.Follow {
 		get(k)
 	}
-	ends := make(map[ChannelKey]ChannelState, len(r.Channels))
-	for _, u := range r.Channels {
-		ends[u.Key] = ChannelState{MaxSeq: u.MaxSeq, MinKeptSeq: u.MinKeptSeq, Large: u.Large, Broadcast: u.Broadcast}
+	return states
+}
+
+// settle decides whether row k follows its channel after the batch (follow, else as it was stored in
+// rows) and bases a follower at its channel's state after the batch (ends, else before it: channels).
+// It reports whether the row is to be written: its fields or its following changed.
+func (s *rowState) settle(k ConvKey, rows map[ConvKey]Row, follow map[ConvKey]bool, ends, channels map[ChannelKey]ChannelState) bool {
+	start, had := rows[k]
+	following := had && start.Follows
+	follows := following
+	if want, ok := follow[k]; ok {
+		follows = want
 	}
-	var c RowChanges
-	users := map[string]bool{}
-	for k, s := range states {
-		start, had := rows[k]
-		following := had && start.Follows
-		follows := following
-		if want, ok := r.Follow[k]; ok {
-			follows = want
+	if !s.exists {
+		if (!had && !follows) || (had && follows == following) {
+			return false // no conversation before or after, and nothing to record
 		}
-		if !s.exists {
-			if (!had && !follows) || (had && follows == following) {
-				continue // no conversation before or after, and nothing to record
-			}
-			s.row = Row{ConvKey: k, Hidden: true, Version: start.Version}
-		}
-		s.row.Follows, s.row.Base = follows, Base{}
-		if follows {
-			ck := ChannelKey{Key: k.ChannelID, Type: k.ChannelType}
-			end, ok := ends[ck]
-			if !ok {
-				end = st.Channels[ck]
-			}
-			s.row.Base = BaseOf(end)
-		}
-		if !s.changed && follows == following {
-			continue
-		}
-		c.Rows = append(c.Rows, s.row)
-		if !users[k.UID] {
-			users[k.UID] = true
-			c.UIDs = append(c.UIDs, k.UID)
-		}
+		s.row = Row{ConvKey: k, Hidden: true, Version: start.Version}
 	}
-	slices.SortFunc(c.Rows, func(a, b Row) int { return a.ConvKey.Compare(b.ConvKey) })
-	slices.Sort(c.UIDs)
-	return c
+	s.row.Follows, s.row.Base = follows, Base{}
+	if follows {
+		ck := ChannelKey{Key: k.ChannelID, Type: k.ChannelType}
+		end, ok := ends[ck]
+		if !ok {
+			end = channels[ck]
+		}
+		s.row.Base = BaseOf(end)
+	}
+	return s.changed || follows != following
 }
 
 // Stamp gives every changed row its user's new version; all rows of one user share it (contract §3.6).

@@ -224,9 +224,17 @@ func (b *batch) WriteChannels(_ context.Context, w conversation.ChannelWrites) e
 	return nil
 }
 
-// commit applies the attempt's writes, refusing what the database's keys would refuse (a message or
-// late message stored twice) before changing anything.
+// commit applies the attempt's writes, refusing what the database's keys would refuse before changing
+// anything.
 func (b *batch) commit() error {
+	if err := b.check(); err != nil {
+		return err
+	}
+	return b.apply()
+}
+
+// check refuses what the database's keys would refuse: a message or late message stored twice.
+func (b *batch) check() error {
 	s, w := b.s, b.channels
 	seen := map[conversation.MessageKey]bool{}
 	for _, m := range w.Messages {
@@ -247,6 +255,13 @@ func (b *batch) commit() error {
 		}
 		arrivals[l.Channel] = l.Arrival
 	}
+	return nil
+}
+
+// apply makes the attempt's writes, then checks that each changed channel's member count is its
+// stored membership's.
+func (b *batch) apply() error {
+	s, w := b.s, b.channels
 	for _, k := range b.locked {
 		if _, ok := s.channels[k]; !ok {
 			s.channels[k] = conversation.ChannelState{}
