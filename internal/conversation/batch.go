@@ -103,7 +103,8 @@ type BatchOutcome struct {
 //  4. memberships: tx.Members, whole for small channels and, for large ones, only of the uids the
 //     batch names (NamedUIDs).
 //  5. route: RouteWith decides what applies and who receives it; when a large channel stops being
-//     large it asks for whole memberships (Routing.NeedMembers), read, and routes again.
+//     large it asks for whole memberships (Routing.NeedMembers), read, and routes again. A store that
+//     holds only some users' rows (BatchOptions.Owns) keeps only theirs (Routing.OwnedBy).
 //  6. rows: tx.RowsForUpdate of Routing.RowKeys, tx.LateSince of FollowedSince for followers' late
 //     messages, ApplyRouting for each row's new value.
 //  7. versions: tx.BumpVersions of the changed rows' users, stamped on the rows (RowChanges.Stamp).
