@@ -9,13 +9,17 @@ import (
 	"github.com/caarlos0/env/v11"
 	mysqldriver "github.com/go-sql-driver/mysql"
 
+	"github.com/convsync/conversations/internal/httpapi"
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/purge"
+	"github.com/convsync/conversations/internal/readcache"
 	"github.com/convsync/conversations/internal/topicadmin"
 )
 
-// config is the API's whole configuration, read from the environment. Defaults are on the fields.
+// config is the API's whole configuration, read from the environment. Defaults are on the fields: an
+// envDefault tag, or, for a setting of a package that has its own default, that package's constant
+// (packageDefaults), so that each default is defined once.
 type config struct {
 	// MySQLDSN is the read model's database (go-sql-driver/mysql DSN). It holds a password: only its
 	// address and database name are ever logged.
@@ -28,20 +32,20 @@ type config struct {
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel slog.Level `env:"LOG_LEVEL" envDefault:"info"`
 	// SyncMaxMsgCount caps a sync's msg_count (default 100).
-	SyncMaxMsgCount int `env:"SYNC_MAX_MSG_COUNT" envDefault:"100"`
+	SyncMaxMsgCount int `env:"SYNC_MAX_MSG_COUNT"`
 	// SyncMaxConversations caps the conversations of a full sync (default 1000, as WuKongIM).
-	SyncMaxConversations int `env:"SYNC_MAX_CONVERSATIONS" envDefault:"1000"`
+	SyncMaxConversations int `env:"SYNC_MAX_CONVERSATIONS"`
 	// MySQLMaxOpenConns bounds the connection pool (default 32; fewer costs throughput).
-	MySQLMaxOpenConns int `env:"MYSQL_MAX_OPEN_CONNS" envDefault:"32"`
+	MySQLMaxOpenConns int `env:"MYSQL_MAX_OPEN_CONNS"`
 	// SyncCacheUsers is how many users' conversation lists the API keeps in memory (default 100000; 0
 	// turns the cache off). Without the change feed a cached list is served only after checking that the
 	// user's version is unchanged (what reading the rows then would give; it saves reading them). With the feed it is served
 	// until a newer version is announced, or for at most SyncCacheMaxAge if an announcement was lost.
-	SyncCacheUsers int `env:"SYNC_CACHE_USERS" envDefault:"100000"`
+	SyncCacheUsers int `env:"SYNC_CACHE_USERS"`
 	// SyncCacheRows bounds the rows of all cached lists together (default 1000000, about 250 MiB live;
 	// docs/operations.md): with SyncCacheUsers it bounds the cache's memory whatever the length of the
 	// users' lists. Least recently used lists go first.
-	SyncCacheRows int `env:"SYNC_CACHE_ROWS" envDefault:"1000000"`
+	SyncCacheRows int `env:"SYNC_CACHE_ROWS"`
 	// KafkaBrokers, when set, turns the change feed on: the API follows KafkaChangesTopic to learn which
 	// users' lists changed, serves cached lists without reading the database for up to SyncCacheMaxAge,
 	// and announces its own mutations there for the other replicas. Empty (the default): every sync checks
@@ -64,10 +68,10 @@ type config struct {
 	// SyncCacheMaxAge bounds, with the change feed on, how long a cached list or recents stretch is
 	// served without checking the database: how stale either can get if an announcement is lost
 	// (default 5s; at most 1m, see maxSyncCacheMaxAge).
-	SyncCacheMaxAge time.Duration `env:"SYNC_CACHE_MAX_AGE" envDefault:"5s"`
+	SyncCacheMaxAge time.Duration `env:"SYNC_CACHE_MAX_AGE"`
 	// RecentsCacheBytes bounds the memory for channels' newest messages, cached only with the change feed
 	// on (default 67108864 = 64 MiB; 0 turns the cache off).
-	RecentsCacheBytes int `env:"RECENTS_CACHE_BYTES" envDefault:"67108864"`
+	RecentsCacheBytes int `env:"RECENTS_CACHE_BYTES"`
 	// ReadDSNs are database replicas of MySQLDSN (space-separated DSNs) that answer sync's per-user
 	// reads when they are current enough for the user (internal/replica); mutations, recents and large
 	// channels' states stay on the primary. Needs the change feed (KAFKA_BROKERS) and the list cache:
@@ -92,11 +96,30 @@ type config struct {
 
 // loadConfig reads the configuration from environ, or from the process environment when environ is
 // nil, and reports every invalid value at once.
+// packageDefaults gives the settings environ leaves unset or empty (as an envDefault tag would) the
+// default of the package they configure.
+func (c *config) packageDefaults(environ map[string]string) {
+	for name, set := range map[string]func(){
+		"SYNC_MAX_MSG_COUNT":     func() { c.SyncMaxMsgCount = httpapi.DefaultMaxMsgCount },
+		"SYNC_MAX_CONVERSATIONS": func() { c.SyncMaxConversations = httpapi.DefaultMaxConversations },
+		"MYSQL_MAX_OPEN_CONNS":   func() { c.MySQLMaxOpenConns = mysql.DefaultMaxOpenConns },
+		"SYNC_CACHE_USERS":       func() { c.SyncCacheUsers = readcache.DefaultMaxUsers },
+		"SYNC_CACHE_ROWS":        func() { c.SyncCacheRows = readcache.DefaultMaxRows },
+		"SYNC_CACHE_MAX_AGE":     func() { c.SyncCacheMaxAge = readcache.DefaultMaxAge },
+		"RECENTS_CACHE_BYTES":    func() { c.RecentsCacheBytes = readcache.DefaultRecentsBytes },
+	} {
+		if environ[name] == "" {
+			set()
+		}
+	}
+}
+
 func loadConfig(environ map[string]string) (config, error) {
 	cfg, err := env.ParseAsWithOptions[config](env.Options{Environment: environ})
 	if err != nil {
 		return cfg, fmt.Errorf("config: %w", err)
 	}
+	cfg.packageDefaults(environ)
 	var errs []error
 	if _, err := mysqldriver.ParseDSN(cfg.MySQLDSN); err != nil {
 		errs = append(errs, fmt.Errorf("MYSQL_DSN: %w", err))

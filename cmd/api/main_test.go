@@ -47,6 +47,27 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 }
 
+// A setting whose default belongs to the package it configures is defaulted when set but empty too, as
+// envDefault tags do for the others.
+func TestLoadConfigEmptyMeansDefault(t *testing.T) {
+	empty := map[string]string{}
+	for _, v := range []string{"SYNC_MAX_MSG_COUNT", "SYNC_MAX_CONVERSATIONS", "MYSQL_MAX_OPEN_CONNS", "SYNC_CACHE_USERS",
+		"SYNC_CACHE_ROWS", "SYNC_CACHE_MAX_AGE", "RECENTS_CACHE_BYTES"} {
+		empty[v] = ""
+	}
+	got, err := loadConfig(empty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := loadConfig(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("set but empty %+v, want the defaults %+v", got, want)
+	}
+}
+
 func TestLoadConfigFromEnvironment(t *testing.T) {
 	cfg, err := loadConfig(map[string]string{
 		"MYSQL_DSN": "u:p@tcp(db:3306)/x", "API_HTTP_ADDR": ":9000", "API_TOKEN": "tok", "LOG_LEVEL": "debug",

@@ -56,7 +56,9 @@ func (a *api) delete(c *gin.Context) error {
 }
 
 // decodeConv decodes a mutation's body into req and returns the conversation it names, validated.
-func decodeConv(r *http.Request, req interface{ key() (conversation.ConvKey, error) }) (conversation.ConvKey, error) {
+func decodeConv(r *http.Request, req interface {
+	key() (conversation.ConvKey, error)
+}) (conversation.ConvKey, error) {
 	if err := decodeJSON(r, req); err != nil {
 		return conversation.ConvKey{}, err
 	}

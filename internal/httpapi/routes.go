@@ -49,6 +49,12 @@ type Recents interface {
 	ReadRecents(ctx context.Context, ranges []conversation.SeqRange) (conversation.RecentsRead, error)
 }
 
+// Defaults of Options (and of cmd/api's SYNC_MAX_MSG_COUNT and SYNC_MAX_CONVERSATIONS).
+const (
+	DefaultMaxMsgCount      = 100
+	DefaultMaxConversations = 1000 // as WuKongIM
+)
+
 // Options configure the handler. The zero value of each field picks the default named on it.
 type Options struct {
 	// Token, when set, is the bearer token every API call must present (health and metrics need none).
@@ -84,10 +90,10 @@ type api struct {
 // metrics cannot be registered (a registry that already holds them).
 func New(store Store, rows Rows, recents Recents, opts Options) (http.Handler, error) {
 	if opts.MaxMsgCount <= 0 {
-		opts.MaxMsgCount = 100
+		opts.MaxMsgCount = DefaultMaxMsgCount
 	}
 	if opts.MaxConversations <= 0 {
-		opts.MaxConversations = 1000
+		opts.MaxConversations = DefaultMaxConversations
 	}
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 10 * time.Second

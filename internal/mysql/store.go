@@ -32,6 +32,9 @@ import (
 	"github.com/convsync/conversations/migrations"
 )
 
+// DefaultMaxOpenConns is Options.MaxOpenConns's default (and cmd/api's MYSQL_MAX_OPEN_CONNS).
+const DefaultMaxOpenConns = 32
+
 // Options tune a Store. The zero value of each field picks the default named on it.
 type Options struct {
 	// RecentsWindow is how many of a channel's newest message seqs are kept for recents (default
@@ -169,7 +172,7 @@ func Open(dsn string, opts Options) (*Store, error) {
 	}
 	db := sqlx.NewDb(sql.OpenDB(connector), "mysql")
 	if opts.MaxOpenConns <= 0 {
-		opts.MaxOpenConns = 32
+		opts.MaxOpenConns = DefaultMaxOpenConns
 	}
 	db.SetMaxOpenConns(opts.MaxOpenConns)
 	db.SetMaxIdleConns(opts.MaxOpenConns)

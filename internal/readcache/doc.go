@@ -5,3 +5,14 @@
 // Recents caches stretches of channels' windows, kept exact by the same announcements (late messages and
 // prunes), with the same age bound.
 package readcache
+
+import "time"
+
+// Defaults of the caches' options (and of cmd/api's SYNC_CACHE_USERS, SYNC_CACHE_ROWS,
+// RECENTS_CACHE_BYTES and SYNC_CACHE_MAX_AGE).
+const (
+	DefaultMaxUsers     = 100_000
+	DefaultMaxRows      = 1_000_000
+	DefaultRecentsBytes = 64 << 20
+	DefaultMaxAge       = 5 * time.Second
+)

@@ -73,13 +73,13 @@ type entry struct {
 // NewRecents returns a recents cache in front of src.
 func NewRecents(src RecentsSource, opts RecentsOptions) *Recents {
 	if opts.MaxBytes <= 0 {
-		opts.MaxBytes = 64 << 20
+		opts.MaxBytes = DefaultRecentsBytes
 	}
 	if opts.Fill <= 0 {
 		opts.Fill = 20
 	}
 	if opts.MaxAge <= 0 {
-		opts.MaxAge = 5 * time.Second
+		opts.MaxAge = DefaultMaxAge
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

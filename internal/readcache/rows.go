@@ -102,13 +102,13 @@ type userRows struct {
 // NewRows returns a rows cache in front of src.
 func NewRows(src RowsSource, opts RowsOptions) *Rows {
 	if opts.MaxUsers <= 0 {
-		opts.MaxUsers = 100_000
+		opts.MaxUsers = DefaultMaxUsers
 	}
 	if opts.MaxRowsPerUser <= 0 {
 		opts.MaxRowsPerUser = 2_000
 	}
 	if opts.MaxRows <= 0 {
-		opts.MaxRows = 1_000_000
+		opts.MaxRows = DefaultMaxRows
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
