@@ -204,10 +204,17 @@ func leaderKill(ctx context.Context, ce *env, cl clusterEnv, topic, group string
 	}
 	killed := time.Now()
 	var stall time.Duration
+	first := map[int]time.Duration{} // when each partition the broker led first committed past the kill
 	for {
 		after, err := topicadmin.CommittedOffsets(ctx, client, group, topic)
+		for p := range after {
+			if _, seen := first[p]; !seen && after[p] > before[p] {
+				first[p] = time.Since(killed).Round(time.Millisecond)
+			}
+		}
 		if err == nil && allPast(after, before, led[leader]) {
 			stall = time.Since(killed)
+			progress("cluster: first commit past the kill, by partition: %v", first)
 			break
 		}
 		if time.Since(killed) > 60*time.Second {
