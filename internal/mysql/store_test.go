@@ -20,17 +20,10 @@ var (
 	members   = storetest.Members
 )
 
+// rowsOf is uid's rows by channel id, hidden ones included.
 func rowsOf(t *testing.T, s *mysql.Store, uid string) map[string]conversation.Row {
 	t.Helper()
-	rows, _, err := s.UserRows(context.Background(), uid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]conversation.Row{}
-	for _, r := range rows {
-		out[r.ChannelID] = r
-	}
-	return out
+	return storetest.RowsByChannel(t, s, uid, true)
 }
 
 func apply(t *testing.T, s *mysql.Store, events ...conversation.Event) conversation.BatchResult {

@@ -102,13 +102,22 @@ func apply(t *testing.T, s Store, events ...conversation.Event) conversation.Bat
 // rowsOf is uid's conversations by channel id, as sync reads them (hidden rows left out).
 func rowsOf(t *testing.T, s Store, uid string) map[string]conversation.Row {
 	t.Helper()
+	return RowsByChannel(t, s, uid, false)
+}
+
+// RowsByChannel is uid's rows as s.UserRows reads them, by channel id; hidden rows (followers with no
+// conversation yet) only when hidden is set. It fails t on an error.
+func RowsByChannel(t testing.TB, s interface {
+	UserRows(ctx context.Context, uid string) ([]conversation.Row, int64, error)
+}, uid string, hidden bool) map[string]conversation.Row {
+	t.Helper()
 	rows, _, err := s.UserRows(context.Background(), uid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]conversation.Row{}
 	for _, r := range rows {
-		if !r.Hidden {
+		if hidden || !r.Hidden {
 			out[r.ChannelID] = r
 		}
 	}
