@@ -41,6 +41,12 @@ start() {
   if [ -n "$pid" ]; then kill -CONT "$pid" 2>/dev/null || true; fi
   node primary start >&2
   node replica start >&2
+  if [ ! -S "$RUN_DIR/pair-primary/mysqld.sock" ] || [ ! -S "$RUN_DIR/pair-replica/mysqld.sock" ]; then
+    # The ports answer for a pair another checkout started (mysql.sh reuses it): it is set up already.
+    log "using the pair already on $PRIMARY_PORT/$REPLICA_PORT (not ours; will not stop it)"
+    env_lines
+    return 0
+  fi
   sql_on primary <<EOF
 SET SESSION sql_log_bin = 0;
 CREATE USER IF NOT EXISTS '$REPL_USER'@'127.0.0.1' IDENTIFIED BY '$REPL_PASS';

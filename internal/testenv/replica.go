@@ -21,6 +21,7 @@ type ReplicaPair struct {
 	PrimaryDSN, ReplicaDSN string
 	admin                  string // an administrative DSN of the replica (STOP/START SLAVE)
 	pidFile                string
+	pid                    int // the replica's process (Freeze, Thaw)
 }
 
 // Replicated creates a fresh database with the schema on the pair's primary, waits until the replica
@@ -42,6 +43,7 @@ func Replicated(t testing.TB) ReplicaPair {
 	pc, _ := mysql.ParseDSN(p.PrimaryDSN)
 	cfg.DBName = pc.DBName
 	p.ReplicaDSN = cfg.FormatDSN()
+	p.pid = p.replicaPID(t)
 	p.WaitCaughtUp(t)
 	return p
 }
@@ -93,17 +95,36 @@ func (p ReplicaPair) Thaw(t testing.TB) {
 
 func (p ReplicaPair) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
+	if err := syscall.Kill(p.pid, sig); err != nil {
+		t.Fatalf("signal %v to the replica (pid %d): %v", sig, p.pid, err)
+	}
+}
+
+// replicaPID reads the replica's pid from TEST_REPLICA_PIDFILE, or, for a pair this checkout did not
+// start (another checkout's, on the same ports), from the pid file the server names (@@pid_file).
+func (p ReplicaPair) replicaPID(t testing.TB) int {
+	t.Helper()
 	b, err := os.ReadFile(p.pidFile)
 	if err != nil {
-		t.Fatalf("TEST_REPLICA_PIDFILE: %v", err)
+		var path string
+		db, oerr := sql.Open("mysql", p.admin)
+		if oerr != nil {
+			t.Fatal(oerr)
+		}
+		err = db.QueryRow("SELECT @@pid_file").Scan(&path)
+		db.Close()
+		if err == nil {
+			b, err = os.ReadFile(path)
+		}
+	}
+	if err != nil {
+		t.Fatalf("the replica's pid (TEST_REPLICA_PIDFILE, else @@pid_file): %v", err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
-		t.Fatalf("TEST_REPLICA_PIDFILE %s: %v", p.pidFile, err)
+		t.Fatalf("the replica's pid file: %v", err)
 	}
-	if err := syscall.Kill(pid, sig); err != nil {
-		t.Fatalf("signal %v to the replica (pid %d): %v", sig, pid, err)
-	}
+	return pid
 }
 
 // WaitCaughtUp waits until the replica has applied everything the primary committed so far.
