@@ -2,7 +2,10 @@ package conversation
 
 import (
 	"cmp"
+	"context"
+	"maps"
 	"slices"
+	"time"
 )
 
 // Late messages of large channels (contract §5) are needed only by followers whose base is older than
@@ -109,4 +112,55 @@ func UnneededLate(late []LateMsg, followers []Row, newest, beyond int64) []LateM
 		}
 	}
 	return out
+}
+
+// RunFollowerTombstonePurge purges, through tx, the tombstones of followers of large channel ck among
+// keys (sorted, picked as deleted before beforeMS): each becomes what PurgeFollowerTombstone leaves, with
+// its user's next version, so that a reader holding the row at its old base learns of the change
+// before the late messages of that base may go. Locks come in the projector's order (RunBatch):
+// channel, rows, versions. A key whose row changed since it was picked (no longer a follower's
+// tombstone deleted before beforeMS) is left alone. It returns how many tombstones went and the new
+// versions; ErrConflict (retry the attempt) when the versions were taken longer ago than VersionsFresh
+// allows, and tx's errors.
+func RunFollowerTombstonePurge(ctx context.Context, tx UpdateTx, ck ChannelKey, keys []ConvKey, beforeMS int64) (int64, map[string]int64, error) {
+	ch, err := tx.LockChannel(ctx, ck)
+	if err != nil {
+		return 0, nil, err
+	}
+	rows, err := tx.RowsForUpdate(ctx, keys)
+	if err != nil {
+		return 0, nil, err
+	}
+	late, err := tx.LateSince(ctx, FollowedSince(maps.Values(rows)))
+	if err != nil {
+		return 0, nil, err
+	}
+	var purged int64
+	var out []Row
+	var uids []string
+	for _, k := range keys {
+		r, ok := rows[k]
+		if !ok || !r.Follows || !r.Deleted || r.DeletedAtMS >= beforeMS {
+			continue // changed since it was picked
+		}
+		d, gone := PurgeFollowerTombstone(r, ch, late[ck])
+		if gone {
+			purged++
+		}
+		out = append(out, d)
+		uids = append(uids, k.UID)
+	}
+	if len(out) == 0 {
+		return 0, nil, nil
+	}
+	versions, err := tx.BumpVersions(ctx, uids)
+	if err != nil {
+		return 0, nil, err
+	}
+	takenAt := time.Now() // from the return: see BatchTx.BumpVersions
+	RowChanges{Rows: out}.Stamp(versions)
+	if err := tx.WriteRows(ctx, out); err != nil {
+		return 0, nil, err
+	}
+	return purged, versions, VersionsFresh(takenAt)
 }

@@ -438,3 +438,64 @@ func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change fun
 	s.committed(ctx, conversation.Changes{Versions: tx.versions})
 	return row, nil
 }
+
+// PurgeTombstones deletes at most limit plain tombstones deleted before beforeMS and returns how many
+// went: mysql.Store.PurgeTombstones.
+func (s *Store) PurgeTombstones(_ context.Context, beforeMS int64, limit int) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, k := range s.sortedKeys() {
+		if r := s.rows[k]; r.Deleted && !r.Follows && r.DeletedAtMS < beforeMS && n < int64(limit) {
+			delete(s.rows, k)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// PurgeFollowerTombstones purges at most limit tombstones of followers of large channels deleted before
+// beforeMS through conversation.RunFollowerTombstonePurge, a channel at a time, and returns how many
+// went: mysql.Store.PurgeFollowerTombstones.
+func (s *Store) PurgeFollowerTombstones(ctx context.Context, beforeMS int64, limit int) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byChannel := map[conversation.ChannelKey][]conversation.ConvKey{}
+	var channels []conversation.ChannelKey
+	picked := 0
+	for _, k := range s.sortedKeys() {
+		if r := s.rows[k]; r.Deleted && r.Follows && r.DeletedAtMS < beforeMS && picked < limit {
+			ck := conversation.ChannelKey{Key: k.ChannelID, Type: k.ChannelType}
+			if byChannel[ck] == nil {
+				channels = append(channels, ck)
+			}
+			byChannel[ck] = append(byChannel[ck], k)
+			picked++
+		}
+	}
+	slices.SortFunc(channels, conversation.ChannelKey.Compare)
+	var total int64
+	for _, ck := range channels {
+		tx := &batch{s: s}
+		n, versions, err := conversation.RunFollowerTombstonePurge(ctx, tx, ck, byChannel[ck], beforeMS)
+		if err == nil {
+			err = tx.commit()
+		}
+		if err != nil {
+			return total, fmt.Errorf("purge follower tombstones: %w", err)
+		}
+		total += n
+		s.committed(ctx, conversation.Changes{Versions: versions})
+	}
+	return total, nil
+}
+
+// sortedKeys is every row's key, in primary-key order.
+func (s *Store) sortedKeys() []conversation.ConvKey {
+	keys := make([]conversation.ConvKey, 0, len(s.rows))
+	for k := range s.rows {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, conversation.ConvKey.Compare)
+	return keys
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -239,48 +238,15 @@ func (s *Store) PurgeFollowerTombstones(ctx context.Context, beforeMS int64, lim
 	return total, nil
 }
 
-// purgeFollowerTombstonesOf rewrites the follower tombstones of channel ck among keys (sorted).
+// purgeFollowerTombstonesOf rewrites the follower tombstones of channel ck among keys (sorted):
+// conversation.RunFollowerTombstonePurge in a transaction.
 func (s *Store) purgeFollowerTombstonesOf(ctx context.Context, ck conversation.ChannelKey, keys []conversation.ConvKey, beforeMS int64) (int64, error) {
 	var purged int64
 	var versions map[string]int64
 	err := s.inBatch(ctx, func(b *batch) error {
-		purged, versions = 0, nil
-		ch, err := scanChannelState(b.tx.QueryRowxContext(ctx, `SELECT `+channelStateColumns+
-			` FROM channels WHERE channel_key = ? AND channel_type = ? FOR UPDATE`, ck.Key, ck.Type))
-		if err != nil {
-			return err // a follower's channel row exists
-		}
-		rows, err := b.RowsForUpdate(ctx, keys)
-		if err != nil {
-			return err
-		}
-		late, err := b.LateSince(ctx, conversation.FollowedSince(maps.Values(rows)))
-		if err != nil {
-			return err
-		}
-		var out []conversation.Row
-		var uids []string
-		for _, k := range keys {
-			r, ok := rows[k]
-			if !ok || !r.Follows || !r.Deleted || r.DeletedAtMS >= beforeMS {
-				continue // changed since it was picked
-			}
-			d, gone := conversation.PurgeFollowerTombstone(r, ch, late[ck])
-			if gone {
-				purged++
-			}
-			out = append(out, d)
-			uids = append(uids, k.UID)
-		}
-		if len(out) == 0 {
-			return nil
-		}
-		versions, err = b.BumpVersions(ctx, uids) // inBatch checks VersionsFresh after the writes
-		if err != nil {
-			return err
-		}
-		conversation.RowChanges{Rows: out}.Stamp(versions)
-		return b.WriteRows(ctx, out)
+		var err error
+		purged, versions, err = conversation.RunFollowerTombstonePurge(ctx, b, ck, keys, beforeMS)
+		return err
 	}, nil)
 	if err == nil && len(versions) > 0 {
 		s.committed(ctx, conversation.Changes{Versions: versions})

@@ -32,6 +32,12 @@ type Store interface {
 	Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error)
 }
 
+// Purger is what a store that purges tombstones has (optional: the purge cases skip a store without it).
+type Purger interface {
+	PurgeTombstones(ctx context.Context, beforeMS int64, limit int) (int64, error)
+	PurgeFollowerTombstones(ctx context.Context, beforeMS int64, limit int) (int64, error)
+}
+
 // Options are the settings a test opens a store with; zero fields take the store's defaults.
 type Options struct {
 	Window int64
@@ -65,6 +71,7 @@ func Run(t *testing.T, open Open, cfg Config) {
 	t.Run("versions grow in commit order", func(t *testing.T) { versionsGrow(t, open) })
 	t.Run("concurrent batches count each message once", func(t *testing.T) { concurrent(t, open) })
 	t.Run("large channel follows and crosses the threshold", func(t *testing.T) { largeCrossing(t, open) })
+	t.Run("purged follower tombstone answers as a purged plain one", func(t *testing.T) { followerPurge(t, open) })
 	t.Run("differential against refmodel", func(t *testing.T) { differential(t, open, cfg) })
 }
 
@@ -352,6 +359,73 @@ func largeCrossing(t *testing.T, open Open) {
 	}
 	if a := rowsOf(t, s, "a")["g"]; a.Follows || a.LastMsgSeq != 5 {
 		t.Errorf("a = %+v, want a plain row up to seq 5", a)
+	}
+}
+
+// followerPurge purges a member's tombstone in a large channel and in the same channel with per-member
+// fan-out: before and after later messages (a late one included) every member must see the same.
+func followerPurge(t *testing.T, open Open) {
+	ctx := context.Background()
+	fanout, large := open(t, Options{}), open(t, Options{Large: conversation.LargeThresholds{Enter: 3, Leave: 2}})
+	purgers := map[string]Purger{}
+	for name, s := range map[string]Store{"fan-out": fanout, "large": large} {
+		p, ok := s.(Purger)
+		if !ok {
+			t.Skipf("the %s store purges no tombstones", name)
+		}
+		purgers[name] = p
+	}
+	b := conversation.ConvKey{UID: "b", ChannelID: "g", ChannelType: 2}
+	both := func(events ...conversation.Event) {
+		t.Helper()
+		apply(t, fanout, events...)
+		apply(t, large, events...)
+	}
+	same := func(when string) {
+		t.Helper()
+		for _, u := range []string{"a", "b", "c", "d"} {
+			f, l := rowsOf(t, fanout, u), rowsOf(t, large, u)
+			fr, fok := f["g"]
+			lr, lok := l["g"]
+			fr.Version, fr.DeletedAtMS, fr.Follows, fr.Base = 0, 0, false, conversation.Base{}
+			lr.Version, lr.DeletedAtMS, lr.Follows, lr.Base = 0, 0, false, conversation.Base{}
+			if fok != lok || fr != lr {
+				t.Errorf("%s, %s: large channel %+v (present %v), fan-out %+v (present %v)", when, u, lr, lok, fr, fok)
+			}
+		}
+	}
+	both(Members("g", true, "a", "b", "c", "d"), GroupMsg("g", 1, "a"), GroupMsg("g", 3, "c"))
+	for _, s := range []Store{fanout, large} {
+		if _, err := s.Update(ctx, b, conversation.Delete); err != nil {
+			t.Fatal(err)
+		}
+	}
+	both(GroupMsg("g", 2, "d")) // late, below b's delete point: b's tombstone stays one
+	before := time.Now().Add(time.Hour).UnixMilli()
+	var plain, followers int64
+	for name, p := range purgers {
+		n, err := p.PurgeTombstones(ctx, before, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := p.PurgeFollowerTombstones(ctx, before, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name == "fan-out" {
+			plain += n
+		} else {
+			plain, followers = plain-n, followers+f
+		}
+	}
+	if plain != 1 || followers != 1 {
+		t.Errorf("purged: fan-out's plain tombstones minus the large store's %d, followers' %d; want 1 and 1", plain, followers)
+	}
+	same("after the purge")
+	both(GroupMsg("g", 5, "c"), GroupMsg("g", 4, "d"))
+	same("after later messages")
+	if r := rowsOf(t, large, "b")["g"]; r.Unread != 2 || r.LastMsgSeq != 5 || r.ReadedToMsgSeq != 0 {
+		t.Errorf("b after the purge and two messages: %+v, want a new conversation, unread 2 up to seq 5", r)
 	}
 }
 
