@@ -198,7 +198,16 @@ func leaderKill(ctx context.Context, ce *env, cl clusterEnv, topic, group string
 	if err != nil {
 		return 0, err
 	}
-	progress("cluster: kill -9 of broker %d (pid %d), leading partitions %v, while events flow", leader, pid, led[leader])
+	coordinator := -1 // the group's coordinator leads __consumer_offsets (one partition on make cluster)
+	if om, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{"__consumer_offsets"}}); err == nil {
+		for _, t := range om.Topics {
+			for _, p := range t.Partitions {
+				coordinator = p.Leader.ID
+			}
+		}
+	}
+	progress("cluster: kill -9 of broker %d (pid %d), leading partitions %v, while events flow (group coordinator: broker %d)",
+		leader, pid, led[leader], coordinator)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		return 0, err
 	}
