@@ -50,7 +50,9 @@ type BatchTx interface {
 	// superset is fine: Derive ignores the others).
 	LateSince(ctx context.Context, since map[ChannelKey]int64) (map[ChannelKey][]LateMsg, error)
 	// BumpVersions gives each user of uids (sorted and unique) its next version,
-	// max(nowMS, previous + 1), and returns them (contract §3.6).
+	// max(nowMS, previous + 1), and returns them (contract §3.6). nowMS is read once the users are held
+	// for the attempt (after any wait for another attempt that holds one of them), at most a statement
+	// before the call returns: the attempt's freshness (VersionsFresh) counts from the return.
 	BumpVersions(ctx context.Context, uids []string) (map[string]int64, error)
 	// WriteRows writes whole rows (sorted by key, versions set), inserting those that do not exist.
 	WriteRows(ctx context.Context, rows []Row) error
@@ -163,10 +165,12 @@ func RunBatch(ctx context.Context, tx BatchTx, events []Event, opts BatchOptions
 	changes := ApplyRouting(st, route, rows, late)
 	var versionsAt time.Time
 	if len(changes.Rows) > 0 {
-		versionsAt = time.Now()
 		if out.Changes.Versions, err = tx.BumpVersions(ctx, changes.UIDs); err != nil {
 			return out, err
 		}
+		// From the return, not the call: waiting for another attempt's hold on a user (two lanes or
+		// replicas changing rows of one user) is not time the versions age (see BumpVersions).
+		versionsAt = time.Now()
 		changes.Stamp(out.Changes.Versions)
 		if err := tx.WriteRows(ctx, changes.Rows); err != nil {
 			return out, err

@@ -60,11 +60,11 @@ func RunUpdate(ctx context.Context, tx UpdateTx, key ConvKey, change func(row Ro
 	if next.Follows {
 		next.Base = BaseOf(ch)
 	}
-	takenAt := time.Now()
 	versions, err := tx.BumpVersions(ctx, []string{key.UID})
 	if err != nil {
 		return Row{}, false, err
 	}
+	takenAt := time.Now() // from the return: see BatchTx.BumpVersions
 	next.Version = versions[key.UID]
 	if err := tx.WriteRows(ctx, []Row{next}); err != nil {
 		return Row{}, false, err

@@ -411,10 +411,27 @@ func (b *batch) insertLate(ctx context.Context, late []conversation.LateMsg) err
 	})
 }
 
+// rebumpAfter: a bump that took longer than this most likely waited for another attempt's hold on a
+// user's version row (another lane or replica changing rows of the same user, until it commits). Its
+// versions were computed from the clock read before the wait, so it is done again, at once now that
+// the rows are held, with the clock read after it (conversation.BatchTx.BumpVersions). An eighth of the
+// slack: far above what a bump of a few thousand users takes, far below the half of it after which
+// the attempt would be retried whole (conversation.VersionsFresh).
+const rebumpAfter = conversation.LargeVersionSlackMS * time.Millisecond / 8
+
 // BumpVersions gives each user of uids its next version (see Store.bumpVersions), the upsert and the
-// read of the versions in one round trip.
+// read of the versions in one round trip; again when the first bump waited (rebumpAfter).
 func (b *batch) BumpVersions(ctx context.Context, uids []string) (map[string]int64, error) {
+	start := time.Now()
+	out, err := b.bumpVersions(ctx, uids)
+	if err == nil && time.Since(start) > rebumpAfter {
+		out, err = b.bumpVersions(ctx, uids)
+	}
 	b.tookVersions()
+	return out, err
+}
+
+func (b *batch) bumpVersions(ctx context.Context, uids []string) (map[string]int64, error) {
 	if !b.store.multi {
 		return b.store.bumpVersions(ctx, b.tx, uids)
 	}
