@@ -75,6 +75,7 @@ func shardedMatchesModel(t *testing.T, seed uint64, large int) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	third := len(recs) / 3
 	var stats shardStats
+	var versions refmodel.Versions
 	for phase, part := range [][]trafficgen.Record{recs[:third], recs[third : 2*third], recs[2*third:]} {
 		parts := partitionEvents(t, &skip, part)
 		if phase == 0 {
@@ -94,6 +95,20 @@ func shardedMatchesModel(t *testing.T, seed uint64, large int) {
 			_ = model.Apply(r.Value)
 		}
 		checkSharded(ctx, t, store, db, model, large > 0)
+		if large == 0 { // contract §3.6 across phases: what changed has a version above the user's before
+			if phase > 0 {
+				bad, err := refmodel.CheckVersionsSince(ctx, db, model, versions)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, b := range bad {
+					t.Error(b)
+				}
+			}
+			if versions, err = refmodel.ReadVersions(ctx, db, model); err != nil {
+				t.Fatal(err)
+			}
+		}
 		t.Logf("phase %d: matches the model", phase+1)
 	}
 	t.Logf("seed %d: batches=%d crashes between shard commits=%d overlapping (rebalance) batches=%d mutations=%d",
