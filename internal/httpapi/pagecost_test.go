@@ -37,18 +37,7 @@ func (s *session) handlerReads() int64 {
 
 // rowsRead returns how many rows the session's statements read while fn ran, and fails if the pool
 // changed connection meanwhile.
-func (s *session) rowsRead(fn func()) int64 {
-	s.t.Helper()
-	id := s.connectionID()
-	a := s.handlerReads()
-	b := s.handlerReads() // what one SHOW reads, measured rather than assumed
-	fn()
-	c := s.handlerReads()
-	if s.connectionID() != id {
-		s.t.Fatal("the pool switched connections: the count is not of one session")
-	}
-	return c - b - (b - a)
-}
+func (s *session) rowsRead(fn func()) int64 { return s.during(s.handlerReads, fn) }
 
 // TestSyncPagesQueryCost: a user with 5,000 conversations syncs them in pages (incremental sync from
 // version 1 with limit 200, each page asking above the highest version of the one before) without any

@@ -36,13 +36,17 @@ func (s *session) connectionID() int64 {
 }
 
 // roundTrips returns how many statements fn sent, and fails if the pool changed connection meanwhile.
-func (s *session) roundTrips(fn func()) int64 {
+func (s *session) roundTrips(fn func()) int64 { return s.during(s.questions, fn) }
+
+// during returns how much the session counter read grew while fn ran, less what one read of it adds
+// (measured rather than assumed), and fails if the pool changed connection meanwhile.
+func (s *session) during(counter func() int64, fn func()) int64 {
 	s.t.Helper()
 	id := s.connectionID()
-	a := s.questions()
-	b := s.questions() // what one SHOW costs, measured rather than assumed
+	a := counter()
+	b := counter()
 	fn()
-	c := s.questions()
+	c := counter()
 	if s.connectionID() != id {
 		s.t.Fatal("the pool switched connections: the count is not of one session")
 	}
