@@ -136,37 +136,9 @@ func TestConfigNeverShowsSecrets(t *testing.T) {
 // Its log lines are JSON on stdout and never hold the token or the database password.
 func TestRun(t *testing.T) {
 	dsn := testenv.MySQLDSN(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
 	const token = "run-t0ken"
-	environ := map[string]string{"MYSQL_DSN": dsn, "API_HTTP_ADDR": addr, "API_TOKEN": token, "LOG_LEVEL": "debug",
-		"SHUTDOWN_TIMEOUT": "5s"}
-	var logs testenv.LogBuffer
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, environ, &logs) }()
-
-	base := "http://" + addr
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	base, logs, stop := startRun(t, map[string]string{"MYSQL_DSN": dsn, "API_TOKEN": token, "LOG_LEVEL": "debug",
+		"SHUTDOWN_TIMEOUT": "5s"}, 10*time.Second)
 	for _, tc := range []struct {
 		auth   string
 		status int
@@ -190,14 +162,8 @@ func TestRun(t *testing.T) {
 		}
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run returned %v after a graceful stop", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not stop")
+	if err := stop(); err != nil {
+		t.Fatalf("run returned %v after a graceful stop", err)
 	}
 	if _, err := http.Get(base + "/healthz"); err == nil {
 		t.Fatal("still serving after stop")
@@ -227,5 +193,55 @@ func TestRunFailsOnBadConfig(t *testing.T) {
 	err := run(context.Background(), map[string]string{"SYNC_MAX_MSG_COUNT": "0"}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "SYNC_MAX_MSG_COUNT") {
 		t.Fatalf("run = %v, want a config error", err)
+	}
+}
+
+// startRun runs the API in the background with environ and API_HTTP_ADDR set to a free port, and
+// waits up to within for /readyz to answer 200. It returns the API's base URL, its logs, and stop,
+// which ends run and returns run's error (failing the test when run does not return in 20 s).
+func startRun(t *testing.T, environ map[string]string, within time.Duration) (string, *testenv.LogBuffer, func() error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	environ["API_HTTP_ADDR"] = addr
+	logs := &testenv.LogBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, environ, logs) }()
+	stopped := false
+	stop := func() error {
+		t.Helper()
+		cancel()
+		if stopped {
+			return nil
+		}
+		stopped = true
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatal("run did not stop")
+			return nil
+		}
+	}
+	t.Cleanup(func() { _ = stop() })
+	base := "http://" + addr
+	deadline := time.Now().Add(within)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return base, logs, stop
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after %s: %v\n%s", within, err, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -31,35 +30,10 @@ func TestRunOverSASLSSL(t *testing.T) {
 	if _, err := store.ApplyBatch(context.Background(), []conversation.Event{e}); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	environ := map[string]string{"MYSQL_DSN": dsn, "API_HTTP_ADDR": addr, "KAFKA_BROKERS": strings.Join(sec.Brokers, ","),
+	base, logs, stop := startRun(t, map[string]string{"MYSQL_DSN": dsn, "KAFKA_BROKERS": strings.Join(sec.Brokers, ","),
 		"KAFKA_CHANGES_TOPIC": topics.Changes, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN",
 		"KAFKA_SASL_USERNAME": sec.PlainUser, "KAFKA_SASL_PASSWORD": sec.PlainPassword, "KAFKA_TLS_CA_FILE": sec.CAFile,
-		"KAFKA_ALLOW_UNREPLICATED": "true"}
-	var logs testenv.LogBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, environ, &logs) }()
-	base := "http://" + addr
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if resp, err := http.Get(base + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		"KAFKA_ALLOW_UNREPLICATED": "true"}, 20*time.Second)
 	resp, err := http.Post(base+"/conversations/setUnread", "application/json",
 		strings.NewReader(`{"uid":"bob","channel_id":"g1","channel_type":2,"unread":0}`))
 	if err != nil {
@@ -72,14 +46,13 @@ func TestRunOverSASLSSL(t *testing.T) {
 	}
 	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: sec.AdminBrokers, Topic: topics.Changes, Partition: 0, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
-	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
+	rctx, rcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer rcancel()
 	m, err := r.ReadMessage(rctx)
 	if err != nil || !strings.Contains(string(m.Value), `"bob"`) {
 		t.Fatalf("announcement over SASL_SSL: %v %s\n%s", err, m.Value, logs.String())
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	if out := logs.String(); strings.Contains(out, "change feed unavailable") || strings.Contains(out, sec.PlainPassword) {
