@@ -104,7 +104,7 @@ func check(ctx context.Context, client *kafkago.Client, r Replication, log *slog
 	if err != nil {
 		return fmt.Errorf("describe topics %v: %w", topics, err)
 	}
-	factor, minInSync, err := r.effective(len(meta.Brokers))
+	factor, minInSync, err := r.effective(clusterSize(meta))
 	if err != nil {
 		return err
 	}
@@ -144,6 +144,21 @@ func check(ctx context.Context, client *kafkago.Client, r Replication, log *slog
 		return nil
 	}
 	return errors.Join(weak...)
+}
+
+// clusterSize is how many brokers the cluster has, as far as meta shows: the brokers that answer, or
+// more when a partition is assigned to more replicas than that. Metadata lists only the brokers that
+// are up, so a broker down for a moment (a restart, a rolling upgrade, an outage) must not read as a
+// cluster too small for the replication: the topics were placed on it, and a process starting then
+// would otherwise refuse to start (ErrNotDurable) until the broker is back.
+func clusterSize(meta *kafkago.MetadataResponse) int {
+	n := len(meta.Brokers)
+	for _, t := range meta.Topics {
+		for _, p := range t.Partitions {
+			n = max(n, len(p.Replicas))
+		}
+	}
+	return n
 }
 
 // describe returns the topic's effective value of each named setting. On a cluster a topic just created
