@@ -77,7 +77,23 @@ func ensure(ctx context.Context, kc *kafkaconn.Conn, brokers []string, r Replica
 		return fmt.Errorf("dial Kafka controller: %w", err)
 	}
 	defer cc.Close()
-	replication, minInSync, err := r.effective(len(all))
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 5 * time.Second}
+	if kc != nil {
+		transport := kc.Transport()
+		defer transport.CloseIdleConnections()
+		client.Transport = transport
+	}
+	names := make([]string, len(topics))
+	for i, t := range topics {
+		names[i] = t.Name
+	}
+	// A broker down for a moment does not make the cluster smaller: topics that exist name their
+	// replicas on it (clusterSize). Topics still to be created need the brokers that answer.
+	size := len(all)
+	if meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: names}); err == nil {
+		size = max(size, clusterSize(meta))
+	}
+	replication, minInSync, err := r.effective(size)
 	if err != nil {
 		return err
 	}
@@ -96,12 +112,6 @@ func ensure(ctx context.Context, kc *kafkaconn.Conn, brokers []string, r Replica
 	// CreateTopics answers TopicAlreadyExists for a topic that exists: that is success here.
 	if err := cc.CreateTopics(configs...); err != nil && !errors.Is(err, kafkago.TopicAlreadyExists) {
 		return fmt.Errorf("create topics: %w", err)
-	}
-	client := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 5 * time.Second}
-	if kc != nil {
-		transport := kc.Transport()
-		defer transport.CloseIdleConnections()
-		client.Transport = transport
 	}
 	// Without kc the wait runs on kafka-go's DefaultTransport, the one plaintext writers share: its
 	// metadata then knows the new topics, and a writer's first produce finds them.
@@ -122,10 +132,6 @@ func ensure(ctx context.Context, kc *kafkaconn.Conn, brokers []string, r Replica
 	}
 	if !strict {
 		return nil
-	}
-	names := make([]string, len(topics))
-	for i, t := range topics {
-		names[i] = t.Name
 	}
 	return check(ctx, client, r, log, names)
 }
