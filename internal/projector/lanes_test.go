@@ -159,3 +159,113 @@ func TestLanesOnTheSameUsersKeepExactlyOnceAndVersions(t *testing.T) {
 	t.Logf("records=%d batches=%d peak concurrent batches=%d; compared rows=%d messages=%d", len(recs), cs.calls.Load(),
 		cs.peak.Load(), rep.Rows, rep.Messages)
 }
+
+// A rebalance hands lanes' partitions over cleanly: when a second member joins mid-stream, and again when
+// the first one leaves, each lane finishes its batch in flight and commits it before its member rejoins,
+// so the partitions' next owners start after what was applied. Nothing is applied twice (the store
+// reports no duplicate), nothing is lost, and the lanes of both members applied records.
+func TestARebalanceHandsLanesPartitionsOverWithoutReplay(t *testing.T) {
+	t.Parallel()
+	brokers, topic, dlq := integration(t, 4)
+	store, _ := testenv.Store(t, mysql.Options{})
+	const groups, perGroup = 16, 40
+	var rounds [][]record
+	for r := range perGroup {
+		var round []record
+		for g := range groups {
+			round = append(round, groupMsg(t, fmt.Sprintf("g%d", g), int64(r+1), "bot", []string{"u1", "u2", fmt.Sprintf("v%d", g)}))
+		}
+		rounds = append(rounds, round)
+	}
+	cfg := Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: testenv.Name("group."), Lanes: 2, BatchMaxRecords: 8}
+	countA, countB := &countingStore{Store: store}, &countingStore{Store: store}
+	a, regA := newProjector(t, cfg, countA)
+	b, regB := newProjector(t, cfg, countB)
+	runA := start(t, a)
+
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for _, round := range rounds {
+			if err := produceErr(brokers, topic, round...); err != nil {
+				t.Errorf("produce: %v", err)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	eventually(t, 20*time.Second, "A applied records", func() bool { return countA.applied() > 0 })
+	start(t, b)
+	eventually(t, 30*time.Second, "B applied records", func() bool { return countB.applied() > 0 })
+	if err := runA.stop(t); err != nil {
+		t.Fatalf("A stopped with %v", err)
+	}
+	<-produced
+	if t.Failed() {
+		return
+	}
+	waitCommittedToEnd(t, brokers, cfg.GroupID, topic, 4, 60*time.Second)
+
+	applied := metricValue(t, regA, "conv_projector_messages_applied_total") + metricValue(t, regB, "conv_projector_messages_applied_total")
+	dups := metricValue(t, regA, "conv_projector_duplicates_skipped_total") + metricValue(t, regB, "conv_projector_duplicates_skipped_total")
+	if applied != groups*perGroup || dups != 0 {
+		t.Fatalf("applied %v messages and skipped %v duplicates, want %d and 0: a handover replayed records", applied, dups, groups*perGroup)
+	}
+	for _, r := range rows(t, store) {
+		if r.UID != "bot" && (r.Unread != perGroup || r.LastMsgSeq != perGroup) {
+			t.Fatalf("row %+v: want unread and last_msg_seq %d", r, perGroup)
+		}
+	}
+	gens := metricValue(t, regA, "conv_projector_generations_total") + metricValue(t, regB, "conv_projector_generations_total")
+	t.Logf("A applied %d events, B %d; %v generations in all", countA.applied(), countB.applied(), gens)
+}
+
+// A lane whose batch keeps failing holds only its own partitions: the other lane goes on applying and
+// committing its partitions to their end meanwhile, readiness says which step fails, and once the store
+// recovers the stuck lane catches up.
+func TestAFailingLaneDoesNotStopTheOthers(t *testing.T) {
+	t.Parallel()
+	brokers, topic, dlq := integration(t, 2)
+	produce(t, brokers, topic, groupMsg(t, "stuck", 1, "alice", []string{"bob"}))
+	end := endOffsets(t, brokers, topic, 2)
+	stuckPart := 0
+	if end[1] > 0 {
+		stuckPart = 1
+	}
+	// Records of other channels, until some are in the other partition.
+	var others []record
+	for i := 0; len(others) < 40; i++ {
+		others = append(others, groupMsg(t, fmt.Sprintf("free%d", i), 1, "alice", []string{"bob"}))
+	}
+	produce(t, brokers, topic, others...)
+	end = endOffsets(t, brokers, topic, 2)
+	if end[1-stuckPart] == 0 {
+		t.Fatal("no record landed in the other partition")
+	}
+
+	var broken atomic.Bool
+	broken.Store(true)
+	store := &fakeStore{apply: func(_ context.Context, _ int, events []conversation.Event) error {
+		for _, e := range events {
+			if e.Message != nil && e.Message.ChannelID == "stuck" && broken.Load() {
+				return errDown
+			}
+		}
+		return nil
+	}}
+	group := testenv.Name("group.")
+	p, _ := newProjector(t, Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group, Lanes: 2}, store)
+	start(t, p)
+	eventually(t, 30*time.Second, "the free lane committed its partition to the end", func() bool {
+		return committed(t, brokers, group, topic, 2)[1-stuckPart] == end[1-stuckPart]
+	})
+	if got := committed(t, brokers, group, topic, 2)[stuckPart]; got > 0 {
+		t.Fatalf("the stuck partition's committed offset moved to %d while its batch failed", got)
+	}
+	if step := p.Failing(); step != "apply" {
+		t.Fatalf("Failing = %q while a lane retries its batch, want apply", step)
+	}
+	broken.Store(false)
+	waitCommittedToEnd(t, brokers, group, topic, 2, 30*time.Second)
+	eventually(t, 10*time.Second, "readiness recovered", func() bool { return p.Failing() == "" })
+}
