@@ -134,6 +134,10 @@ func (l *lane) run(ctx, gen context.Context, offsets committedOffsets, parts []k
 		committing.Wait()
 		stopCommitting()
 		err = errors.Join(err, commitErr)
+		// Offsets it abandoned are the next owner's to replay, not a commit this lane still waits for.
+		l.mu.Lock()
+		l.committer = nil
+		l.mu.Unlock()
 	}()
 
 	queue := make(chan fetched, l.p.cfg.BatchMaxRecords)
