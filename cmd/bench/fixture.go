@@ -102,7 +102,7 @@ func (f *fixture) ReadList(_ context.Context, q conversation.Query) (conversatio
 	return conversation.ListRead{Rows: f.rows[q.UID]}, nil
 }
 
-func (f *fixture) ReadRecents(_ context.Context, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
+func (f *fixture) ReadRecents(_ context.Context, _ string, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
 	out := make(map[conversation.ChannelKey][]conversation.Message, len(ranges))
 	for _, r := range ranges {
 		out[r.Channel] = conversation.PickRecents(f.msgs[r.Channel], r)

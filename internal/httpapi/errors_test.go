@@ -98,7 +98,7 @@ func TestRecentsFault(t *testing.T) {
 
 type failingRecents struct{ err error }
 
-func (f *failingRecents) ReadRecents(context.Context, []conversation.SeqRange) (conversation.RecentsRead, error) {
+func (f *failingRecents) ReadRecents(context.Context, string, []conversation.SeqRange) (conversation.RecentsRead, error) {
 	return conversation.RecentsRead{}, f.err
 }
 

@@ -198,7 +198,7 @@ func (s *fakeStore) ReadList(context.Context, conversation.Query) (conversation.
 	return conversation.ListRead{Rows: s.rows}, nil
 }
 
-func (s *fakeStore) ReadRecents(_ context.Context, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
+func (s *fakeStore) ReadRecents(_ context.Context, _ string, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
 	if s.err != nil {
 		return conversation.RecentsRead{}, s.err
 	}

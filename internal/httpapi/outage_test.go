@@ -22,7 +22,7 @@ func (v versionedFake) UserRows(ctx context.Context, uid string) ([]conversation
 }
 
 func (v versionedFake) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
-	r, err := v.ReadRecents(ctx, ranges)
+	r, err := v.ReadRecents(ctx, "", ranges)
 	return r.Messages, err
 }
 

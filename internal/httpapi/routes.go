@@ -46,7 +46,9 @@ type Rows interface {
 // readcache.Recents in front of it. One call serves a whole sync, so an implementation can batch its
 // reads.
 type Recents interface {
-	ReadRecents(ctx context.Context, ranges []conversation.SeqRange) (conversation.RecentsRead, error)
+	// ReadRecents reads for uid's sync: a read model sharded by user reads the windows from that
+	// user's shard, whose copy of them its rows were written against (docs/proofs.md, "Sharded by user").
+	ReadRecents(ctx context.Context, uid string, ranges []conversation.SeqRange) (conversation.RecentsRead, error)
 }
 
 // Defaults of Options (and of cmd/api's SYNC_MAX_MSG_COUNT and SYNC_MAX_CONVERSATIONS).

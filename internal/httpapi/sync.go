@@ -91,7 +91,7 @@ func (a *api) sync(c *gin.Context) error {
 		return err
 	}
 	// The user is noted for a read model sharded by user, which reads the recents from the user's shard.
-	ctx, cancel := context.WithTimeout(conversation.ForUser(c.Request.Context(), q.query.UID), a.opts.RequestTimeout)
+	ctx, cancel := context.WithTimeout(c.Request.Context(), a.opts.RequestTimeout)
 	defer cancel()
 	list, err := a.rows.ReadList(ctx, q.query)
 	if err != nil {
@@ -111,7 +111,7 @@ func (a *api) sync(c *gin.Context) error {
 		for i := range rows {
 			ranges[i] = q.seqRange(&rows[i])
 		}
-		if recents, err = a.recents.ReadRecents(ctx, ranges); err != nil {
+		if recents, err = a.recents.ReadRecents(ctx, q.query.UID, ranges); err != nil {
 			return err
 		}
 		served = served.Join(recents.Served)

@@ -94,20 +94,11 @@ func (s *Sharded) ReadList(ctx context.Context, q conversation.Query) (conversat
 	return s.For(q.UID).ReadList(ctx, q)
 }
 
-// ReadRecents is Recents as sync reads it (httpapi.Recents): from the user's shard, during the request.
-func (s *Sharded) ReadRecents(ctx context.Context, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
-	msgs, err := s.Recents(ctx, ranges)
+// ReadRecents is Store.Recents on uid's shard (httpapi.Recents): that shard's copy of the windows is
+// the one the user's rows were written against.
+func (s *Sharded) ReadRecents(ctx context.Context, uid string, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
+	msgs, err := s.For(uid).Recents(ctx, ranges)
 	return conversation.RecentsRead{Messages: msgs}, err
-}
-
-// Recents is Store.Recents on the shard of the user whose request ctx serves (conversation.ForUser):
-// that shard's copy of the windows is the one its rows were written against. Without a user it fails.
-func (s *Sharded) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
-	uid, ok := conversation.UserOf(ctx)
-	if !ok {
-		return nil, errors.New("sharded recents: the context names no user (conversation.ForUser)")
-	}
-	return s.For(uid).Recents(ctx, ranges)
 }
 
 // PurgeUser is Store.PurgeUser on a sharded read model: the user's rows and version on the user's

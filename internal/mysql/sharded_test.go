@@ -78,9 +78,6 @@ func (s shardedStore) LargeStates(ctx context.Context, since map[conversation.Ch
 }
 
 func (s shardedStore) Recents(ctx context.Context, ranges []conversation.SeqRange) (map[conversation.ChannelKey][]conversation.Message, error) {
-	if _, ok := conversation.UserOf(ctx); ok {
-		return s.Sharded.Recents(ctx, ranges)
-	}
 	return s.Shards()[0].Recents(ctx, ranges)
 }
 
@@ -124,8 +121,7 @@ func TestShardedSyncIsOneShard(t *testing.T) {
 		owner := mysql.ShardOf(shards, uid)
 		seen[owner] = true
 		before := tabletCalls(t, vars)
-		uctx := conversation.ForUser(ctx, uid)
-		list, err := s.ReadList(uctx, conversation.Query{UID: uid})
+		list, err := s.ReadList(ctx, conversation.Query{UID: uid})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +132,7 @@ func TestShardedSyncIsOneShard(t *testing.T) {
 			follows = follows || r.Follows
 			ranges = append(ranges, conversation.RecentsRange(r, conversation.ChannelKeyOf(uid, conversation.Channel{ID: r.ChannelID, Type: r.ChannelType}), 0, 5))
 		}
-		recents, err := s.ReadRecents(uctx, ranges)
+		recents, err := s.ReadRecents(ctx, uid, ranges)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -46,7 +46,7 @@ func (s *Store) ReadList(ctx context.Context, q conversation.Query) (conversatio
 }
 
 // ReadRecents is Recents as sync reads it (httpapi.Recents), from the database during the request.
-func (s *Store) ReadRecents(ctx context.Context, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
+func (s *Store) ReadRecents(ctx context.Context, _ string, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
 	msgs, err := s.Recents(ctx, ranges)
 	return conversation.RecentsRead{Messages: msgs}, err
 }

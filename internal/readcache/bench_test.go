@@ -47,7 +47,7 @@ func BenchmarkHits(b *testing.B) {
 		for j := range rs {
 			ranges[j] = conversation.RecentsRange(&rs[j], conversation.ChannelKey{Key: rs[j].ChannelID, Type: 2}, 0, 10)
 		}
-		_, _ = messagesOf(rec.ReadRecents(ctx, ranges))
+		_, _ = messagesOf(rec.ReadRecents(ctx, "u1", ranges))
 	}
 	for i := range 2000 {
 		rc.Notify(fmt.Sprintf("u%d", i), 1)

@@ -78,17 +78,17 @@ func TestRecentsOutagePath(t *testing.T) {
 	now := time.Unix(0, 0)
 	src := &downWindow{window: w}
 	c := NewRecents(src, RecentsOptions{MaxAge: time.Second, Now: func() time.Time { return now }})
-	if _, err := messagesOf(c.ReadRecents(context.Background(), []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 3}})); err != nil {
+	if _, err := messagesOf(c.ReadRecents(context.Background(), "u1", []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 3}})); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(time.Hour)
 	src.err = errDown
 
-	got, err := c.ReadRecents(context.Background(), []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 2}})
+	got, err := c.ReadRecents(context.Background(), "u1", []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 2}})
 	if err != nil || seqs(got.Messages[g1]) != "[3 2]" || !got.Served.Outage {
 		t.Errorf("cached channel: %s, %v, noted %v; want [3 2] from the outage path", seqs(got.Messages[g1]), err, got.Served.Outage)
 	}
-	_, err = messagesOf(c.ReadRecents(context.Background(), []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 2}, {Channel: g2, UpTo: 3, Count: 2}}))
+	_, err = messagesOf(c.ReadRecents(context.Background(), "u1", []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 2}, {Channel: g2, UpTo: 3, Count: 2}}))
 	if !errors.Is(err, conversation.ErrUnavailable) {
 		t.Errorf("with an uncached channel: %v, want ErrUnavailable", err)
 	}

@@ -119,7 +119,7 @@ func (c *Recents) Apply(changes []conversation.WindowChange) {
 // stretch answers cost nothing; the others go to the source in one call. When the source is
 // unreachable and every missed range is in a cached stretch, however old, those answer instead (the
 // outage path, outage.go; Served.Outage). Errors are the source's.
-func (c *Recents) ReadRecents(ctx context.Context, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
+func (c *Recents) ReadRecents(ctx context.Context, _ string, ranges []conversation.SeqRange) (conversation.RecentsRead, error) {
 	out := make(map[conversation.ChannelKey][]conversation.Message, len(ranges))
 	var miss []conversation.SeqRange
 	hits := 0

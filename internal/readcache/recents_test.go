@@ -84,7 +84,7 @@ func TestCacheAnswersLikeTheSource(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := messagesOf(c.ReadRecents(ctx, []conversation.SeqRange{tt.r}))
+			got, err := messagesOf(c.ReadRecents(ctx, "u1", []conversation.SeqRange{tt.r}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,14 +120,14 @@ func TestCacheExpiresAndEvicts(t *testing.T) {
 	c := NewRecents(w, RecentsOptions{MaxAge: time.Second, Now: func() time.Time { return now }})
 	ctx := context.Background()
 	r := []conversation.SeqRange{{Channel: g1, UpTo: 3, Count: 3}}
-	_, _ = messagesOf(c.ReadRecents(ctx, r))
+	_, _ = messagesOf(c.ReadRecents(ctx, "u1", r))
 	w.add(g1, 2) // unchanged content; what matters is whether the source is asked
-	_, _ = messagesOf(c.ReadRecents(ctx, r))
+	_, _ = messagesOf(c.ReadRecents(ctx, "u1", r))
 	if w.calls != 1 {
 		t.Fatalf("calls = %d, want 1 (second request is a hit)", w.calls)
 	}
 	now = now.Add(2 * time.Second)
-	_, _ = messagesOf(c.ReadRecents(ctx, r))
+	_, _ = messagesOf(c.ReadRecents(ctx, "u1", r))
 	if w.calls != 2 {
 		t.Errorf("calls = %d, want 2: an expired entry is reloaded", w.calls)
 	}
@@ -135,8 +135,8 @@ func TestCacheExpiresAndEvicts(t *testing.T) {
 	small := NewRecents(w, RecentsOptions{MaxBytes: 300})
 	g2 := conversation.ChannelKey{Key: "g2", Type: 2}
 	w.add(g2, 1, 2, 3)
-	_, _ = messagesOf(small.ReadRecents(ctx, r))
-	_, _ = messagesOf(small.ReadRecents(ctx, []conversation.SeqRange{{Channel: g2, UpTo: 3, Count: 3}}))
+	_, _ = messagesOf(small.ReadRecents(ctx, "u1", r))
+	_, _ = messagesOf(small.ReadRecents(ctx, "u1", []conversation.SeqRange{{Channel: g2, UpTo: 3, Count: 3}}))
 	if small.bytes > 300 || len(small.index) != 1 {
 		t.Errorf("over budget: %d bytes in %d entries", small.bytes, len(small.index))
 	}
@@ -159,7 +159,7 @@ func TestStaleStretchesAreNeverServed(t *testing.T) {
 			for after := int64(0); after < upTo; after++ {
 				for _, count := range []int{1, 3, 10} {
 					r := conversation.SeqRange{Channel: g1, After: after, UpTo: upTo, Count: count}
-					got, err := messagesOf(c.ReadRecents(ctx, []conversation.SeqRange{r}))
+					got, err := messagesOf(c.ReadRecents(ctx, "u1", []conversation.SeqRange{r}))
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -210,11 +210,11 @@ func TestLoadRacingAnAnnouncementIsNotKept(t *testing.T) {
 		w.add(g1, 3)
 		c.Apply([]conversation.WindowChange{{Channel: g1, LateMin: 3, LateMax: 3}})
 	}
-	first, _ := messagesOf(c.ReadRecents(context.Background(), r))
+	first, _ := messagesOf(c.ReadRecents(context.Background(), "u1", r))
 	if seqs(first[g1]) != "[5 4 2]" {
 		t.Fatalf("first answer %s, want what the load read, [5 4 2]", seqs(first[g1]))
 	}
-	again, _ := messagesOf(c.ReadRecents(context.Background(), r))
+	again, _ := messagesOf(c.ReadRecents(context.Background(), "u1", r))
 	if seqs(again[g1]) != "[5 4 3]" || w.calls != 2 {
 		t.Errorf("after the announcement: %s with %d loads, want [5 4 3] from a second load", seqs(again[g1]), w.calls)
 	}
@@ -228,7 +228,7 @@ func TestRecentsRefresh(t *testing.T) {
 	c := NewRecents(src, RecentsOptions{MaxAge: 4 * time.Second, Now: func() time.Time { return now }})
 	ctx := context.Background()
 	r := []conversation.SeqRange{{Channel: g1, UpTo: 5, Count: 3}}
-	_, _ = messagesOf(c.ReadRecents(ctx, r))
+	_, _ = messagesOf(c.ReadRecents(ctx, "u1", r))
 	// A late message whose announcement was lost: a refresh after MaxAge/2 picks it up.
 	w.add(g1, 3)
 	now = now.Add(3 * time.Second)
@@ -236,7 +236,7 @@ func TestRecentsRefresh(t *testing.T) {
 		t.Fatalf("Refresh: %v, %d loads; want a second", err, w.calls)
 	}
 	now = now.Add(3 * time.Second) // 6 s after the first load, within MaxAge of the refresh
-	got, _ := messagesOf(c.ReadRecents(ctx, r))
+	got, _ := messagesOf(c.ReadRecents(ctx, "u1", r))
 	if seqs(got[g1]) != "[5 4 3]" || w.calls != 2 {
 		t.Errorf("after the refresh: %s with %d loads, want [5 4 3] from memory", seqs(got[g1]), w.calls)
 	}

@@ -113,7 +113,7 @@ func TestRecentsFollowTheStoresAnnouncements(t *testing.T) {
 		for after := int64(0); after < upTo; after++ {
 			for _, count := range []int{1, 2, 5, 10} {
 				r := []conversation.SeqRange{{Channel: g1, After: after, UpTo: upTo, Count: count}}
-				got, err := readcache.MessagesOf(c.ReadRecents(ctx, r))
+				got, err := readcache.MessagesOf(c.ReadRecents(ctx, "u1", r))
 				if err != nil {
 					t.Fatal(err)
 				}
