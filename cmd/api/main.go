@@ -108,12 +108,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		return err
 	}
 	defer store.Close()
-	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	if err := store.Ping(pingCtx); err != nil {
-		// Not fatal: the database may start after us. /readyz answers 503 until it answers.
-		log.Warn("database not reachable yet", "error", err.Error())
-	}
-	cancel()
+	pingOrWarn(ctx, store, log)
 
 	// The router and the caches are set before the server starts, so before any commit reaches cs.apply.
 	var rowsCacheSource readcache.RowsSource = store
@@ -135,18 +130,34 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		stop := cs.follow(ctx, feed.follower, feed.maxAge, log)
 		defer stop()
 	}
-	handler, err := httpapi.New(store, rows, recents, httpapi.Options{
+	opts := apiOptions(cfg, reg, log)
+	opts.Replicas = replicaStatus(cs.router)
+	handler, err := httpapi.New(store, rows, recents, opts)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, handler, log)
+}
+
+// pingOrWarn asks the database once at start. Not fatal: the database may start after us; /readyz
+// answers 503 until it answers.
+func pingOrWarn(ctx context.Context, db interface{ Ping(context.Context) error }, log *slog.Logger) {
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := db.Ping(pingCtx); err != nil {
+		log.Warn("database not reachable yet", "error", err.Error())
+	}
+}
+
+// apiOptions are the handler's settings from the configuration, alike however the API is served.
+func apiOptions(cfg config, reg *prometheus.Registry, log *slog.Logger) httpapi.Options {
+	return httpapi.Options{
 		Registry:         reg,
 		Token:            cfg.Token,
 		MaxMsgCount:      cfg.SyncMaxMsgCount,
 		MaxConversations: cfg.SyncMaxConversations,
 		Logger:           log,
-		Replicas:         replicaStatus(cs.router),
-	})
-	if err != nil {
-		return err
 	}
-	return serve(ctx, cfg, handler, log)
 }
 
 // feed is the change feed (optional): followed to keep cached lists and recents current without

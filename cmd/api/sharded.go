@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -26,18 +25,8 @@ func serveSharded(ctx context.Context, cfg config, log *slog.Logger, reg *promet
 		return err
 	}
 	defer store.Close()
-	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	if err := store.Ping(pingCtx); err != nil {
-		log.Warn("database not reachable yet", "error", err.Error())
-	}
-	cancel()
-	handler, err := httpapi.New(store, store, store, httpapi.Options{
-		Registry:         reg,
-		Token:            cfg.Token,
-		MaxMsgCount:      cfg.SyncMaxMsgCount,
-		MaxConversations: cfg.SyncMaxConversations,
-		Logger:           log,
-	})
+	pingOrWarn(ctx, store, log)
+	handler, err := httpapi.New(store, store, store, apiOptions(cfg, reg, log))
 	if err != nil {
 		return err
 	}
