@@ -111,17 +111,11 @@ func TestRecentsRanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seqs := func(ms []conversation.Message) (out []int64) {
-		for _, m := range ms {
-			out = append(out, m.MessageSeq)
-		}
-		return out
-	}
-	if g := seqs(got[conversation.ChannelKey{Key: "g1", Type: 2}]); fmt.Sprint(g) != "[6 5 4]" {
+	if g := storetest.Seqs(got[conversation.ChannelKey{Key: "g1", Type: 2}]); fmt.Sprint(g) != "[6 5 4]" {
 		t.Errorf("g1 recents = %v, want [6 5 4]", g)
 	}
 	p := got[pk]
-	if fmt.Sprint(seqs(p)) != "[8 7]" || p[0].ChannelID != "bob" || p[0].FromUID != "alice" || p[0].ChannelType != 1 {
+	if fmt.Sprint(storetest.Seqs(p)) != "[8 7]" || p[0].ChannelID != "bob" || p[0].FromUID != "alice" || p[0].ChannelType != 1 {
 		t.Errorf("person recents = %+v, want seqs 8 7 addressed to bob", p)
 	}
 	if m := got[conversation.ChannelKey{Key: "g1", Type: 2}][0]; string(m.Payload) != "m6" || m.MessageID != 1006 || m.Header.RedDot != 1 {
@@ -224,19 +218,11 @@ func TestRecentsCountMessages(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if g := fmt.Sprint(seqsOf(got[g1])); g != tt.want {
+			if g := fmt.Sprint(storetest.Seqs(got[g1])); g != tt.want {
 				t.Errorf("recents = %s, want %s", g, tt.want)
 			}
 		})
 	}
-}
-
-func seqsOf(ms []conversation.Message) []int64 {
-	out := []int64{}
-	for _, m := range ms {
-		out = append(out, m.MessageSeq)
-	}
-	return out
 }
 
 // TestOnCommitAnnouncesWindowChanges: what a cached stretch cannot learn from rows is announced: a

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/convsync/conversations/internal/conversation"
+	"github.com/convsync/conversations/internal/storetest"
 )
 
 // window is an in-memory stand-in for the store: each channel's messages by seq.
@@ -49,11 +50,7 @@ func (w *window) Recents(_ context.Context, ranges []conversation.SeqRange) (map
 }
 
 func seqs(ms []conversation.Message) string {
-	out := []int64{}
-	for _, m := range ms {
-		out = append(out, m.MessageSeq)
-	}
-	return fmt.Sprint(out)
+	return fmt.Sprint(storetest.Seqs(ms))
 }
 
 var g1 = conversation.ChannelKey{Key: "g1", Type: 2}

@@ -9,6 +9,7 @@ import (
 	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/mysql"
 	"github.com/convsync/conversations/internal/readcache"
+	"github.com/convsync/conversations/internal/storetest"
 	"github.com/convsync/conversations/internal/testenv"
 )
 
@@ -121,8 +122,8 @@ func TestRecentsFollowTheStoresAnnouncements(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if fmt.Sprint(seqsOf(got[g1])) != fmt.Sprint(seqsOf(want[g1])) {
-					t.Fatalf("%s: after %d count %d: cache %v, store %v", step, after, count, seqsOf(got[g1]), seqsOf(want[g1]))
+				if fmt.Sprint(storetest.Seqs(got[g1])) != fmt.Sprint(storetest.Seqs(want[g1])) {
+					t.Fatalf("%s: after %d count %d: cache %v, store %v", step, after, count, storetest.Seqs(got[g1]), storetest.Seqs(want[g1]))
 				}
 			}
 		}
@@ -136,14 +137,6 @@ func TestRecentsFollowTheStoresAnnouncements(t *testing.T) {
 	apply(8, 9, 10, 11) // the window keeps seqs 4..11
 	check("pruned", 7)
 	check("pruned, newest", 11)
-}
-
-func seqsOf(ms []conversation.Message) []int64 {
-	out := []int64{}
-	for _, m := range ms {
-		out = append(out, m.MessageSeq)
-	}
-	return out
 }
 
 // TestRowsLargeChannelsAreReadAfresh: conversations of large channels change with their channel, not

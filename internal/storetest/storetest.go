@@ -75,6 +75,15 @@ func Run(t *testing.T, open Open, cfg Config) {
 	t.Run("differential against refmodel", func(t *testing.T) { differential(t, open, cfg) })
 }
 
+// Seqs lists the messages' seqs in their order; none gives an empty, not a nil, list.
+func Seqs(ms []conversation.Message) []int64 {
+	out := []int64{}
+	for _, m := range ms {
+		out = append(out, m.MessageSeq)
+	}
+	return out
+}
+
 // GroupMsg is a group message with red_dot 1 (subscribers, when given, are its only recipients).
 func GroupMsg(ch string, seq int64, from string, subs ...string) conversation.Event {
 	return conversation.Event{Message: &conversation.Message{
@@ -194,10 +203,7 @@ func window(t *testing.T, open Open) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var seqs []int64
-	for _, m := range got[g1] {
-		seqs = append(seqs, m.MessageSeq)
-	}
+	seqs := Seqs(got[g1])
 	if want := []int64{40, 39, 38, 37, 36, 35, 34, 33, 32, 31}; !slices.Equal(seqs, want) {
 		t.Errorf("window holds %v, want exactly the newest %d seqs %v", seqs, size, want)
 	}
