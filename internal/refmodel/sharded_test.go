@@ -230,22 +230,7 @@ func mutateShard(ctx context.Context, t *testing.T, store *mysql.Sharded, model 
 	}
 	for range n {
 		r := rows[rng.IntN(len(rows))]
-		key := conversation.ConvKey{UID: r.UID, ChannelID: r.ChannelID, ChannelType: r.ChannelType}
-		var change func(conversation.Row, int64) (conversation.Row, bool)
-		switch rng.IntN(3) {
-		case 0:
-			model.Delete(r.UID, r.ChannelID, r.ChannelType)
-			change = func(row conversation.Row, now int64) (conversation.Row, bool) { return conversation.Delete(row, now) }
-		case 1:
-			unread := int64(rng.IntN(5))
-			model.SetUnread(r.UID, r.ChannelID, r.ChannelType, unread)
-			change = func(row conversation.Row, _ int64) (conversation.Row, bool) {
-				return conversation.SetUnread(row, unread)
-			}
-		default:
-			model.ClearUnread(r.UID, r.ChannelID, r.ChannelType)
-			change = func(row conversation.Row, _ int64) (conversation.Row, bool) { return conversation.SetUnread(row, 0) }
-		}
+		key, change := randomChange(model, rng, r)
 		if _, err := store.Update(ctx, key, change); err != nil {
 			t.Errorf("update %v: %v", key, err)
 			return

@@ -141,25 +141,30 @@ func mutate(ctx context.Context, t *testing.T, store *mysql.Store, model *refmod
 	rows := model.Rows()
 	for range n {
 		r := rows[rng.IntN(len(rows))]
-		key := conversation.ConvKey{UID: r.UID, ChannelID: r.ChannelID, ChannelType: r.ChannelType}
-		var change func(conversation.Row, int64) (conversation.Row, bool)
-		switch rng.IntN(3) {
-		case 0:
-			model.Delete(r.UID, r.ChannelID, r.ChannelType)
-			change = func(row conversation.Row, now int64) (conversation.Row, bool) { return conversation.Delete(row, now) }
-		case 1:
-			unread := int64(rng.IntN(5))
-			model.SetUnread(r.UID, r.ChannelID, r.ChannelType, unread)
-			change = func(row conversation.Row, _ int64) (conversation.Row, bool) {
-				return conversation.SetUnread(row, unread)
-			}
-		default:
-			model.ClearUnread(r.UID, r.ChannelID, r.ChannelType)
-			change = func(row conversation.Row, _ int64) (conversation.Row, bool) { return conversation.SetUnread(row, 0) }
-		}
+		key, change := randomChange(model, rng, r)
 		if _, err := store.Update(ctx, key, change); err != nil {
 			t.Fatalf("update %v: %v", key, err)
 		}
+	}
+}
+
+// randomChange picks one API call on row r (delete, setUnread to a random count or clearUnread), makes
+// it in the model and returns it for the store to make.
+func randomChange(model *refmodel.Model, rng *rand.Rand, r refmodel.Row) (conversation.ConvKey, func(conversation.Row, int64) (conversation.Row, bool)) {
+	key := conversation.ConvKey{UID: r.UID, ChannelID: r.ChannelID, ChannelType: r.ChannelType}
+	switch rng.IntN(3) {
+	case 0:
+		model.Delete(r.UID, r.ChannelID, r.ChannelType)
+		return key, func(row conversation.Row, now int64) (conversation.Row, bool) { return conversation.Delete(row, now) }
+	case 1:
+		unread := int64(rng.IntN(5))
+		model.SetUnread(r.UID, r.ChannelID, r.ChannelType, unread)
+		return key, func(row conversation.Row, _ int64) (conversation.Row, bool) {
+			return conversation.SetUnread(row, unread)
+		}
+	default:
+		model.ClearUnread(r.UID, r.ChannelID, r.ChannelType)
+		return key, func(row conversation.Row, _ int64) (conversation.Row, bool) { return conversation.SetUnread(row, 0) }
 	}
 }
 
