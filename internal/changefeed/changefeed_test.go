@@ -17,27 +17,38 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// TestFollowerReadsWhatWasPublished: what commits announce reaches a follower, merged per user (highest
-// version) and per channel (span of late seqs, highest watermark), and Close drains what is queued.
-func TestFollowerReadsWhatWasPublished(t *testing.T) {
+// followAndPublish starts a follower of a fresh topic, whose reads it returns in got, and a publisher
+// to that topic. stop cancels the follower and returns once its Run did (once its readers stopped).
+func followAndPublish(t *testing.T) (ctx context.Context, got chan conversation.Changes, p *changefeed.Publisher, stop func()) {
+	t.Helper()
 	brokers := testenv.KafkaBrokers(t)
 	topic := testenv.Topics(t, brokers, 1).Changes
 	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
+	t.Cleanup(cancel)
 	f, err := changefeed.NewFollower(ctx, nil, brokers, topic, quiet, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan conversation.Changes, 16)
+	got = make(chan conversation.Changes, 16)
 	done := make(chan struct{})
 	go func() {
 		f.Run(ctx, func(c conversation.Changes) { got <- c })
 		close(done)
 	}()
-	p, err := changefeed.NewPublisher(nil, brokers, topic, quiet, prometheus.NewRegistry(), changefeed.PublisherOptions{})
+	p, err = changefeed.NewPublisher(nil, brokers, topic, quiet, prometheus.NewRegistry(), changefeed.PublisherOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ctx, got, p, func() {
+		cancel()
+		<-done
+	}
+}
+
+// TestFollowerReadsWhatWasPublished: what commits announce reaches a follower, merged per user (highest
+// version) and per channel (span of late seqs, highest watermark), and Close drains what is queued.
+func TestFollowerReadsWhatWasPublished(t *testing.T) {
+	ctx, got, p, stop := followAndPublish(t)
 	g1 := conversation.ChannelKey{Key: "g:1", Type: 2}
 	p.AfterCommit(ctx, conversation.Changes{Versions: map[string]int64{"bob": 5, "alice": 5},
 		Windows: []conversation.WindowChange{{Channel: g1, LateMin: 7, LateMax: 7}}})
@@ -74,8 +85,7 @@ func TestFollowerReadsWhatWasPublished(t *testing.T) {
 	if !covers(3) || !covers(4) || !covers(7) || minKept != 2 {
 		t.Errorf("windows %+v do not announce late 3, 4, 7 and watermark 2", windows)
 	}
-	cancel()
-	<-done // Run returns once its readers stopped
+	stop()
 }
 
 // announced reports whether some window change names late seq seq.
@@ -124,24 +134,7 @@ func TestPublishNeverBlocks(t *testing.T) {
 // TestChannelChangesChain: changes of a large channel reach a follower as a chain it can apply from the
 // state before the first, late messages included, whether the publisher merged them or not.
 func TestChannelChangesChain(t *testing.T) {
-	brokers := testenv.KafkaBrokers(t)
-	topic := testenv.Topics(t, brokers, 1).Changes
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	f, err := changefeed.NewFollower(ctx, nil, brokers, topic, quiet, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan conversation.Changes, 16)
-	done := make(chan struct{})
-	go func() {
-		f.Run(ctx, func(c conversation.Changes) { got <- c })
-		close(done)
-	}()
-	p, err := changefeed.NewPublisher(nil, brokers, topic, quiet, prometheus.NewRegistry(), changefeed.PublisherOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, got, p, stop := followAndPublish(t)
 	g := conversation.ChannelKey{Key: "big", Type: 2}
 	state := func(n int64) conversation.Broadcast {
 		return conversation.Broadcast{Arrivals: n, RedDots: n, MaxSeq: 10 * n, ClientMsgNo: "c", Timestamp: n, Version: 100 + n}
@@ -174,6 +167,5 @@ func TestChannelChangesChain(t *testing.T) {
 	if gaps > 0 || len(lates) != 1 || lates[0] != late {
 		t.Errorf("held %+v after %d gaps with late %+v; want state 3, no gap, late %+v", held, gaps, lates, late)
 	}
-	cancel()
-	<-done
+	stop()
 }
