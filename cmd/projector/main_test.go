@@ -109,31 +109,11 @@ func TestRunProjectsAndStopsCleanly(t *testing.T) {
 	topics := testenv.Topics(t, brokers, 2)
 	topic, dlq := topics.Events, topics.DLQ
 	store, dsn := testenv.Store(t, mysql.Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	ctx := t.Context()
+	addr, out, stop := startRun(t, map[string]string{"MYSQL_DSN": dsn, "KAFKA_BROKERS": strings.Join(brokers, ","),
+		"KAFKA_TOPIC": topic, "KAFKA_DLQ_TOPIC": dlq, "KAFKA_CHANGES_TOPIC": topics.Changes, "KAFKA_GROUP_ID": testenv.Name("group."),
+		"TOMBSTONE_MAX_AGE": "720h", "KAFKA_ALLOW_UNREPLICATED": "true"}, 20*time.Second, "/readyz answers 200")
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out testenv.LogBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, map[string]string{"MYSQL_DSN": dsn, "KAFKA_BROKERS": strings.Join(brokers, ","),
-			"KAFKA_TOPIC": topic, "KAFKA_DLQ_TOPIC": dlq, "KAFKA_CHANGES_TOPIC": topics.Changes, "KAFKA_GROUP_ID": testenv.Name("group."),
-			"PROJECTOR_HTTP_ADDR": addr, "TOMBSTONE_MAX_AGE": "720h", "KAFKA_ALLOW_UNREPLICATED": "true"}, &out)
-	}()
-
-	waitFor(t, 20*time.Second, "/readyz answers 200", func() bool {
-		res, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == http.StatusOK
-	})
 	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond}
 	defer w.Close()
 	value := `{"message_id":1,"message_seq":1,"from_uid":"alice","channel_id":"g1","channel_type":2,"header":{"red_dot":1},"subscribers":["bob"]}`
@@ -148,14 +128,7 @@ func TestRunProjectsAndStopsCleanly(t *testing.T) {
 	// change feed is published asynchronously after that.
 	var metrics string
 	waitFor(t, 10*time.Second, "/metrics counts the applied message and its announcement", func() bool {
-		res, err := http.Get("http://" + addr + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer res.Body.Close()
-		var b bytes.Buffer
-		_, _ = b.ReadFrom(res.Body)
-		metrics = b.String()
+		metrics = get("http://" + addr + "/metrics")
 		return strings.Contains(metrics, "conv_projector_messages_applied_total 1") &&
 			strings.Contains(metrics, "conv_changes_published_total 1")
 	})
@@ -165,15 +138,7 @@ func TestRunProjectsAndStopsCleanly(t *testing.T) {
 		}
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run = %v, want nil after a signal", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not return after cancel")
-	}
+	stop()
 	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 		var entry map[string]any
 		if err := json.Unmarshal([]byte(line), &entry); err != nil {
@@ -220,6 +185,57 @@ func TestRunRefusesTopicsThatCannotSurviveABroker(t *testing.T) {
 	}
 }
 
+// startRun runs the projector in the background with environ and PROJECTOR_HTTP_ADDR set to a free
+// port, and waits up to within until its /readyz answers 200 (ready names that wait). It returns the
+// address, the logs, and stop, which ends run and fails the test unless run returns nil within 20 s.
+func startRun(t *testing.T, environ map[string]string, within time.Duration, ready string) (string, *testenv.LogBuffer, func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	environ["PROJECTOR_HTTP_ADDR"] = addr
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	out := &testenv.LogBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, environ, out) }()
+	waitFor(t, within, ready, func() bool {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	})
+	return addr, out, func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run = %v, want nil after a signal", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("run did not return after cancel")
+		}
+	}
+}
+
+// get is the body of a GET of url, empty when the request fails.
+func get(url string) string {
+	res, err := http.Get(url)
+	if err != nil {
+		return ""
+	}
+	defer res.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(res.Body)
+	return b.String()
+}
+
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -238,31 +254,12 @@ func TestRunOverSASLSSL(t *testing.T) {
 	sec := testenv.SASLKafka(t)
 	topics := testenv.Topics(t, sec.AdminBrokers, 1)
 	store, dsn := testenv.Store(t, mysql.Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out testenv.LogBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, map[string]string{"MYSQL_DSN": dsn, "KAFKA_BROKERS": strings.Join(sec.Brokers, ","),
-			"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": sec.PlainUser,
-			"KAFKA_SASL_PASSWORD": sec.PlainPassword, "KAFKA_TLS_CA_FILE": sec.CAFile,
-			"KAFKA_TOPIC": topics.Events, "KAFKA_DLQ_TOPIC": topics.DLQ, "KAFKA_CHANGES_TOPIC": topics.Changes,
-			"KAFKA_GROUP_ID": testenv.Name("group."), "PROJECTOR_HTTP_ADDR": addr, "KAFKA_ALLOW_UNREPLICATED": "true"}, &out)
-	}()
-	waitFor(t, 30*time.Second, "/readyz answers 200 over SASL_SSL", func() bool {
-		res, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == http.StatusOK
-	})
+	ctx := t.Context()
+	addr, out, stop := startRun(t, map[string]string{"MYSQL_DSN": dsn, "KAFKA_BROKERS": strings.Join(sec.Brokers, ","),
+		"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": sec.PlainUser,
+		"KAFKA_SASL_PASSWORD": sec.PlainPassword, "KAFKA_TLS_CA_FILE": sec.CAFile,
+		"KAFKA_TOPIC": topics.Events, "KAFKA_DLQ_TOPIC": topics.DLQ, "KAFKA_CHANGES_TOPIC": topics.Changes,
+		"KAFKA_GROUP_ID": testenv.Name("group."), "KAFKA_ALLOW_UNREPLICATED": "true"}, 30*time.Second, "/readyz answers 200 over SASL_SSL")
 	// Produced through the plaintext listener of the same cluster: what is under test is the projector.
 	w := &kafkago.Writer{Addr: kafkago.TCP(sec.AdminBrokers...), Topic: topics.Events, RequiredAcks: kafkago.RequireAll,
 		BatchTimeout: time.Millisecond}
@@ -277,25 +274,11 @@ func TestRunOverSASLSSL(t *testing.T) {
 		return store.DB().Get(&unread, `SELECT unread FROM conversations WHERE uid = 'bob'`) == nil && unread == 1
 	})
 	waitFor(t, 10*time.Second, "the dead letter and the change are counted", func() bool {
-		res, err := http.Get("http://" + addr + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer res.Body.Close()
-		var b bytes.Buffer
-		_, _ = b.ReadFrom(res.Body)
-		return strings.Contains(b.String(), `conv_projector_dead_lettered_total{reason="invalid_json"} 1`) &&
-			strings.Contains(b.String(), "conv_changes_published_total 1")
+		metrics := get("http://" + addr + "/metrics")
+		return strings.Contains(metrics, `conv_projector_dead_lettered_total{reason="invalid_json"} 1`) &&
+			strings.Contains(metrics, "conv_changes_published_total 1")
 	})
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run = %v, want nil after a signal", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not return after cancel")
-	}
+	stop()
 	if strings.Contains(out.String(), sec.PlainPassword) {
 		t.Fatal("the log holds the SASL password")
 	}
