@@ -96,18 +96,7 @@ func shardedMatchesModel(t *testing.T, seed uint64, large int) {
 		}
 		checkSharded(ctx, t, store, db, model, large > 0)
 		if large == 0 { // contract §3.6 across phases: what changed has a version above the user's before
-			if phase > 0 {
-				bad, err := refmodel.CheckVersionsSince(ctx, db, model, versions)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, b := range bad {
-					t.Error(b)
-				}
-			}
-			if versions, err = refmodel.ReadVersions(ctx, db, model); err != nil {
-				t.Fatal(err)
-			}
+			versions = checkVersionsSince(ctx, t, db, model, phase, versions)
 		}
 		t.Logf("phase %d: matches the model", phase+1)
 	}

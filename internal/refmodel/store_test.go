@@ -50,22 +50,32 @@ func TestStoreMatchesModel(t *testing.T) {
 		if rep.Mismatches != 0 {
 			t.Fatalf("database differs from the model")
 		}
-		if phase > 0 {
-			bad, err := refmodel.CheckVersionsSince(ctx, db, model, versions)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, b := range bad {
-				t.Error(b)
-			}
-		}
-		if versions, err = refmodel.ReadVersions(ctx, db, model); err != nil {
-			t.Fatal(err)
-		}
+		versions = checkVersionsSince(ctx, t, db, model, phase, versions)
 	}
 	c := model.Counts()
 	t.Logf("records=%d messages=%d duplicates=%d reordered=%d not_projected=%d memberships=%d",
 		len(recs), c.Messages, stats.Duplicates, stats.Reordered, c.NotProjected, c.Memberships)
+}
+
+// checkVersionsSince checks contract §3.6 across phases: after the first phase (phase > 0), what
+// changed since before has a version above its user's then. It returns the versions now, the next
+// phase's before.
+func checkVersionsSince(ctx context.Context, t *testing.T, db *sql.DB, model *refmodel.Model, phase int, before refmodel.Versions) refmodel.Versions {
+	t.Helper()
+	if phase > 0 {
+		bad, err := refmodel.CheckVersionsSince(ctx, db, model, before)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range bad {
+			t.Error(b)
+		}
+	}
+	now, err := refmodel.ReadVersions(ctx, db, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return now
 }
 
 // openDifferential opens a fresh store with opts and a window of 12 (small, so pruning and the
