@@ -32,33 +32,40 @@ type apiPool struct {
 // post sends body to path on one replica and returns the status and body. Transport errors (a replica
 // being killed) come back as err.
 func (a *apiPool) post(ctx context.Context, path string, body []byte) (int, []byte, error) {
-	addr := a.addrs[rand.N(len(a.addrs))]
+	status, raw, _, err := a.postTo(ctx, a.addrs[rand.N(len(a.addrs))], path, body)
+	return status, raw, err
+}
+
+// postTo is post to the replica at addr, also telling whether the answer came from the outage path
+// (X-Conv-Outage).
+func (a *apiPool) postTo(ctx context.Context, addr, path string, body []byte) (int, []byte, bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, false, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	a.c.requests.Add(1)
 	res, err := a.client.Do(req)
 	if err != nil {
 		a.c.connErrors.Add(1)
-		return 0, nil, err
+		return 0, nil, false, err
 	}
 	defer res.Body.Close()
 	raw, err := io.ReadAll(res.Body)
 	if err != nil {
 		a.c.connErrors.Add(1)
-		return 0, nil, err
+		return 0, nil, false, err
 	}
+	outage := res.Header.Get("X-Conv-Outage") != ""
 	switch {
 	case res.StatusCode == http.StatusServiceUnavailable && a.c.outage.Load():
 		a.c.outage503.Add(1)
 	case res.StatusCode >= 500:
 		a.c.faults.Add(1)
-	case res.StatusCode == 200 && res.Header.Get("X-Conv-Outage") != "":
+	case res.StatusCode == 200 && outage:
 		a.c.outageReads.Add(1)
 	}
-	return res.StatusCode, raw, nil
+	return res.StatusCode, raw, outage, nil
 }
 
 // must posts until a replica answers 200 (replicas die, the database restarts) and decodes the answer

@@ -228,6 +228,6 @@ func (ch *chaos) startOlderCheck(ctx context.Context) (*olderCheck, func()) {
 
 // syncFull is uid's full sync, tombstones included, on API replica addr.
 func (ch *chaos) syncFull(ctx context.Context, addr, uid string) (int, []byte, error) {
-	one := &apiPool{addrs: []string{addr}, client: ch.pool.client, c: ch.pool.c}
-	return one.post(ctx, "/conversation/sync", []byte(fmt.Sprintf(`{"uid":%q,"version":0,"msg_count":0,"include_deleted":1}`, uid)))
+	status, body, _, err := ch.pool.postTo(ctx, addr, "/conversation/sync", []byte(fmt.Sprintf(`{"uid":%q,"version":0,"msg_count":0,"include_deleted":1}`, uid)))
+	return status, body, err
 }

@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,7 +72,7 @@ func (ch *chaos) restartDatabase(ctx context.Context) error {
 	before := map[string]string{}
 	for _, a := range ch.pool.addrs {
 		for i := range ch.cfg.Followers {
-			status, body, err := ch.syncOn(ctx, a, i)
+			status, body, _, err := ch.syncOn(ctx, a, i)
 			if err == nil && status == 200 {
 				before[a+"/"+strconv.Itoa(i)] = string(body)
 			}
@@ -122,10 +120,10 @@ func (ch *chaos) restartDatabase(ctx context.Context) error {
 	return nil
 }
 
-// syncOn makes following device i's user's full sync on API replica addr.
-func (ch *chaos) syncOn(ctx context.Context, addr string, i int) (int, []byte, error) {
-	one := &apiPool{addrs: []string{addr}, client: ch.pool.client, c: ch.pool.c}
-	return one.post(ctx, "/conversation/sync", []byte(fmt.Sprintf(`{"uid":"u%d","version":0,"msg_count":1}`, i+1)))
+// syncOn makes following device i's user's full sync on API replica addr, also telling whether the
+// answer came from the outage path (X-Conv-Outage).
+func (ch *chaos) syncOn(ctx context.Context, addr string, i int) (int, []byte, bool, error) {
+	return ch.pool.postTo(ctx, addr, "/conversation/sync", []byte(fmt.Sprintf(`{"uid":"u%d","version":0,"msg_count":1}`, i+1)))
 }
 
 // probeDuringOutage repeats the syncs of before until ctx ends and returns how many answered 200 and how
@@ -139,7 +137,7 @@ func (ch *chaos) probeDuringOutage(ctx context.Context, before map[string]string
 				if !ok {
 					continue
 				}
-				status, body, outage, err := ch.syncOnH(ctx, a, i)
+				status, body, outage, err := ch.syncOn(ctx, a, i)
 				if err != nil || status != 200 {
 					continue
 				}
@@ -262,36 +260,4 @@ func with(base, extra map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
-}
-
-// syncOnH is syncOn, also telling whether the answer came from the outage path (X-Conv-Outage).
-func (ch *chaos) syncOnH(ctx context.Context, addr string, i int) (int, []byte, bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/conversation/sync",
-		strings.NewReader(fmt.Sprintf(`{"uid":"u%d","version":0,"msg_count":1}`, i+1)))
-	if err != nil {
-		return 0, nil, false, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	ch.c.requests.Add(1)
-	res, err := ch.pool.client.Do(req)
-	if err != nil {
-		ch.c.connErrors.Add(1)
-		return 0, nil, false, err
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		ch.c.connErrors.Add(1)
-		return 0, nil, false, err
-	}
-	outage := res.Header.Get("X-Conv-Outage") != ""
-	switch {
-	case res.StatusCode == http.StatusServiceUnavailable && ch.c.outage.Load():
-		ch.c.outage503.Add(1)
-	case res.StatusCode >= 500:
-		ch.c.faults.Add(1)
-	case res.StatusCode == 200 && outage:
-		ch.c.outageReads.Add(1)
-	}
-	return res.StatusCode, body, outage, nil
 }
