@@ -59,7 +59,9 @@ func envVars(t *testing.T, cmd string) []string {
 	return vars
 }
 
-func TestCompose(t *testing.T) {
+// readCompose parses the repository's docker-compose.yml.
+func readCompose(t *testing.T) compose {
+	t.Helper()
 	raw, err := os.ReadFile(filepath.Join("..", "docker-compose.yml"))
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +70,11 @@ func TestCompose(t *testing.T) {
 	if err := yaml.Unmarshal(raw, &c); err != nil {
 		t.Fatalf("docker-compose.yml does not parse: %v", err)
 	}
+	return c
+}
+
+func TestCompose(t *testing.T) {
+	c := readCompose(t)
 	for name, image := range map[string]string{"mysql": "mysql:8.4", "kafka": "apache/kafka:"} {
 		s, ok := c.Services[name]
 		if !ok || !strings.HasPrefix(s.Image, image) || s.Healthcheck == nil || len(s.Healthcheck.Test) == 0 {
@@ -130,14 +137,7 @@ func TestDockerfile(t *testing.T) {
 // The "cluster" profile: three brokers in one quorum, and the service on them with the topics'
 // replication the contract asks (§6), every variable one its binary reads.
 func TestComposeClusterProfile(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("..", "docker-compose.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c compose
-	if err := yaml.Unmarshal(raw, &c); err != nil {
-		t.Fatalf("docker-compose.yml does not parse: %v", err)
-	}
+	c := readCompose(t)
 	for _, b := range []string{"kafka-1", "kafka-2", "kafka-3"} {
 		s, ok := c.Services[b]
 		if !ok || !slices.Contains(s.Profiles, "cluster") || s.Healthcheck == nil {
