@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"reflect"
 	"strings"
@@ -201,12 +200,7 @@ func TestRunFailsOnBadConfig(t *testing.T) {
 // which ends run and returns run's error (failing the test when run does not return in 20 s).
 func startRun(t *testing.T, environ map[string]string, within time.Duration) (string, *testenv.LogBuffer, func() error) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testenv.FreeAddr(t)
 	environ["API_HTTP_ADDR"] = addr
 	logs := &testenv.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())

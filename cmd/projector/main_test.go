@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -190,12 +189,7 @@ func TestRunRefusesTopicsThatCannotSurviveABroker(t *testing.T) {
 // address, the logs, and stop, which ends run and fails the test unless run returns nil within 20 s.
 func startRun(t *testing.T, environ map[string]string, within time.Duration, ready string) (string, *testenv.LogBuffer, func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testenv.FreeAddr(t)
 	environ["PROJECTOR_HTTP_ADDR"] = addr
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

@@ -159,7 +159,7 @@ func TestSyncThroughAPI(t *testing.T) {
 
 	group := testenv.Name("e2e-api-")
 	p := s.projector("projector", group)
-	apiAddr := freeAddr(t)
+	apiAddr := testenv.FreeAddr(t)
 	api := start(t, "api", "api", map[string]string{"MYSQL_DSN": s.dsn, "API_HTTP_ADDR": apiAddr})
 	waitHTTP(t, api, "http://"+apiAddr+"/readyz", 30*time.Second)
 	c := &apiClient{t: t, base: "http://" + apiAddr, http: &http.Client{Timeout: 10 * time.Second}}

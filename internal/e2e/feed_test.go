@@ -33,7 +33,7 @@ func feedKeepsCachesCurrent(t *testing.T, projectorEnv ...string) {
 	group := testenv.Name("e2e-feed-")
 	p := s.projector("projector", group, projectorEnv...)
 	replica := func(name string) *apiClient {
-		addr := freeAddr(t)
+		addr := testenv.FreeAddr(t)
 		api := start(t, "api", name, map[string]string{"MYSQL_DSN": s.dsn, "API_HTTP_ADDR": addr,
 			"KAFKA_BROKERS": strings.Join(s.brokers, ","), "KAFKA_CHANGES_TOPIC": s.changes, "SYNC_CACHE_MAX_AGE": "1m"})
 		waitHTTP(t, api, "http://"+addr+"/readyz", 30*time.Second)

@@ -57,7 +57,7 @@ func (s *stack) open() {
 // projector starts a projector in group with small batches, and waits until it is ready.
 func (s *stack) projector(name, group string, extra ...string) *proc {
 	s.t.Helper()
-	addr := freeAddr(s.t)
+	addr := testenv.FreeAddr(s.t)
 	env := map[string]string{
 		"MYSQL_DSN": s.dsn, "KAFKA_BROKERS": strings.Join(s.brokers, ","), "KAFKA_TOPIC": s.topic,
 		"KAFKA_DLQ_TOPIC": s.dlq, "KAFKA_CHANGES_TOPIC": s.changes, "KAFKA_GROUP_ID": group, "PROJECTOR_HTTP_ADDR": addr,

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -242,4 +243,16 @@ func SASLKafka(t testing.TB) SecureKafka {
 		PlainUser:     "convtest",
 		PlainPassword: "convtest-secret",
 	}
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment ago, for a server under test
+// to listen on.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
