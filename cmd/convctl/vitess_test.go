@@ -18,15 +18,7 @@ import (
 // TestPurgeUserOnVitess: with VITESS_SHARDS, purge-user works on the read model sharded by user through
 // vtgate (make test-vitess; elsewhere it skips), and rebuild refuses, naming the way that works there.
 func TestPurgeUserOnVitess(t *testing.T) {
-	keyspace := os.Getenv("TEST_VITESS_KEYSPACE_DSN")
-	if keyspace == "" || !testenv.Vitess() {
-		t.Skip("TEST_VITESS_KEYSPACE_DSN is not set: make test-vitess runs this test through vtgate")
-	}
-	shardList := os.Getenv("TEST_VITESS_SHARDS")
-	shards, err := mysql.ParseShards(shardList)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keyspace, shards := testenv.VitessKeyspace(t)
 	ctx := context.Background()
 	s, err := mysql.OpenSharded(keyspace, shards, mysql.Options{})
 	if err != nil {
@@ -52,7 +44,7 @@ func TestPurgeUserOnVitess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	environ := map[string]string{"MYSQL_DSN": keyspace, "VITESS_SHARDS": shardList}
+	environ := map[string]string{"MYSQL_DSN": keyspace, "VITESS_SHARDS": os.Getenv("TEST_VITESS_SHARDS")}
 	var out bytes.Buffer
 	if err := run(ctx, []string{"purge-user", "-uid", "bob", "-memberships", "-yes"}, environ, &out); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -29,19 +28,6 @@ import (
 // and the two shards' copies of the channel tables must be equal. make test-vitess runs it (vtgate of
 // deploy/local/vitess.sh); elsewhere it skips.
 
-// vitessKeyspace returns the keyspace DSN (TEST_VITESS_KEYSPACE_DSN, "…/conv") and the shards, or skips.
-func vitessKeyspace(t *testing.T) (string, []mysql.KeyRange) {
-	dsn := os.Getenv("TEST_VITESS_KEYSPACE_DSN")
-	if dsn == "" || !testenv.Vitess() {
-		t.Skip("TEST_VITESS_KEYSPACE_DSN is not set: make test-vitess runs this test through vtgate")
-	}
-	shards, err := mysql.ParseShards(os.Getenv("TEST_VITESS_SHARDS"))
-	if err != nil {
-		t.Fatalf("TEST_VITESS_SHARDS: %v", err)
-	}
-	return dsn, shards
-}
-
 func TestShardedMatchesModel(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3} {
 		t.Run(fmt.Sprintf("seed %d", seed), func(t *testing.T) { shardedMatchesModel(t, seed, 0) })
@@ -50,7 +36,7 @@ func TestShardedMatchesModel(t *testing.T) {
 }
 
 func shardedMatchesModel(t *testing.T, seed uint64, large int) {
-	dsn, shards := vitessKeyspace(t)
+	dsn, shards := testenv.VitessKeyspace(t)
 	testenv.MySQLDSN(t) // empties the tables
 	const window = 12
 	ctx := context.Background()

@@ -100,6 +100,22 @@ func freshDB(t testing.TB, admin string) string {
 	return dsn
 }
 
+// VitessKeyspace returns the keyspace DSN of the read model sharded by user (TEST_VITESS_KEYSPACE_DSN,
+// "…/conv") and its shards (TEST_VITESS_SHARDS), or skips the test: make test-vitess runs it through
+// vtgate.
+func VitessKeyspace(t testing.TB) (string, []mysqlstore.KeyRange) {
+	t.Helper()
+	dsn := os.Getenv("TEST_VITESS_KEYSPACE_DSN")
+	if dsn == "" || !Vitess() {
+		t.Skip("TEST_VITESS_KEYSPACE_DSN is not set: make test-vitess runs this test through vtgate")
+	}
+	shards, err := mysqlstore.ParseShards(os.Getenv("TEST_VITESS_SHARDS"))
+	if err != nil {
+		t.Fatalf("TEST_VITESS_SHARDS: %v", err)
+	}
+	return dsn, shards
+}
+
 // Vitess reports whether the tests run through vtgate (TEST_VITESS_DSN): tests of what Vitess does
 // differently (a schema per rebuild, RENAME TABLE across schemas) skip then.
 func Vitess() bool { return os.Getenv("TEST_VITESS_DSN") != "" }
