@@ -2,6 +2,7 @@ package conversation
 
 import (
 	"hash/crc32"
+	"slices"
 	"testing"
 )
 
@@ -119,14 +120,8 @@ func TestRecipients(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Recipients(&tt.m, tt.members)
-			if len(got) != len(tt.want) {
+			if got := Recipients(&tt.m, tt.members); !slices.Equal(got, tt.want) {
 				t.Fatalf("Recipients = %q, want %q", got, tt.want)
-			}
-			for i := range got {
-				if got[i] != tt.want[i] {
-					t.Fatalf("Recipients = %q, want %q", got, tt.want)
-				}
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package mysql_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/convsync/conversations/internal/mysql"
@@ -39,13 +40,8 @@ func TestParseShards(t *testing.T) {
 			for _, r := range got {
 				names = append(names, r.Name())
 			}
-			if len(names) != len(tc.names) {
+			if !slices.Equal(names, tc.names) {
 				t.Fatalf("shards %v, want %v", names, tc.names)
-			}
-			for i := range names {
-				if names[i] != tc.names[i] {
-					t.Fatalf("shards %v, want %v", names, tc.names)
-				}
 			}
 		})
 	}
