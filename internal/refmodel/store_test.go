@@ -3,11 +3,9 @@ package refmodel_test
 import (
 	"context"
 	"database/sql"
-	"hash/fnv"
 	"math/rand/v2"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/mysql"
@@ -98,22 +96,9 @@ func openDifferential(t *testing.T, opts mysql.Options) (*mysql.Store, *sql.DB, 
 // Like the projector, it drops what has no effect by rule (skip) before the store.
 func applyPartitioned(ctx context.Context, t *testing.T, store *mysql.Store, skip *conversation.SkipSet, recs []trafficgen.Record, seed uint64) {
 	t.Helper()
-	const partitions = 4
-	parts := make([][]conversation.Event, partitions)
-	for _, r := range recs {
-		ev, err := conversation.DecodeEvent(r.Value, time.Now(), 0)
-		if err != nil {
-			t.Fatalf("decode %s: %v", r.Value, err)
-		}
-		h := fnv.New32a()
-		h.Write(r.Key)
-		p := h.Sum32() % partitions
-		if projected, _ := skip.Filter([]conversation.Event{ev}); len(projected) == 1 {
-			parts[p] = append(parts[p], ev)
-		}
-	}
+	parts := partitionEvents(t, skip, recs)
 	var wg sync.WaitGroup
-	errs := make([]error, partitions)
+	errs := make([]error, len(parts))
 	for p, evs := range parts {
 		rng := rand.New(rand.NewPCG(seed, uint64(p)))
 		wg.Go(func() { errs[p] = applyAll(ctx, store, evs, rng) })
