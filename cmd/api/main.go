@@ -20,13 +20,13 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/convsync/conversations/internal/changefeed"
 	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/httpapi"
 	"github.com/convsync/conversations/internal/kafkaconn"
 	"github.com/convsync/conversations/internal/mysql"
+	"github.com/convsync/conversations/internal/probes"
 	"github.com/convsync/conversations/internal/readcache"
 	"github.com/convsync/conversations/internal/replica"
 	"github.com/convsync/conversations/internal/topicadmin"
@@ -80,12 +80,9 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	mysql.RouteDriverLog(log)
 
-	reg := prometheus.NewRegistry()
-	if err := errors.Join(
-		reg.Register(collectors.NewGoCollector()),
-		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
-	); err != nil {
-		return fmt.Errorf("register runtime metrics: %w", err)
+	reg, err := probes.NewRegistry()
+	if err != nil {
+		return err
 	}
 	if cfg.VitessShards != "" {
 		return serveSharded(ctx, cfg, log, reg)

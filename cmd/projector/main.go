@@ -18,8 +18,6 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/convsync/conversations/internal/changefeed"
 	"github.com/convsync/conversations/internal/kafkaconn"
@@ -56,12 +54,9 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	mysql.RouteDriverLog(log)
 	log.Info("starting projector", "config", cfg)
 
-	reg := prometheus.NewRegistry()
-	if err := errors.Join(
-		reg.Register(collectors.NewGoCollector()),
-		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
-	); err != nil {
-		return fmt.Errorf("register runtime metrics: %w", err)
+	reg, err := probes.NewRegistry()
+	if err != nil {
+		return err
 	}
 	kc, err := kafkaconn.New(cfg.Kafka)
 	if err != nil {

@@ -6,17 +6,33 @@ package probes
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/convsync/conversations/internal/topicadmin"
 )
+
+// NewRegistry returns the registry a binary serves on /metrics, holding the Go runtime's and the
+// process's collectors (go_*, process_*) from the start.
+func NewRegistry() (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	if err := errors.Join(
+		reg.Register(collectors.NewGoCollector()),
+		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
+	); err != nil {
+		return nil, fmt.Errorf("register runtime metrics: %w", err)
+	}
+	return reg, nil
+}
 
 // Readiness is what /readyz reports.
 type Readiness struct {
