@@ -67,6 +67,10 @@ var (
 	_ readcache.PageSource        = (*mysql.Store)(nil)
 	_ readcache.RecentsSource     = (*mysql.Store)(nil)
 	_ readcache.LargeStatesSource = (*mysql.Store)(nil)
+	_ readcache.RowsSource        = (*replica.Router)(nil)
+	_ readcache.LargeSource       = (*replica.Router)(nil)
+	_ readcache.PageSource        = (*replica.Router)(nil)
+	_ readcache.FloorSource       = (*replica.Router)(nil)
 )
 
 // run serves until ctx is done, configured by environ (the process environment in main), logging JSON

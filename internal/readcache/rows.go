@@ -129,6 +129,13 @@ func (c *Rows) Notify(uid string, version int64) {
 	}
 }
 
+// FloorSource is a source that answers no user below a version it was told of (internal/replica,
+// which reads database replicas): ReadList tells it the version the requesting device already has, so
+// that no list older than that is read for the device (contract §6).
+type FloorSource interface {
+	Notify(uid string, version int64)
+}
+
 // ReadList returns all of q.UID's rows, tombstones included, and their version, like the source's
 // UserRows: as current as the user's version read at the start of the call, or, with MaxAge, from
 // memory as described on Rows (Served.AsOf then says when the list, or the oldest large channel's
@@ -142,13 +149,16 @@ func (c *Rows) Notify(uid string, version int64) {
 // with more rows than MaxRowsPerUser, or one not cached, costs a page per page rather than the whole
 // list. conversation.Select answers q exactly from either.
 func (c *Rows) ReadList(ctx context.Context, q conversation.Query) (conversation.ListRead, error) {
-	// What the device already has (q.Version) is what no answer may be below, here and in the source.
-	ctx = WithMinVersion(ctx, q.Version)
+	// What the device already has (q.Version) is what no answer may be below, here and in a source
+	// that reads replicas.
+	if f, ok := c.src.(FloorSource); ok && q.Version > 0 {
+		f.Notify(q.UID, q.Version)
+	}
 	var page *conversation.Query
 	if q.Version > 0 && q.Limit > 0 {
 		page = &q
 	}
-	list, large, err := c.read(ctx, q.UID, page)
+	list, large, err := c.read(ctx, q.UID, q.Version, page)
 	if err != nil || !c.derives || !large {
 		return list, err
 	}
@@ -162,13 +172,13 @@ func (c *Rows) ReadList(ctx context.Context, q conversation.Query) (conversation
 }
 
 // read is ReadList before large channels' conversations are derived (with a LargeSource), and
-// whether the list follows a large channel (known once per load, not rescanned per request).
-// With page set and no list to serve, only the page is read, and not cached.
-func (c *Rows) read(ctx context.Context, uid string, page *conversation.Query) (list conversation.ListRead, large bool, err error) {
+// whether the list follows a large channel (known once per load, not rescanned per request). A list
+// in memory older than has (the version the requesting device already has) is checked like an expired
+// one. With page set and no list to serve, only the page is read, and not cached.
+func (c *Rows) read(ctx context.Context, uid string, has int64, page *conversation.Query) (list conversation.ListRead, large bool, err error) {
 	start := c.opts.Now()
 	if c.opts.MaxAge > 0 {
-		// A list older than what the requesting device already has is checked like an expired one.
-		if e, ok := c.fresh(uid, start); ok && e.version >= MinVersion(ctx) {
+		if e, ok := c.fresh(uid, start); ok && e.version >= has {
 			c.opts.Metrics.rows.WithLabelValues("memory").Inc()
 			return e.list(conversation.Served{AsOf: e.checked}), e.large, nil
 		}

@@ -6,7 +6,7 @@
 //
 //  1. A user's answer is never older than what this API replica has been told or has answered: every
 //     version it learns of a user (the change feed's announcements, its own mutations, every answer it
-//     gave, and the version a device sends with an incremental sync, readcache.WithMinVersion) is a
+//     gave, and the version a device sends with an incremental sync, readcache.FloorSource) is a
 //     floor, and a replica's read
 //     below the floor is not served: it is retried for Options.Wait, then the primary answers.
 //  2. A floor is dropped only once every replica is known to have applied a primary position read
@@ -31,7 +31,6 @@ import (
 
 	"github.com/convsync/conversations/internal/conversation"
 	"github.com/convsync/conversations/internal/mysql"
-	"github.com/convsync/conversations/internal/readcache"
 )
 
 // Reader is what a database answers for sync, per user; *mysql.Store is one.
@@ -240,10 +239,14 @@ func (r *Router) DeriveLarge(ctx context.Context, rows []conversation.Row) ([]co
 	return r.primary.DeriveLarge(ctx, rows)
 }
 
-// route runs read on a usable replica until it answers at or above uid's floor (for up to Wait), else
-// on the primary, and records the version answered as a floor.
+// route runs read on a usable replica whose answer is at or above uid's floor, else on the primary,
+// and records the version answered as a floor. A replica that answers below the floor is waited for
+// up to Wait, watching the user's version (one primary-key read every 10 ms), not reading again what
+// read reads until the version is there: a version that never arrives (a floor the replicas have not
+// reached, or a device sending one above anything stored) costs a bounded number of cheap reads.
 func route[T any](r *Router, ctx context.Context, uid string, read func(Reader, context.Context) (T, int64, error)) (T, int64, error) {
-	want := max(r.floorOf(uid), readcache.MinVersion(ctx))
+	var zero T
+	want := r.floorOf(uid)
 	for _, m := range r.candidates() {
 		deadline := time.Now().Add(r.opts.Wait)
 		for {
@@ -252,7 +255,6 @@ func route[T any](r *Router, ctx context.Context, uid string, read func(Reader, 
 			cancel()
 			if err != nil {
 				if ctx.Err() != nil {
-					var zero T
 					return zero, 0, err
 				}
 				r.fail(m, err)
@@ -263,15 +265,17 @@ func route[T any](r *Router, ctx context.Context, uid string, read func(Reader, 
 				r.Notify(uid, version)
 				return out, version, nil
 			}
-			if !time.Now().Before(deadline) {
-				r.metrics.reads.WithLabelValues(m.name, "behind").Inc()
+			reached, err := r.awaitVersion(ctx, m, uid, want, deadline)
+			if ctx.Err() != nil {
+				return zero, 0, ctx.Err()
+			}
+			if err != nil {
+				r.fail(m, err)
 				break
 			}
-			select {
-			case <-ctx.Done():
-				var zero T
-				return zero, 0, ctx.Err()
-			case <-time.After(min(10*time.Millisecond, time.Until(deadline))):
+			if !reached {
+				r.metrics.reads.WithLabelValues(m.name, "behind").Inc()
+				break
 			}
 		}
 	}
@@ -281,6 +285,27 @@ func route[T any](r *Router, ctx context.Context, uid string, read func(Reader, 
 		r.Notify(uid, version)
 	}
 	return out, version, err
+}
+
+// awaitVersion polls m's version of uid until it reaches want (true) or deadline passes (false).
+func (r *Router) awaitVersion(ctx context.Context, m *member, uid string, want int64, deadline time.Time) (bool, error) {
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(min(10*time.Millisecond, time.Until(deadline))):
+		}
+		rctx, cancel := context.WithTimeout(ctx, r.opts.ReadTimeout)
+		v, err := m.db.UserVersion(rctx, uid)
+		cancel()
+		if err != nil {
+			return false, err
+		}
+		if v >= want {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // candidates are the replicas usable now, starting at a rotating one.
