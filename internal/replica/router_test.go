@@ -2,6 +2,7 @@ package replica_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,8 +70,9 @@ func TestAFloorNoReplicaReachesCostsOneListRead(t *testing.T) {
 	defer cancel()
 	go r.Run(ctx)
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, v, err := r.UserRows(ctx, "u0"); err != nil {
+	for i := 0; ; i++ {
+		// A new user each time: an answer of the primary is a floor for the user it answered.
+		if _, v, err := r.UserRows(ctx, fmt.Sprintf("probe%d", i)); err != nil {
 			t.Fatal(err)
 		} else if v == rep.version {
 			break // the replica answers a user without a floor
