@@ -116,17 +116,17 @@ func TestRunProjectsAndStopsCleanly(t *testing.T) {
 	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond}
 	defer w.Close()
 	value := `{"message_id":1,"message_seq":1,"from_uid":"alice","channel_id":"g1","channel_type":2,"header":{"red_dot":1},"subscribers":["bob"]}`
-	waitFor(t, 10*time.Second, "the record is produced", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the record is produced", func() bool {
 		return w.WriteMessages(ctx, kafkago.Message{Key: []byte("g1"), Value: []byte(value)}) == nil
 	})
-	waitFor(t, 20*time.Second, "bob's conversation exists", func() bool {
+	testenv.Eventually(t, 20*time.Second, "bob's conversation exists", func() bool {
 		var unread int64
 		return store.DB().Get(&unread, `SELECT unread FROM conversations WHERE uid = 'bob'`) == nil && unread == 1
 	})
 	// The counters move once ApplyBatch returned, a moment after the commit made the row visible, and the
 	// change feed is published asynchronously after that.
 	var metrics string
-	waitFor(t, 10*time.Second, "/metrics counts the applied message and its announcement", func() bool {
+	testenv.Eventually(t, 10*time.Second, "/metrics counts the applied message and its announcement", func() bool {
 		metrics = get("http://" + addr + "/metrics")
 		return strings.Contains(metrics, "conv_projector_messages_applied_total 1") &&
 			strings.Contains(metrics, "conv_changes_published_total 1")
@@ -196,7 +196,7 @@ func startRun(t *testing.T, environ map[string]string, within time.Duration, rea
 	out := &testenv.LogBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, environ, out) }()
-	waitFor(t, within, ready, func() bool {
+	testenv.Eventually(t, within, ready, func() bool {
 		res, err := http.Get("http://" + addr + "/readyz")
 		if err != nil {
 			return false
@@ -230,17 +230,6 @@ func get(url string) string {
 	return b.String()
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting until %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestRunOverSASLSSL runs the projector against the broker's SASL_SSL listener only: readiness (the
 // Kafka probe), the group reader, the dead-letter writer and the change-feed publisher must all
 // authenticate, or the record never lands, the bad one is never dead-lettered, or /readyz stays 503.
@@ -259,15 +248,15 @@ func TestRunOverSASLSSL(t *testing.T) {
 		BatchTimeout: time.Millisecond}
 	defer w.Close()
 	good := `{"message_id":1,"message_seq":1,"from_uid":"alice","channel_id":"g1","channel_type":2,"header":{"red_dot":1},"subscribers":["bob"]}`
-	waitFor(t, 10*time.Second, "the records are produced", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the records are produced", func() bool {
 		return w.WriteMessages(ctx, kafkago.Message{Key: []byte("g1"), Value: []byte("{not json")},
 			kafkago.Message{Key: []byte("g1"), Value: []byte(good)}) == nil
 	})
-	waitFor(t, 30*time.Second, "bob's conversation exists", func() bool {
+	testenv.Eventually(t, 30*time.Second, "bob's conversation exists", func() bool {
 		var unread int64
 		return store.DB().Get(&unread, `SELECT unread FROM conversations WHERE uid = 'bob'`) == nil && unread == 1
 	})
-	waitFor(t, 10*time.Second, "the dead letter and the change are counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the dead letter and the change are counted", func() bool {
 		metrics := get("http://" + addr + "/metrics")
 		return strings.Contains(metrics, `conv_projector_dead_lettered_total{reason="invalid_json"} 1`) &&
 			strings.Contains(metrics, "conv_changes_published_total 1")

@@ -19,23 +19,10 @@ import (
 
 // The read model sharded by user, through vtgate (make test-vitess; elsewhere these tests skip).
 
-func vitessKeyspace(t *testing.T) (string, []mysql.KeyRange) {
-	t.Helper()
-	dsn := os.Getenv("TEST_VITESS_KEYSPACE_DSN")
-	if dsn == "" || !testenv.Vitess() {
-		t.Skip("TEST_VITESS_KEYSPACE_DSN is not set: make test-vitess runs this test through vtgate")
-	}
-	shards, err := mysql.ParseShards(os.Getenv("TEST_VITESS_SHARDS"))
-	if err != nil {
-		t.Fatalf("TEST_VITESS_SHARDS: %v", err)
-	}
-	return dsn, shards
-}
-
 // openSharded opens the sharded store on emptied shards.
 func openSharded(t *testing.T, opts mysql.Options) *mysql.Sharded {
 	t.Helper()
-	dsn, shards := vitessKeyspace(t)
+	dsn, shards := testenv.VitessKeyspace(t)
 	s, err := mysql.OpenSharded(dsn, shards, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +70,7 @@ func (s shardedStore) Recents(ctx context.Context, ranges []conversation.SeqRang
 
 // TestShardedContract runs the store contract suite against the sharded read model.
 func TestShardedContract(t *testing.T) {
-	vitessKeyspace(t)
+	testenv.VitessKeyspace(t)
 	storetest.Run(t, func(t *testing.T, o storetest.Options) storetest.Store {
 		return shardedStore{openSharded(t, mysql.Options{RecentsWindow: o.Window, LargeChannelMembers: o.Large.Enter,
 			LargeChannelLeave: o.Large.Leave, Now: o.Now})}
@@ -96,7 +83,7 @@ func TestShardedContract(t *testing.T) {
 // statement, sent to the keyspace rather than a shard, is one route to one shard (EqualUnique on the
 // uid vindex).
 func TestShardedSyncIsOneShard(t *testing.T) {
-	dsn, shards := vitessKeyspace(t)
+	dsn, shards := testenv.VitessKeyspace(t)
 	vars := os.Getenv("TEST_VITESS_HTTP")
 	if vars == "" {
 		t.Fatal("TEST_VITESS_HTTP is not set (vtcombo's HTTP address)")
@@ -209,7 +196,7 @@ func tabletCalls(t *testing.T, base string) map[string]int64 {
 // version from the user's shard and the user's memberships from every shard's copy, keeping each
 // copy's member counts exact.
 func TestShardedPurgeUser(t *testing.T) {
-	_, shards := vitessKeyspace(t)
+	_, shards := testenv.VitessKeyspace(t)
 	s := openSharded(t, mysql.Options{})
 	ctx := context.Background()
 	users := []string{"u1", "u2", "u3", "u4", "u5", "u6"}

@@ -185,7 +185,7 @@ func TestDeadLetterFailureBlocksTheCommit(t *testing.T) {
 	p, reg := newProjector(t, Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group}, store)
 	start(t, p)
 
-	eventually(t, 20*time.Second, "readiness reports the dead-letter step failing", func() bool {
+	testenv.Eventually(t, 20*time.Second, "readiness reports the dead-letter step failing", func() bool {
 		return p.Failing() == "dead_letter"
 	})
 	if got := committed(t, brokers, group, topic, 1)[0]; got != -1 {

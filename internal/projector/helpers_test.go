@@ -166,7 +166,7 @@ func committed(t testing.TB, brokers []string, group, topic string, partitions i
 func waitCommittedToEnd(t testing.TB, brokers []string, group, topic string, partitions int, timeout time.Duration) {
 	t.Helper()
 	end := endOffsets(t, brokers, topic, partitions)
-	eventually(t, timeout, "group "+group+" committed to the end of every partition", func() bool {
+	testenv.Eventually(t, timeout, "group "+group+" committed to the end of every partition", func() bool {
 		got := committed(t, brokers, group, topic, partitions)
 		for p, e := range end {
 			if e > 0 && got[p] != e {
@@ -175,18 +175,6 @@ func waitCommittedToEnd(t testing.TB, brokers []string, group, topic string, par
 		}
 		return true
 	})
-}
-
-// eventually polls cond every 20ms until it holds or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting until %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // metricValue sums the samples of metric name whose labels include the given name=value pairs.

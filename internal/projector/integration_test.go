@@ -196,7 +196,7 @@ func TestTwoInstancesInOneGroupMatchASingleInstance(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	eventually(t, 20*time.Second, "both instances applied records", func() bool { return countA.applied() > 0 && countB.applied() > 0 })
+	testenv.Eventually(t, 20*time.Second, "both instances applied records", func() bool { return countA.applied() > 0 && countB.applied() > 0 })
 	if err := runA.stop(t); err != nil {
 		t.Fatalf("instance A stopped with %v", err)
 	}

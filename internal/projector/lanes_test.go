@@ -194,9 +194,9 @@ func TestARebalanceHandsLanesPartitionsOverWithoutReplay(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
-	eventually(t, 20*time.Second, "A applied records", func() bool { return countA.applied() > 0 })
+	testenv.Eventually(t, 20*time.Second, "A applied records", func() bool { return countA.applied() > 0 })
 	start(t, b)
-	eventually(t, 30*time.Second, "B applied records", func() bool { return countB.applied() > 0 })
+	testenv.Eventually(t, 30*time.Second, "B applied records", func() bool { return countB.applied() > 0 })
 	if err := runA.stop(t); err != nil {
 		t.Fatalf("A stopped with %v", err)
 	}
@@ -256,7 +256,7 @@ func TestAFailingLaneDoesNotStopTheOthers(t *testing.T) {
 	group := testenv.Name("group.")
 	p, _ := newProjector(t, Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group, Lanes: 2}, store)
 	start(t, p)
-	eventually(t, 30*time.Second, "the free lane committed its partition to the end", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the free lane committed its partition to the end", func() bool {
 		return committed(t, brokers, group, topic, 2)[1-stuckPart] == end[1-stuckPart]
 	})
 	if got := committed(t, brokers, group, topic, 2)[stuckPart]; got > 0 {
@@ -267,5 +267,5 @@ func TestAFailingLaneDoesNotStopTheOthers(t *testing.T) {
 	}
 	broken.Store(false)
 	waitCommittedToEnd(t, brokers, group, topic, 2, 30*time.Second)
-	eventually(t, 10*time.Second, "readiness recovered", func() bool { return p.Failing() == "" })
+	testenv.Eventually(t, 10*time.Second, "readiness recovered", func() bool { return p.Failing() == "" })
 }

@@ -146,10 +146,10 @@ func TestTheLagGaugeDropsPartitionsHandedToAnotherMember(t *testing.T) {
 	start(t, first)
 	waitCommittedToEnd(t, brokers, group, topic, 2, 30*time.Second)
 	// The gauge moves just after the commit returned.
-	eventually(t, 10*time.Second, "the only member reports both partitions' lag", func() bool { return lagSeries(t, reg) == 2 })
+	testenv.Eventually(t, 10*time.Second, "the only member reports both partitions' lag", func() bool { return lagSeries(t, reg) == 2 })
 	second, _ := newProjector(t, cfg, &fakeStore{})
 	start(t, second)
-	eventually(t, 30*time.Second, "the first member reports one partition's lag", func() bool { return lagSeries(t, reg) == 1 })
+	testenv.Eventually(t, 30*time.Second, "the first member reports one partition's lag", func() bool { return lagSeries(t, reg) == 1 })
 }
 
 func lagSeries(t testing.TB, g prometheus.Gatherer) int {

@@ -163,7 +163,7 @@ func TestDatabaseOutage(t *testing.T) {
 	time.Sleep(80 * time.Millisecond)
 	proxy.cut()
 	var down probes.Readiness
-	eventually(t, 10*time.Second, "readiness reports the database down", func() bool {
+	testenv.Eventually(t, 10*time.Second, "readiness reports the database down", func() bool {
 		down = checks.Readiness(t.Context())
 		return !down.Ready && down.Database == "unreachable" && down.Loop == "retrying apply"
 	})
@@ -180,7 +180,7 @@ func TestDatabaseOutage(t *testing.T) {
 	proxy.restore()
 
 	waitCommittedToEnd(t, brokers, group, topic, 2, 30*time.Second)
-	eventually(t, 5*time.Second, "readiness recovers", func() bool { return checks.Readiness(t.Context()).Ready })
+	testenv.Eventually(t, 5*time.Second, "readiness recovers", func() bool { return checks.Readiness(t.Context()).Ready })
 	for _, r := range rows(t, direct) {
 		if r.UID == "alice" {
 			continue

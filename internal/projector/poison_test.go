@@ -93,7 +93,7 @@ func TestATransientFailureIsRetriedNotIsolated(t *testing.T) {
 	p, reg := newProjector(t, Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group, PoisonAttempts: 2,
 		RetryMinBackoff: time.Millisecond, RetryMaxBackoff: 5 * time.Millisecond}, store)
 	start(t, p)
-	eventually(t, 30*time.Second, "the failing batch retried 5 times past PoisonAttempts", func() bool { return store.hits.Load() >= 7 })
+	testenv.Eventually(t, 30*time.Second, "the failing batch retried 5 times past PoisonAttempts", func() bool { return store.hits.Load() >= 7 })
 	if got := metricValue(t, reg, "conv_projector_dead_lettered_total", "reason", ReasonApplyFailed); got != 0 {
 		t.Fatalf("dead_lettered_total{reason=apply_failed} = %v during a transient failure, want 0", got)
 	}

@@ -133,7 +133,7 @@ func (a *api) sync(uid string, version int64) []conv {
 // waitSeen waits until this API replica was told that uid reached version.
 func (a *api) waitSeen(uid string, version int64) {
 	a.t.Helper()
-	waitFor(a.t, 20*time.Second, fmt.Sprintf("%s at version %d announced", uid, version), func() bool {
+	testenv.Eventually(a.t, 20*time.Second, fmt.Sprintf("%s at version %d announced", uid, version), func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return a.seen[uid] >= version
@@ -142,7 +142,7 @@ func (a *api) waitSeen(uid string, version int64) {
 
 func (a *api) waitUsable(usable bool) {
 	a.t.Helper()
-	waitFor(a.t, 10*time.Second, fmt.Sprintf("the replica usable=%v", usable), func() bool {
+	testenv.Eventually(a.t, 10*time.Second, fmt.Sprintf("the replica usable=%v", usable), func() bool {
 		s := a.router.Status()
 		return len(s) == 1 && s[0].Usable == usable
 	})
@@ -168,17 +168,6 @@ func (a *api) served() float64 {
 		}
 	}
 	return 0
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting until %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // projector applies events on the primary and announces them, as cmd/projector does.
@@ -289,7 +278,7 @@ func TestLaggingReplicaNeverAnswersBelowWhatWasAnnounced(t *testing.T) {
 	// Once the replica has caught up, it answers again (the list itself is cached: ask the router).
 	pair.StartApplying(t)
 	pair.WaitCaughtUp(t)
-	waitFor(t, 5*time.Second, "the replica answers again", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the replica answers again", func() bool {
 		before := api2.served()
 		_, v, err := api2.router.UserRows(context.Background(), "alice")
 		if err != nil || v < newer {
