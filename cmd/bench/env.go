@@ -32,7 +32,9 @@ type env struct {
 	binDir   string
 	logDir   string
 	dbPID    int // the database server, for its CPU time; 0 if it is not on this machine
-	cleanup  []func()
+	// projectorCPUs, when set, is the CPU list (taskset's) every projector the bench starts runs on.
+	projectorCPUs string
+	cleanup       []func()
 }
 
 func newEnv(ctx context.Context) (*env, error) {
@@ -60,6 +62,34 @@ func newEnv(ctx context.Context) (*env, error) {
 		e.dbPID = pid // the server of TEST_MYSQL_DSN when more than one runs here (make bench-scale)
 	}
 	return e, nil
+}
+
+// pinDB runs every thread of the database server on cpus (taskset's CPU list) until the bench ends, when
+// the server gets back the CPUs it had.
+func (e *env) pinDB(ctx context.Context, cpus string) error {
+	if e.dbPID == 0 {
+		return fmt.Errorf("pin the database: no database server found on this machine")
+	}
+	pid := strconv.Itoa(e.dbPID)
+	out, err := exec.CommandContext(ctx, "taskset", "-cp", pid).Output()
+	if err != nil {
+		return fmt.Errorf("pin the database: read its CPUs: %w", err)
+	}
+	// "pid 123's current affinity list: 0,1"
+	_, was, ok := strings.Cut(strings.TrimSpace(string(out)), ": ")
+	if !ok {
+		return fmt.Errorf("pin the database: unexpected taskset output %q", out)
+	}
+	if out, err := exec.CommandContext(ctx, "taskset", "-a", "-cp", cpus, pid).CombinedOutput(); err != nil {
+		return fmt.Errorf("pin the database to CPUs %s: %w: %s", cpus, err, out)
+	}
+	progress("database server (pid %s) pinned to CPUs %s (was %s)", pid, cpus, was)
+	e.cleanup = append(e.cleanup, func() {
+		if out, err := exec.Command("taskset", "-a", "-cp", was, pid).CombinedOutput(); err != nil {
+			progress("database server: could not restore CPUs %s: %v: %s", was, err, out)
+		}
+	})
+	return nil
 }
 
 func (e *env) close() {
@@ -127,7 +157,12 @@ func (e *env) apiEnv(dsn, topic string) map[string]string {
 // until its /readyz answers 200.
 func (e *env) start(ctx context.Context, name string, vars map[string]string) (*proc, error) {
 	addrVar := map[string]string{"projector": "PROJECTOR_HTTP_ADDR", "api": "API_HTTP_ADDR"}[name]
-	return e.startCmd(ctx, name, exec.Command(filepath.Join(e.binDir, name)), addrVar, vars)
+	cmd := exec.Command(filepath.Join(e.binDir, name))
+	if name == "projector" && e.projectorCPUs != "" {
+		// taskset execs the binary in its own process, so the pid (CPU time, RSS) stays the projector's.
+		cmd = exec.Command("taskset", "-c", e.projectorCPUs, cmd.Path)
+	}
+	return e.startCmd(ctx, name, cmd, addrVar, vars)
 }
 
 // startCmd starts cmd with its listen address in addrVar and vars on top of the bench's environment,

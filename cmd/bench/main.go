@@ -139,6 +139,8 @@ func run(ctx context.Context) error {
 	scale := flag.Float64("scale", 1, "multiplies the size of the projector workloads")
 	freshRate := flag.Float64("freshness-rate", 0, "events/s of the freshness run (0: half the measured maximum)")
 	clusterDir := flag.String("cluster", ".run/cluster", "the run directory of make cluster, for the cluster section (-only ...,cluster)")
+	pinDB := flag.String("pin-db", "", "CPU list (taskset's) to run the local database server on for the run, e.g. 0")
+	pinProjector := flag.String("pin-projector", "", "CPU list (taskset's) to run every projector on, e.g. 1")
 	scaleOpts := scaleFlags()
 	fixtureDSN := flag.String("serve-fixture", "", "internal: serve the sync fixture read from this DSN (the baseline of peer.*.vs_fixture)")
 	flag.Parse()
@@ -154,6 +156,12 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer e.close()
+	e.projectorCPUs = *pinProjector
+	if *pinDB != "" {
+		if err := e.pinDB(ctx, *pinDB); err != nil {
+			return err
+		}
+	}
 	// A freshly formatted broker creates its offsets topic on the first group join, which takes seconds:
 	// an untimed run pays for it so that no figure does.
 	warm, err := newWorkload("warm-up", trafficgen.W1(100, 9))
