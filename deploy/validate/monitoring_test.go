@@ -20,6 +20,7 @@ import (
 	"github.com/convsync/conversations/internal/changefeed"
 	"github.com/convsync/conversations/internal/projector"
 	"github.com/convsync/conversations/internal/readcache"
+	"github.com/convsync/conversations/internal/replica"
 )
 
 // externalMetrics are named by the rules or the dashboard but exported by something else: Prometheus
@@ -84,6 +85,10 @@ func exportedWithLabels(t *testing.T) (map[string]string, map[string]map[string]
 		t.Fatal(err)
 	}
 	if _, err := readcache.NewMetrics(rec); err != nil {
+		t.Fatal(err)
+	}
+	// The dev overlay's API runs without database replicas, so their metrics come from the router alone.
+	if _, err := replica.New(nil, nil, replica.Options{Registry: rec}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := changefeed.NewPublisher(nil, []string{"127.0.0.1:1"}, "t", slog.New(slog.NewTextHandler(io.Discard, nil)), rec,
