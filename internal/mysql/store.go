@@ -67,6 +67,16 @@ type Options struct {
 	// batch's writes travel together, several statements per round trip (the connection allows multiple
 	// statements): for a server or proxy that refuses them, and to measure the difference.
 	OneStatementPerTrip bool
+	// LockingRowReads reads the conversation rows a batch or mutation changes with a locking read
+	// (SELECT … FOR UPDATE) and writes them unconditionally. By default rows are read without a lock,
+	// not at all when they cannot exist yet, and written only if they are still what was read
+	// (optimistic writes, project.go); this is the way it was done before, kept to measure the difference.
+	LockingRowReads bool
+	// RowCacheRows bounds how many conversation rows ApplyBatch keeps in memory as it last wrote or
+	// read them, so that a batch changing them again need not read them (rowcache.go; default
+	// DefaultRowCacheRows, negative: none). Only the projector's batches use it; with
+	// LockingRowReads there is none.
+	RowCacheRows int
 }
 
 // TLS is how to reach a server that requires TLS with a private CA. Binaries embed it in their
@@ -142,6 +152,10 @@ type Store struct {
 	// reserves a tablet connection (and a "transaction_isolation" MariaDB does not know); the
 	// tablets' MySQL is configured READ COMMITTED instead.
 	vitess bool
+	// locking: Options.LockingRowReads.
+	locking bool
+	// rows are the rows ApplyBatch last wrote or read (nil: none).
+	rows *rowCache
 }
 
 // Open connects to the database named by dsn (go-sql-driver/mysql format). It does not wait for the
@@ -181,7 +195,7 @@ func Open(dsn string, opts Options) (*Store, error) {
 	vitess := strings.ContainsAny(cfg.DBName, ":@")
 	s := &Store{db: db, multi: cfg.MultiStatements, window: opts.RecentsWindow, retries: opts.ConflictRetries,
 		now: opts.Now, onCommit: opts.OnCommit, large: conversation.LargeThresholdsOf(opts.LargeChannelMembers), shard: opts.Shard,
-		vitess: vitess}
+		vitess: vitess, locking: opts.LockingRowReads}
 	if opts.LargeChannelLeave > 0 && s.large.Enter > 0 {
 		s.large.Leave = min(opts.LargeChannelLeave, s.large.Enter)
 	}
@@ -193,6 +207,12 @@ func Open(dsn string, opts Options) (*Store, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if opts.RowCacheRows == 0 {
+		opts.RowCacheRows = DefaultRowCacheRows
+	}
+	if !s.locking && opts.RowCacheRows > 0 {
+		s.rows = newRowCache(opts.RowCacheRows)
 	}
 	return s, nil
 }
@@ -299,6 +319,7 @@ func (s *Store) tryTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 const (
 	errLockWaitTimeout = 1205
 	errDeadlock        = 1213
+	errDuplicateKey    = 1062
 )
 
 // translate maps driver errors onto the domain's sentinels, keeping the original in the chain, and hides
