@@ -9,18 +9,21 @@ import (
 )
 
 // TestContract runs the store contract suite against MariaDB (internal/memstore runs it in memory), with
-// a batch's writes sharing round trips (the default) and with one statement per round trip, and with
-// locking row reads instead of optimistic writes.
+// a batch's writes sharing round trips (the default) and with one statement per round trip, with
+// locking row reads instead of optimistic writes, and with the row cache (mutations between batches
+// make cached rows stale).
 func TestContract(t *testing.T) {
 	for _, tt := range []struct {
 		name            string
 		single, locking bool
-	}{{"several statements per round trip", false, false}, {"one statement per round trip", true, false},
-		{"locking row reads", false, true}} {
+		cache           int
+	}{{"several statements per round trip", false, false, 0}, {"one statement per round trip", true, false, 0},
+		{"locking row reads", false, true, 0}, {"row cache", false, false, 1000}} {
 		t.Run(tt.name, func(t *testing.T) {
 			storetest.Run(t, func(t *testing.T, o storetest.Options) storetest.Store {
 				s, _ := testenv.Store(t, mysql.Options{RecentsWindow: o.Window, LargeChannelMembers: o.Large.Enter,
-					LargeChannelLeave: o.Large.Leave, Now: o.Now, OneStatementPerTrip: tt.single, LockingRowReads: tt.locking})
+					LargeChannelLeave: o.Large.Leave, Now: o.Now, OneStatementPerTrip: tt.single, LockingRowReads: tt.locking,
+					RowCacheRows: tt.cache})
 				return s
 			}, storetest.Config{Seeds: 1})
 		})

@@ -58,7 +58,7 @@ func TestMutationBetweenReadAndWriteIsKept(t *testing.T) {
 	}{
 		{"several statements per round trip", mysql.Options{}, false},
 		{"one statement per round trip", mysql.Options{OneStatementPerTrip: true}, false},
-		{"no row cache", mysql.Options{RowCacheRows: -1}, false},
+		{"row cache", mysql.Options{RowCacheRows: 1000}, false},
 		{"CLIENT_FOUND_ROWS", mysql.Options{}, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,7 +97,7 @@ func TestMutationBetweenReadAndWriteIsKept(t *testing.T) {
 // before the projector's next write of it: that write conflicts, the cache is emptied, and the retry
 // applies the message on top of the mutation.
 func TestMutationOfACachedRowIsKept(t *testing.T) {
-	s, _ := testenv.Store(t, mysql.Options{})
+	s, _ := testenv.Store(t, mysql.Options{RowCacheRows: 1000})
 	ctx := context.Background()
 	apply(t, s, personMsg("alice", "bob", 1), personMsg("alice", "bob", 2)) // cached: unread 2
 	if _, err := s.Update(ctx, bobWithAlice, clearUnread); err != nil {
@@ -114,7 +114,7 @@ func TestMutationOfACachedRowIsKept(t *testing.T) {
 func TestRowsOfAFreshChannelAreFoundIfTheyExist(t *testing.T) {
 	for _, foundRows := range []bool{false, true} {
 		t.Run(fmt.Sprintf("clientFoundRows=%v", foundRows), func(t *testing.T) {
-			s := storeWith(t, mysql.Options{RowCacheRows: -1}, foundRows)
+			s := storeWith(t, mysql.Options{}, foundRows)
 			ctx := context.Background()
 			apply(t, s, personMsg("alice", "bob", 1), personMsg("alice", "bob", 2))
 			if _, err := s.DB().ExecContext(ctx, `DELETE FROM channels`); err != nil {
@@ -156,7 +156,7 @@ func storeWith(t *testing.T, opts mysql.Options, foundRows bool) *mysql.Store {
 func TestCachedRowLeftAloneIsChecked(t *testing.T) {
 	ctx := context.Background()
 	var got [2]map[string]conversation.Row
-	for i, opts := range []mysql.Options{{}, {RowCacheRows: -1}} {
+	for i, opts := range []mysql.Options{{RowCacheRows: 1000}, {}} {
 		s, _ := testenv.Store(t, opts)
 		apply(t, s, personMsg("alice", "bob", 1), personMsg("alice", "bob", 2), personMsg("alice", "bob", 5))
 		if _, err := s.Update(ctx, bobWithAlice, conversation.Delete); err != nil {

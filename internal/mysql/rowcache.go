@@ -6,9 +6,6 @@ import (
 	"github.com/convsync/conversations/internal/conversation"
 )
 
-// DefaultRowCacheRows is Options.RowCacheRows's default: about 25 MiB of rows.
-const DefaultRowCacheRows = 100_000
-
 // rowCache holds conversation rows as a projector's batches last committed or read them, so that the
 // next batch that changes one needs no read (batch.RowsForUpdate). It is only a guess: the optimistic
 // write checks every row's version against the stored one (upsertRowsIf), so a row changed since by

@@ -72,10 +72,11 @@ type Options struct {
 	// not at all when they cannot exist yet, and written only if they are still what was read
 	// (optimistic writes, project.go); this is the way it was done before, kept to measure the difference.
 	LockingRowReads bool
-	// RowCacheRows bounds how many conversation rows ApplyBatch keeps in memory as it last wrote or
-	// read them, so that a batch changing them again need not read them (rowcache.go; default
-	// DefaultRowCacheRows, negative: none). Only the projector's batches use it; with
-	// LockingRowReads there is none.
+	// RowCacheRows, when positive, keeps up to that many conversation rows in memory as ApplyBatch last
+	// wrote or read them, so that a batch changing them again need not read them (rowcache.go; each
+	// row about 300 bytes). Off by default: every API mutation of a cached row costs the next batch
+	// that changes it a whole retry, which measured about half the throughput with a few mutations per
+	// batch (docs/benchmarks.md). Only the projector's batches use it; with LockingRowReads there is none.
 	RowCacheRows int
 }
 
@@ -207,9 +208,6 @@ func Open(dsn string, opts Options) (*Store, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
-	}
-	if opts.RowCacheRows == 0 {
-		opts.RowCacheRows = DefaultRowCacheRows
 	}
 	if !s.locking && opts.RowCacheRows > 0 {
 		s.rows = newRowCache(opts.RowCacheRows)
