@@ -462,9 +462,9 @@ func (b *batch) loadNamedMembers(ctx context.Context, keys []conversation.Member
 // (conversation.BatchTx): with Options.LockingRowReads by locking them (the keys table drives the join
 // in its order, so rows are locked in primary-key order); by default by noting each one's version
 // (expect), which WriteRows checks, so the read takes no lock. Rows of channels LockChannels found
-// fresh are not read on a batch's first attempt: none can exist (a row is written only under its
-// channel's lock, by a batch that leaves the channel's state non-zero), and should one exist after all
-// the write conflicts and the retry reads.
+// fresh are not read on a batch's first attempt: nearly always none exists (a row is written only under
+// its channel's lock, by a batch that almost always leaves the channel's state non-zero), and should
+// one exist after all, the write or checkGuesses finds it and the retry reads.
 func (b *batch) RowsForUpdate(ctx context.Context, keys []conversation.ConvKey) (map[conversation.ConvKey]conversation.Row, error) {
 	out := make(map[conversation.ConvKey]conversation.Row, len(keys))
 	lock := " FOR UPDATE"
