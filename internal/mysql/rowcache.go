@@ -56,15 +56,6 @@ func (c *rowCache) put(rows map[conversation.ConvKey]conversation.Row) {
 	}
 }
 
-// forget drops keys.
-func (c *rowCache) forget(keys []conversation.ConvKey) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, k := range keys {
-		delete(c.rows, k)
-	}
-}
-
 // clear drops every row.
 func (c *rowCache) clear() {
 	c.mu.Lock()
