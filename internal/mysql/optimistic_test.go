@@ -2,6 +2,7 @@ package mysql_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -173,5 +174,84 @@ func TestCachedRowLeftAloneIsChecked(t *testing.T) {
 	cached.Version, uncached.Version = 0, 0
 	if len(got[0]) != len(got[1]) || cached != uncached {
 		t.Fatalf("bob's conversations with the row cache %+v, without %+v", got[0], got[1])
+	}
+}
+
+// Batches and API mutations racing on one row, as a lane and the API do: the lane retries a batch that
+// failed on conflicts (its retries, not the store's, end a conflict streak). Every message's effect
+// stays (the row ends at the last seq, unread counting what came after the last read) and no mutation
+// is overwritten (the row's read point is at least the last mutation's), with locking reads, optimistic
+// writes and the row cache alike.
+func TestBatchesAndMutationsRacingOnOneRow(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts mysql.Options
+	}{
+		{"optimistic", mysql.Options{}},
+		{"locking row reads", mysql.Options{LockingRowReads: true}},
+		{"row cache", mysql.Options{RowCacheRows: 1000}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := testenv.Store(t, tt.opts)
+			ctx := context.Background()
+			const messages = 600
+			apply(t, s, personMsg("alice", "bob", 1))
+			done := make(chan struct{})
+			var readTo int64
+			var mutations, conflicts int
+			mutator := make(chan error, 1)
+			go func() {
+				defer close(mutator)
+				for {
+					select {
+					case <-done:
+						return
+					case <-time.After(200 * time.Microsecond):
+					}
+					r, err := s.Update(ctx, bobWithAlice, clearUnread)
+					if errors.Is(err, conversation.ErrConflict) {
+						continue // the API answers 5xx; the client asks again
+					}
+					if err != nil {
+						mutator <- err
+						return
+					}
+					readTo = max(readTo, r.ReadedToMsgSeq)
+					mutations++
+				}
+			}()
+			for seq := int64(2); seq <= messages; {
+				var evs []conversation.Event
+				for range 1 + seq%4 {
+					if seq <= messages {
+						evs = append(evs, personMsg("alice", "bob", seq))
+						seq++
+					}
+				}
+				for {
+					_, err := s.ApplyBatch(ctx, evs)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, conversation.ErrConflict) {
+						t.Fatal(err)
+					}
+					conflicts++ // the lane retries the batch
+				}
+			}
+			close(done)
+			if err := <-mutator; err != nil {
+				t.Fatal(err)
+			}
+			got := bobsRow(t, s)
+			if got.LastMsgSeq != messages || got.Unread != got.LastMsgSeq-got.ReadedToMsgSeq || got.ReadedToMsgSeq < readTo {
+				t.Fatalf("bob's row: last seq %d, unread %d, read to %d; want %d, last seq - read to, at least %d (the last mutation's)",
+					got.LastMsgSeq, got.Unread, got.ReadedToMsgSeq, messages, readTo)
+			}
+			if mutations < 10 {
+				t.Fatalf("only %d mutations ran between the batches: the test tests nothing", mutations)
+			}
+			t.Logf("%d mutations, %d batches retried by the caller", mutations, conflicts)
+		})
 	}
 }
