@@ -33,23 +33,49 @@ const (
 // nothing of the batch is committed and the whole batch can be retried. Errors wrap
 // conversation.ErrUnavailable when the database cannot be reached and conversation.ErrConflict when
 // lock conflicts outlasted the retries.
+//
+// When ctx carries timing hooks (WithBatchTiming), they are told the duration of each step.
 func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event) (conversation.BatchResult, error) {
+	timing, _ := ctx.Value(batchTimingKey{}).(batchTiming)
 	var out conversation.BatchOutcome
 	var applied time.Time
 	opts := conversation.BatchOptions{Window: s.window, Large: s.large, NowMS: s.nowMS}
 	if !s.shard.All() {
 		opts.Owns = s.shard.OwnsUID
 	}
-	err := s.inBatch(ctx, s.rows, func(b *batch) error {
+	err := s.inBatchTimed(ctx, s.rows, func(b *batch) error {
+		var tx conversation.BatchTx = b
+		if timing.wrap != nil {
+			tx = timing.wrap(b)
+		}
 		var err error
-		out, err = conversation.RunBatch(ctx, b, events, opts)
+		out, err = conversation.RunBatch(ctx, tx, events, opts)
 		return err
-	}, func() { applied = time.Now() })
+	}, func() { applied = time.Now() }, timing.step)
 	if err == nil {
 		out.Result.CommitTime = time.Since(applied)
 		s.committed(ctx, out.Changes)
 	}
 	return out.Result, err
+}
+
+type batchTimingKey struct{}
+
+type batchTiming struct {
+	wrap func(conversation.BatchTx) conversation.BatchTx
+	step func(string, time.Duration)
+}
+
+// WithBatchTiming returns ctx carrying hooks that time the steps of an ApplyBatch called with it, and
+// change nothing it does: wrap, when not nil, decorates the conversation.BatchTx of each attempt (to
+// time its methods; with several statements per round trip the writes only queue there and are sent in
+// flush), and step, when not nil, is told the duration of each step of an attempt outside the BatchTx:
+// "begin", "check_guesses" (re-reading the rows taken from the row cache), "flush" (the queued writes'
+// round trip), "commit", and "retry_wait" (the backoff before an attempt after a deadlock, a lock-wait
+// timeout or stale versions). The hooks travel in the context so that they reach the store through any
+// Store that wraps it.
+func WithBatchTiming(ctx context.Context, wrap func(conversation.BatchTx) conversation.BatchTx, step func(string, time.Duration)) context.Context {
+	return context.WithValue(ctx, batchTimingKey{}, batchTiming{wrap: wrap, step: step})
 }
 
 // batch is one ApplyBatch transaction attempt: conversation.BatchTx in SQL. Each method's statements
@@ -91,18 +117,33 @@ type batch struct {
 // the batch's first attempt takes rows from it, and the rows it read or wrote go into it once it
 // committed; a failed attempt empties it (its guess may have been what failed).
 func (s *Store) inBatch(ctx context.Context, cache *rowCache, fn func(b *batch) error, done func()) error {
+	return s.inBatchTimed(ctx, cache, fn, done, nil)
+}
+
+// inBatchTimed is inBatch telling step (when not nil) how long begin, check_guesses, flush, commit and
+// retry_wait took.
+func (s *Store) inBatchTimed(ctx context.Context, cache *rowCache, fn func(b *batch) error, done func(), step func(string, time.Duration)) error {
+	timed := func(name string, start time.Time) {
+		if step != nil {
+			step(name, time.Since(start))
+		}
+	}
 	attempts := 0
 	var last *batch
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inTxTimed(ctx, func(tx *sqlx.Tx) error {
 		attempts++
 		b := &batch{store: s, tx: tx, guess: attempts == 1, cache: cache}
 		last = b
 		err := fn(b)
 		if err == nil {
+			start := time.Now()
 			err = b.checkGuesses(ctx)
+			timed("check_guesses", start)
 		}
 		if err == nil {
+			start := time.Now()
 			err = b.flush(ctx)
+			timed("flush", start)
 		}
 		if err == nil {
 			err = conversation.VersionsFresh(b.versionsAt)
@@ -114,7 +155,7 @@ func (s *Store) inBatch(ctx context.Context, cache *rowCache, fn func(b *batch) 
 			done()
 		}
 		return err
-	})
+	}, step)
 	if cache != nil && last != nil {
 		if err == nil {
 			cache.put(last.known)

@@ -280,9 +280,14 @@ func (s *Store) nowMS() int64 { return s.now().UnixMilli() }
 // whole transaction (fn must be safe to run again); any other error rolls back and is returned,
 // translated into the domain's sentinels.
 func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	return s.inTxTimed(ctx, fn, nil)
+}
+
+// inTxTimed is inTx telling step (when not nil) how long each begin, commit and retry_wait took.
+func (s *Store) inTxTimed(ctx context.Context, fn func(tx *sqlx.Tx) error, step func(string, time.Duration)) error {
 	backoff := 5 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		err := s.tryTx(ctx, fn)
+		err := s.tryTx(ctx, fn, step)
 		if err == nil || !errors.Is(err, conversation.ErrConflict) || attempt >= s.retries {
 			return err
 		}
@@ -293,24 +298,37 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 			return ctx.Err()
 		case <-time.After(wait):
 		}
+		if step != nil {
+			step("retry_wait", wait)
+		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 }
 
-func (s *Store) tryTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+func (s *Store) tryTx(ctx context.Context, fn func(tx *sqlx.Tx) error, step func(string, time.Duration)) error {
 	txOpts := &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 	if s.vitess {
 		txOpts = nil // the tablets' MySQL runs READ COMMITTED by default (deploy/vitess/README.md)
 	}
+	timed := func(name string, start time.Time) {
+		if step != nil {
+			step(name, time.Since(start))
+		}
+	}
+	start := time.Now()
 	tx, err := s.db.BeginTxx(ctx, txOpts)
 	if err != nil {
 		return translate(err)
 	}
+	timed("begin", start)
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback() // the error that matters is fn's
 		return translate(err)
 	}
-	return translate(tx.Commit())
+	start = time.Now()
+	err = tx.Commit()
+	timed("commit", start)
+	return translate(err)
 }
 
 // MySQL error numbers the store translates.
