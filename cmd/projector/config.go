@@ -67,6 +67,10 @@ type config struct {
 	// and transactions over its share of them. Default projector.DefaultLanes (2, chosen by measurement,
 	// docs/benchmarks.md); at most projector.MaxLanes. Each lane uses a database connection.
 	Lanes int `env:"PROJECTOR_LANES"`
+	// SlowBatch logs a batch at WARN ("slow batch", with the time of each of its stages and steps) when
+	// its oldest record took this long or more from fetched to the batch's end, or a record of it from
+	// its timestamp to fetched. Default 1s; 0 logs none.
+	SlowBatch time.Duration `env:"SLOW_BATCH" envDefault:"1s"`
 	// Rules decide what the projection writes: RECENTS_WINDOW, LARGE_CHANNEL_MEMBERS,
 	// SKIP_CHANNEL_TYPES, MAX_EVENT_BYTES, with their defaults (projector.Rules). convctl's rebuild reads
 	// the same struct.
@@ -150,6 +154,9 @@ func (c config) validate() error {
 	if c.BatchMaxWait < 0 {
 		errs = append(errs, fmt.Errorf("BATCH_MAX_WAIT: %s, want >= 0", c.BatchMaxWait))
 	}
+	if c.SlowBatch < 0 {
+		errs = append(errs, fmt.Errorf("SLOW_BATCH: %s, want >= 0", c.SlowBatch))
+	}
 	if c.Lanes < 1 || c.Lanes > projector.MaxLanes {
 		errs = append(errs, fmt.Errorf("PROJECTOR_LANES: %d is outside 1..%d", c.Lanes, projector.MaxLanes))
 	}
@@ -208,6 +215,7 @@ func (c config) LogValue() slog.Value {
 		slog.Int("batch_max_bytes", c.BatchMaxBytes),
 		slog.String("batch_max_wait", c.BatchMaxWait.String()),
 		slog.Int("lanes", c.Lanes),
+		slog.String("slow_batch", c.SlowBatch.String()),
 		slog.Int64("recents_window", c.RecentsWindow),
 		slog.Any("skip_channel_types", c.SkipChannelTypes),
 		slog.Int("max_event_bytes", c.MaxEventBytes),

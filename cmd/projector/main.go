@@ -114,6 +114,8 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		BatchMaxBytes:   cfg.BatchMaxBytes,
 		BatchMaxWait:    cfg.BatchMaxWait,
 		Lanes:           cfg.Lanes,
+		SlowBatch:       cfg.SlowBatch,
+		TimeSteps:       mysql.WithBatchTiming,
 		MaxEventBytes:   cfg.MaxEventBytes,
 		Skip:            cfg.Skip(),
 		ShutdownTimeout: cfg.ShutdownTimeout,

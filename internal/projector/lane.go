@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -23,10 +24,13 @@ import (
 // exactly as it did with one loop. A lane that fails or hangs holds only its own partitions: each lane
 // has its own look-ahead, batches, retries, poison isolation and committer.
 type lane struct {
-	id  int
-	p   *Projector
-	log *slog.Logger
-	m   laneMetrics
+	id    int
+	p     *Projector
+	log   *slog.Logger
+	m     laneMetrics
+	steps *stepTimer
+	// cur is the batch in hand, for the slow-batch log; only the lane's loop touches it.
+	cur batchClock
 
 	// failing names the lane's step being retried ("" when none), for readiness.
 	failing atomic.Pointer[string]
@@ -41,7 +45,7 @@ type lane struct {
 
 func newLane(p *Projector, id int) *lane {
 	name := strconv.Itoa(id)
-	l := &lane{id: id, p: p, log: p.log.With("lane", id), m: p.metrics.lane(name)}
+	l := &lane{id: id, p: p, log: p.log.With("lane", id), m: p.metrics.lane(name), steps: newStepTimer(p.metrics.stepSeconds, name)}
 	l.progress.lag = map[int]int64{}
 	return l
 }
@@ -177,20 +181,63 @@ func (l *lane) run(ctx, gen context.Context, offsets committedOffsets, parts []k
 	}
 }
 
+// batchClock is where the batch in hand spent its time so far, for the slow-batch log.
+type batchClock struct {
+	start                               time.Time     // the batch started (its records left the queue)
+	oldest                              time.Time     // its first record fetched
+	maxFetch                            time.Duration // the longest of its records' fetch stage
+	maxQueue                            time.Duration // the longest of its records' queue stage
+	decode, apply, dbCommit, commitWait time.Duration
+	attempts                            int
+}
+
 // started records how long the batch's records took to be fetched and then to wait for the batch, and
-// returns them.
+// returns them; it starts the lane's clock of the batch.
 func (l *lane) started(batch []fetched) []kafkago.Message {
 	now := time.Now()
+	l.cur = batchClock{start: now, oldest: now}
+	l.steps.reset()
 	msgs := make([]kafkago.Message, len(batch))
 	fetch, queue := l.m.stages[stageFetch], l.m.stages[stageQueue]
 	for i, f := range batch {
 		msgs[i] = f.msg
 		if !f.msg.Time.IsZero() {
-			fetch.Observe(max(0, f.taken.Sub(f.msg.Time).Seconds()))
+			d := max(0, f.taken.Sub(f.msg.Time))
+			fetch.Observe(d.Seconds())
+			l.cur.maxFetch = max(l.cur.maxFetch, d)
 		}
 		queue.Observe(now.Sub(f.taken).Seconds())
+		if f.taken.Before(l.cur.oldest) {
+			l.cur.oldest = f.taken
+		}
 	}
+	l.cur.maxQueue = now.Sub(l.cur.oldest)
 	return msgs
+}
+
+// slowBatch logs the batch just handed to the committer when its oldest record took Config.SlowBatch or
+// more from being fetched to its offsets handed over (the queue behind the previous batch included), or
+// one of its records that long from its timestamp to being fetched: with each stage and step of the
+// batch, it says what a record that waited was waiting for.
+func (l *lane) slowBatch(msgs []kafkago.Message) {
+	if l.p.cfg.SlowBatch <= 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(l.cur.oldest) < l.p.cfg.SlowBatch && l.cur.maxFetch < l.p.cfg.SlowBatch {
+		return
+	}
+	l.p.metrics.slowBatches.Inc()
+	parts := map[int]bool{}
+	for _, m := range msgs {
+		parts[m.Partition] = true
+	}
+	c := l.cur
+	l.log.Warn("slow batch", "records", len(msgs), "partitions", slices.Sorted(maps.Keys(parts)),
+		"age_ms", msOf(now.Sub(c.oldest)), "took_ms", msOf(now.Sub(c.start)), "max_fetch_ms", msOf(c.maxFetch),
+		"max_queue_ms", msOf(c.maxQueue), "decode_ms", msOf(c.decode), "apply_ms", msOf(c.apply),
+		"db_commit_ms", msOf(c.dbCommit), "commit_wait_ms", msOf(c.commitWait), "attempts", c.attempts,
+		slog.Group("steps_ms", l.steps.attrs()...))
 }
 
 // process takes one batch to its end: dead letters written, events applied, offsets handed to the
@@ -208,7 +255,9 @@ func (l *lane) process(ctx context.Context, msgs []kafkago.Message) error {
 		l.progress.inBatch.Store(false)
 	}()
 
+	decodeStart := time.Now()
 	events, srcs, dead := l.decode(msgs)
+	l.cur.decode = time.Since(decodeStart)
 	if err := l.deadLetter(bctx, dead); err != nil {
 		return abandoned(msgs, "dead_letter", err)
 	}
@@ -234,7 +283,9 @@ func (l *lane) process(ctx context.Context, msgs []kafkago.Message) error {
 	if err := c.hand(bctx, appliedBatch{last: lastPerPartition(msgs), records: len(msgs), batches: 1}); err != nil {
 		return abandoned(msgs, "commit", err)
 	}
+	l.cur.commitWait = time.Since(start)
 	l.m.since(stageCommitWait, start)
+	l.slowBatch(msgs)
 	return nil
 }
 
@@ -296,12 +347,21 @@ func (l *lane) apply(ctx context.Context, events []conversation.Event, srcs []ka
 	return res, err
 }
 
-// applyBatch is the store's ApplyBatch, observing the apply and database commit stages of a success.
+// applyBatch is the store's ApplyBatch, observing the apply and database commit stages of a success,
+// and the steps of every attempt when the store lets them be timed.
 func (l *lane) applyBatch(ctx context.Context, events []conversation.Event) (conversation.BatchResult, error) {
 	start := time.Now()
+	if l.p.cfg.TimeSteps != nil {
+		ctx = l.p.cfg.TimeSteps(ctx, l.steps.wrap, l.steps.observe)
+	}
 	res, err := l.p.store.ApplyBatch(ctx, events)
+	took := time.Since(start)
+	l.cur.attempts++
+	l.cur.apply += took
 	if err == nil {
-		l.m.stages[stageApply].Observe((time.Since(start) - res.CommitTime).Seconds())
+		l.cur.apply -= res.CommitTime
+		l.cur.dbCommit += res.CommitTime
+		l.m.stages[stageApply].Observe((took - res.CommitTime).Seconds())
 		l.m.stages[stageDBCommit].Observe(res.CommitTime.Seconds())
 	}
 	return res, err

@@ -35,6 +35,8 @@ type Metrics struct {
 	stageSeconds     *prometheus.HistogramVec
 	lanePartitions   *prometheus.GaugeVec
 	generations      prometheus.Counter
+	stepSeconds      *prometheus.HistogramVec
+	slowBatches      prometheus.Counter
 }
 
 // batchRecordsBuckets are the buckets of conv_projector_batch_records. They reach the largest batch
@@ -86,6 +88,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "lane_partitions", Help: "Partitions of the events topic each lane applies in the current generation of the group."},
 			[]string{"lane"}),
 		generations: counter("generations_total", "Generations of the consumer group this member took part in (each rebalance starts one)."),
+		stepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "conv", Subsystem: "projector",
+			Name: "batch_step_seconds", Help: "Duration of each step of a batch's store transaction, per call and attempt: begin, " +
+				"the conversation.BatchTx methods (lock_channels, applied_messages, members, rows_for_update, late_since, " +
+				"bump_versions, write_rows, write_channels; with several statements per round trip the writes only queue " +
+				"there), flush (the queued writes' round trip), commit, retry_wait (backoff before retrying a conflict), by lane.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"lane", "step"}),
+		slowBatches: counter("slow_batches_total", "Batches logged as slow: their oldest record took SLOW_BATCH or more "+
+			"from fetched to its offsets handed to the committer."),
 	}
 	for _, r := range append(conversation.DeadLetterReasons(), ReasonApplyFailed) {
 		m.deadLettered.WithLabelValues(r) // every reason shows from the start, at 0, so rate() works at once
@@ -93,7 +103,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	var errs []error
 	for _, c := range []prometheus.Collector{m.recordsConsumed, m.recordsCommitted, m.messagesApplied, m.duplicates, m.belowWindow,
 		m.skipped, m.memberships, m.rowsWritten, m.deadLettered, m.reducedLetters, m.isolated, m.batchSize, m.applySeconds, m.applyFailures,
-		m.dlqFailures, m.commitFailures, m.consumerLag, m.commits, m.stageSeconds, m.lanePartitions, m.generations} {
+		m.dlqFailures, m.commitFailures, m.consumerLag, m.commits, m.stageSeconds, m.lanePartitions, m.generations,
+		m.stepSeconds, m.slowBatches} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {

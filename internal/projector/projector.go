@@ -119,6 +119,16 @@ type Config struct {
 	// than the partitions a member owns leaves some idle). Each lane holds a database connection while
 	// it applies a batch.
 	Lanes int
+	// SlowBatch, when > 0, logs a batch at WARN ("slow batch", with its stages and steps) when its
+	// oldest record took that long or more from being fetched to the batch's end (its offsets handed to
+	// the committer), or a record of it that long from its timestamp to being fetched, and counts it in
+	// conv_projector_slow_batches_total. Zero logs none.
+	SlowBatch time.Duration
+	// TimeSteps, when set, returns a context that makes the store time the steps of a batch applied
+	// with it: wrap decorates the attempt's conversation.BatchTx, step is told the store's own steps
+	// (internal/mysql.WithBatchTiming). They show in conv_projector_batch_step_seconds and the
+	// slow-batch log; without it only the stages do.
+	TimeSteps func(ctx context.Context, wrap func(conversation.BatchTx) conversation.BatchTx, step func(string, time.Duration)) context.Context
 	// RetryMinBackoff and RetryMaxBackoff bound the wait between two attempts at a failing step
 	// (defaults 100ms and 5s).
 	RetryMinBackoff, RetryMaxBackoff time.Duration
