@@ -18,11 +18,12 @@ import (
 	"github.com/convsync/conversations/internal/trafficgen"
 )
 
-// freshRun is one freshness measurement: the peer stream at rate events/s for d, continuing every
-// channel's seqs from seqBase (each run's messages are new, probes included).
+// freshRun is one freshness measurement: the peer stream at rate events/s for warm, unmeasured, then
+// for d with probes, continuing every channel's seqs from seqBase (each run's messages are new, probes
+// included).
 type freshRun struct {
 	rate    float64
-	d       time.Duration
+	warm, d time.Duration
 	seqBase int64
 }
 
@@ -60,8 +61,14 @@ var stages = []stage{
 }
 
 // budget is a snapshot of every stage's histogram sum and count, and of the batch sizes: over the whole
-// process under "name_sum", per projector lane under "lane/name_sum".
+// process under "name_sum", per projector lane under "lane/name_sum"; the batch steps' sums under
+// "step/name_sum".
 type budget map[string]float64
+
+// batchSteps are the steps of a batch's store transaction (conv_projector_batch_step_seconds), in the
+// order a batch takes them.
+var batchSteps = []string{"begin", "lock_channels", "applied_messages", "members", "rows_for_update", "late_since",
+	"bump_versions", "write_rows", "write_channels", "flush", "commit", "retry_wait"}
 
 // series sums the samples of family (with the suffix, e.g. "_sum") whose labels include labels ("" for
 // any), in total and per value of the lane label.
@@ -98,6 +105,9 @@ func snapshotBudget(projector, api *proc) budget {
 			}
 		}
 	}
+	for _, st := range batchSteps {
+		b["step/"+st+"_sum"], _ = series(pm, "conv_projector_batch_step_seconds_sum", `step="`+st+`"`)
+	}
 	for _, suffix := range []string{"_sum", "_count"} {
 		total, byLane := series(pm, "conv_projector_batch_records"+suffix, "")
 		b["batch"+suffix] = total
@@ -109,11 +119,13 @@ func snapshotBudget(projector, api *proc) budget {
 }
 
 // breakdown is where the time went between two snapshots: the mean ms per stage, the same per projector
-// lane (its own stages only), and the mean batch, overall and per lane.
+// lane (its own stages only), the mean batch, overall and per lane, and the mean ms per batch of each
+// step of the batches' store transactions (all attempts).
 type breakdown struct {
 	stages    map[string]float64
 	lanes     map[string]map[string]float64
 	meanBatch float64
+	steps     map[string]float64
 }
 
 // breakdown returns what happened between before and b, for the stages observed in between.
@@ -125,7 +137,14 @@ func (b budget) breakdown(before budget) breakdown {
 		}
 		return (b[prefix+name+"_sum"] - before[prefix+name+"_sum"]) / n, true
 	}
-	out := breakdown{stages: map[string]float64{}, lanes: map[string]map[string]float64{}}
+	out := breakdown{stages: map[string]float64{}, lanes: map[string]map[string]float64{}, steps: map[string]float64{}}
+	if batches := b["batch_count"] - before["batch_count"]; batches > 0 {
+		for _, st := range batchSteps {
+			if d := b["step/"+st+"_sum"] - before["step/"+st+"_sum"]; d > 0 {
+				out.steps[st] = 1000 * d / batches
+			}
+		}
+	}
 	for _, s := range stages {
 		if v, ok := mean("", s.name); ok {
 			out.stages[s.name] = 1000 * v
@@ -164,6 +183,17 @@ func formatStages(m map[string]float64) string {
 	return strings.Join(parts, ", ") + " (ms, mean)"
 }
 
+// formatSteps prints the steps of a batch's transaction in batch order: "steps per batch: begin 0.1, …".
+func formatSteps(m map[string]float64) string {
+	var parts []string
+	for _, st := range batchSteps {
+		if v, ok := m[st]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.1f", st, v))
+		}
+	}
+	return "steps per batch: " + strings.Join(parts, ", ") + " (ms, mean)"
+}
+
 // formatLanes prints the per-lane breakdown: "lane 0: batch 3.1, queue 0.3, apply 4.0, …; lane 1: …".
 func formatLanes(lanes map[string]map[string]float64) string {
 	var parts []string
@@ -182,7 +212,7 @@ func formatLanes(lanes map[string]map[string]float64) string {
 
 // freshness runs one freshness measurement against the running projector and API.
 func (e *env) freshness(ctx context.Context, topic string, projector, api *proc, run freshRun) (freshResult, error) {
-	records, err := peerStream(run.rate*run.d.Seconds(), run.seqBase)
+	records, err := peerStream(run.rate*(run.warm+run.d).Seconds(), run.seqBase)
 	if err != nil {
 		return freshResult{}, err
 	}
@@ -276,9 +306,11 @@ func produceAt(ctx context.Context, brokers []string, topic string, records []tr
 	return next, time.Since(start), nil
 }
 
-// measureFreshness paces records into the topic at run.rate per second and, every 100 ms, a probe
-// message from "probe-peer" to "probe"; a poller syncs "probe" back to back and notes when each probe's
-// seq becomes visible (to within the poller's 5 ms). It returns the probes' latencies, sorted.
+// measureFreshness paces records into the topic at run.rate per second and, after run.warm (the writer's
+// first produce call takes a few hundred ms, and the records it held back then go at once: a burst no
+// steady sender makes), every 100 ms a probe message from "probe-peer" to "probe"; a poller syncs
+// "probe" back to back and notes when each probe's seq becomes visible (to within the poller's 5 ms). It
+// returns the probes' latencies, sorted.
 func measureFreshness(ctx context.Context, brokers []string, topic string, c *syncClient, records []trafficgen.Record, run freshRun) ([]time.Duration, error) {
 	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, Balancer: &kafkago.Hash{}, RequiredAcks: kafkago.RequireAll,
 		BatchTimeout: time.Millisecond, BatchSize: 1000}
@@ -330,13 +362,13 @@ func measureFreshness(ctx context.Context, brokers []string, topic string, c *sy
 	next := 0
 	probeSeq := run.seqBase
 	lastProbe := time.Time{}
-	for time.Since(start) < run.d && next < len(records) {
+	for time.Since(start) < run.warm+run.d && next < len(records) {
 		batch := make([]kafkago.Message, 0, perTick+1)
 		for i := 0; i < perTick && next < len(records); i++ {
 			batch = append(batch, kafkago.Message{Key: records[next].Key, Value: records[next].Value})
 			next++
 		}
-		if time.Since(lastProbe) >= 100*time.Millisecond {
+		if time.Since(start) >= run.warm && time.Since(lastProbe) >= 100*time.Millisecond {
 			probeSeq++
 			v, _ := json.Marshal(map[string]any{"message_id": probeSeq, "message_seq": probeSeq, "from_uid": "probe-peer",
 				"channel_id": "probe", "channel_type": 1, "timestamp": time.Now().Unix(), "header": map[string]int{"red_dot": 1},

@@ -28,7 +28,7 @@ func largeUID(i int) string { return fmt.Sprintf("lg-%05d", i) }
 
 // largeSection runs the large-channel figures against the peer run's projector and API (the projector
 // runs with its default LARGE_CHANNEL_MEMBERS, 1,000).
-func largeSection(ctx context.Context, e *env, rep *report, topic string, projector, api *proc, d time.Duration) error {
+func largeSection(ctx context.Context, e *env, rep *report, topic string, projector, api *proc, warm, d time.Duration) error {
 	w := &kafkago.Writer{Addr: kafkago.TCP(e.brokers...), Topic: topic, Balancer: &kafkago.Hash{}, RequiredAcks: kafkago.RequireAll,
 		BatchTimeout: time.Millisecond, BatchSize: 1000}
 	defer w.Close()
@@ -56,27 +56,38 @@ func largeSection(ctx context.Context, e *env, rep *report, topic string, projec
 			return fmt.Errorf("large: the membership events were not applied within 2 minutes")
 		}
 	}
-	peer, err := peerStream(1000*d.Seconds(), 40_000_000)
+	peer, err := peerStream(1000*(warm+d).Seconds(), 40_000_000)
 	if err != nil {
 		return err
 	}
-	progress("large: %s at 100 messages/s with the peer stream at 1,000 events/s for %s", largeGroup, d)
+	progress("large: %s at 100 messages/s with the peer stream at 1,000 events/s for %s, measured after %s", largeGroup, warm+d, warm)
 	before := snapshotBudget(projector, api)
-	r, err := measureLarge(ctx, w, newSyncClient(api.addr, 2), peer, d)
+	r, err := measureLarge(ctx, w, newSyncClient(api.addr, 2), peer, warm, d)
 	if err != nil {
 		return err
 	}
 	after := snapshotBudget(projector, api)
 	bd := after.breakdown(before)
 	st := bd.stages
-	progress("large: group p50 %s p99 %s (%d messages); peer p99 %s (%d probes); mean batch %.1f; %s; %s",
+	progress("large: group p50 %s p99 %s (%d messages); peer p99 %s (%d probes); mean batch %.1f; %s; %s; %s",
 		fmtMS(percentile(r.group, 50)), fmtMS(percentile(r.group, 99)), len(r.group), fmtMS(percentile(r.peer, 99)),
-		len(r.peer), bd.meanBatch, formatStages(st), formatLanes(bd.lanes))
-	rep.emit(figure{Name: "large.g20000_r100.p50", Value: ms(percentile(r.group, 50)), Unit: "ms", Stages: st, Lanes: bd.lanes})
+		len(r.peer), bd.meanBatch, formatStages(st), formatSteps(bd.steps), formatLanes(bd.lanes))
+	var slow []slowBatchLine
+	if projector.log != "" {
+		if slow, err = readSlowBatches(projector.log); err != nil {
+			progress("large: reading the projector's slow batches: %v", err)
+		}
+	}
+	for _, kind := range []string{"group", "peer"} {
+		if n := reportTail(kind, r.traces, slow, r.start); n > 0 {
+			progress("large: %d of the slowest %s messages spent half their time or more in the produce call", n, kind)
+		}
+	}
+	rep.emit(figure{Name: "large.g20000_r100.p50", Value: ms(percentile(r.group, 50)), Unit: "ms", Stages: st, Lanes: bd.lanes, Steps: bd.steps})
 	rep.emit(figure{Name: "large.g20000_r100.p99", Value: ms(percentile(r.group, 99)), Unit: "ms", Stages: st, Lanes: bd.lanes,
-		Target: "p99 ≤ 50 ms"})
+		Steps: bd.steps, Target: "p99 ≤ 50 ms"})
 	rep.emit(figure{Name: "large.peer_during.p99", Value: ms(percentile(r.peer, 99)), Unit: "ms", Stages: st, Lanes: bd.lanes,
-		Target: "p99 ≤ 100 ms"})
+		Steps: bd.steps, Target: "p99 ≤ 100 ms"})
 
 	perMsg, err := largeRowsPerMessage(ctx, e)
 	if err != nil {
@@ -93,15 +104,22 @@ func largeSection(ctx context.Context, e *env, rep *report, topic string, projec
 }
 
 // largeResult holds the sorted produce-to-visible latencies of the group's messages (as one member
-// sees them) and of the peer probes.
-type largeResult struct{ group, peer []time.Duration }
+// sees them) and of the peer probes, and each one's trace, with when the measurement started.
+type largeResult struct {
+	group, peer []time.Duration
+	traces      []msgTrace
+	start       time.Time
+}
 
 // measureLarge produces the peer records at their rate, the group's messages at 100/s from members
 // who do not poll, and a person-chat probe every 100 ms; one poller syncs a member of the group and
-// one the probe's recipient, back to back, 5 ms apart, noting when each seq becomes visible.
-func measureLarge(ctx context.Context, w *kafkago.Writer, c *syncClient, peer []trafficgen.Record, d time.Duration) (largeResult, error) {
+// one the probe's recipient, back to back, 5 ms apart, noting when each seq becomes visible. The
+// stream runs for warm before the messages are measured for d: the writer's first produce call takes
+// a few hundred ms (docs/benchmarks.md, "The tails"), and the ticks it held back are then produced at
+// once, a burst no steady sender makes.
+func measureLarge(ctx context.Context, w *kafkago.Writer, c *syncClient, peer []trafficgen.Record, warm, d time.Duration) (largeResult, error) {
 	var mu sync.Mutex
-	sent := map[string]map[int64]time.Time{"group": {}, "peer": {}}
+	sent := map[string]map[int64]*msgTrace{"group": {}, "peer": {}}
 	var res largeResult
 	pollCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -109,7 +127,9 @@ func measureLarge(ctx context.Context, w *kafkago.Writer, c *syncClient, peer []
 	poll := func(kind, uid, channel string, out *[]time.Duration) {
 		body, _ := json.Marshal(syncBody{UID: uid})
 		var seen int64
+		var prevEnd time.Time
 		for pollCtx.Err() == nil {
+			began := time.Now()
 			b, err := c.post(pollCtx, body)
 			if err == nil {
 				var items []struct {
@@ -125,7 +145,8 @@ func measureLarge(ctx context.Context, w *kafkago.Writer, c *syncClient, peer []
 						mu.Lock()
 						for s := seen + 1; s <= it.LastMsgSeq; s++ {
 							if t, ok := sent[kind][s]; ok {
-								*out = append(*out, now.Sub(t))
+								*out = append(*out, now.Sub(t.sent))
+								t.visible, t.syncStart, t.syncTook, t.prevEnd = now, began, now.Sub(began), prevEnd
 							}
 						}
 						mu.Unlock()
@@ -133,6 +154,7 @@ func measureLarge(ctx context.Context, w *kafkago.Writer, c *syncClient, peer []
 					}
 				}
 			}
+			prevEnd = time.Now()
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
@@ -144,15 +166,21 @@ func measureLarge(ctx context.Context, w *kafkago.Writer, c *syncClient, peer []
 	perTick := max(1, int(1000*tick.Seconds()))
 	start := time.Now()
 	var groupSeq, probeSeq int64
+	var groups, probes int // measured
 	probeBase := int64(50_000_000)
 	next := 0
-	for i := 0; time.Since(start) < d; i++ {
+	for i := 0; time.Since(start) < warm+d; i++ {
 		batch := make([]kafkago.Message, 0, perTick+2)
 		for j := 0; j < perTick && next < len(peer); j++ {
 			batch = append(batch, kafkago.Message{Key: peer[next].Key, Value: peer[next].Value})
 			next++
 		}
 		now := time.Now()
+		measured := now.Sub(start) >= warm
+		if measured && res.start.IsZero() {
+			res.start = now
+		}
+		var inTick []*msgTrace
 		mu.Lock()
 		{ // 100 messages/s: one per 10 ms tick
 			groupSeq++
@@ -161,7 +189,12 @@ func measureLarge(ctx context.Context, w *kafkago.Writer, c *syncClient, peer []
 				"channel_id": largeGroup, "channel_type": 2, "timestamp": now.Unix(), "header": map[string]int{"red_dot": 1},
 				"client_msg_no": fmt.Sprintf("lg-%d", groupSeq), "payload": ""})
 			batch = append(batch, kafkago.Message{Key: []byte(largeGroup), Value: v})
-			sent["group"][groupSeq] = now
+			if measured {
+				t := &msgTrace{kind: "group", seq: groupSeq, sent: now}
+				sent["group"][groupSeq] = t
+				inTick = append(inTick, t)
+				groups++
+			}
 		}
 		if i%10 == 0 {
 			probeSeq++
@@ -170,19 +203,30 @@ func measureLarge(ctx context.Context, w *kafkago.Writer, c *syncClient, peer []
 				"channel_id": "probe", "channel_type": 1, "timestamp": now.Unix(), "header": map[string]int{"red_dot": 1},
 				"client_msg_no": fmt.Sprintf("probe-%d", s), "payload": ""})
 			batch = append(batch, kafkago.Message{Key: []byte(conversation.PersonKey("probe-peer", "probe")), Value: v})
-			sent["peer"][s] = now
+			if measured {
+				t := &msgTrace{kind: "peer", seq: s, sent: now}
+				sent["peer"][s] = t
+				inTick = append(inTick, t)
+				probes++
+			}
 		}
 		mu.Unlock()
 		if err := w.WriteMessages(ctx, batch...); err != nil {
 			return res, fmt.Errorf("large: produce: %w", err)
 		}
+		produced := time.Since(now)
+		mu.Lock()
+		for _, t := range inTick {
+			t.produce = produced
+		}
+		mu.Unlock()
 		if sleep := time.Until(start.Add(time.Duration(i+1) * tick)); sleep > 0 {
 			time.Sleep(sleep)
 		}
 	}
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		mu.Lock()
-		done := len(res.group) >= int(groupSeq) && len(res.peer) >= int(probeSeq)
+		done := len(res.group) >= groups && len(res.peer) >= probes
 		mu.Unlock()
 		if done {
 			break
@@ -190,11 +234,16 @@ func measureLarge(ctx context.Context, w *kafkago.Writer, c *syncClient, peer []
 	}
 	stop()
 	wg.Wait()
+	for _, kind := range []string{"group", "peer"} {
+		for _, t := range sent[kind] {
+			res.traces = append(res.traces, *t)
+		}
+	}
 	slices.Sort(res.group)
 	slices.Sort(res.peer)
-	if len(res.group) < int(groupSeq) || len(res.peer) < int(probeSeq) {
+	if len(res.group) < groups || len(res.peer) < probes {
 		return res, fmt.Errorf("large: only %d of %d group messages and %d of %d probes became visible",
-			len(res.group), groupSeq, len(res.peer), probeSeq)
+			len(res.group), groups, len(res.peer), probes)
 	}
 	return res, nil
 }

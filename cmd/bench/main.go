@@ -44,6 +44,9 @@ type figure struct {
 	Stages map[string]float64 `json:"stages_ms,omitempty"`
 	// Lanes is the projector's part of it per lane: mean ms per stage and mean batch_records.
 	Lanes map[string]map[string]float64 `json:"lanes_stages_ms,omitempty"`
+	// Steps is the projector's apply and db_commit stages by step of the store transaction: mean ms per
+	// batch (conv_projector_batch_step_seconds).
+	Steps map[string]float64 `json:"steps_ms,omitempty"`
 	// BaselineIs says what the baseline is when it was not measured in this run.
 	BaselineIs string `json:"baseline_is,omitempty"`
 }
@@ -71,7 +74,7 @@ func (r *report) vs(name string, value float64, unit string, baseline float64, t
 
 // latency adds a latency figure with the run's stage breakdown beside it, overall and per lane.
 func (r *report) latency(name string, d time.Duration, b breakdown) {
-	r.emit(figure{Name: name, Value: ms(d), Unit: "ms", Stages: b.stages, Lanes: b.lanes})
+	r.emit(figure{Name: name, Value: ms(d), Unit: "ms", Stages: b.stages, Lanes: b.lanes, Steps: b.steps})
 }
 
 func (r *report) emit(f figure) {
@@ -128,6 +131,7 @@ type options struct {
 	duration  time.Duration // each API load run
 	scale     float64       // multiplies the size of the projector workloads
 	freshRate float64       // events/s of the freshness run (0: half the measured maximum)
+	warmUp    time.Duration // the unmeasured start of the large and freshness streams
 }
 
 // peakRSS is the highest resident set size seen of each binary over the run, in MiB.
@@ -136,6 +140,7 @@ type peakRSS struct{ projector, api float64 }
 func run(ctx context.Context) error {
 	only := flag.String("only", "projector,api,peer,freshness,large", "sections to run, comma-separated (also: scale; vitess, which make bench-vitess runs)")
 	duration := flag.Duration("duration", 20*time.Second, "length of each API load run")
+	warmUp := flag.Duration("warmup", time.Second, "how long the large and freshness streams run before their messages are measured")
 	scale := flag.Float64("scale", 1, "multiplies the size of the projector workloads")
 	freshRate := flag.Float64("freshness-rate", 0, "events/s of the freshness run (0: half the measured maximum)")
 	clusterDir := flag.String("cluster", ".run/cluster", "the run directory of make cluster, for the cluster section (-only ...,cluster)")
@@ -147,7 +152,7 @@ func run(ctx context.Context) error {
 	if *fixtureDSN != "" {
 		return serveFixture(ctx, *fixtureDSN)
 	}
-	opts := options{sections: map[string]bool{}, duration: *duration, scale: *scale, freshRate: *freshRate}
+	opts := options{sections: map[string]bool{}, duration: *duration, scale: *scale, freshRate: *freshRate, warmUp: *warmUp}
 	for _, s := range strings.Split(*only, ",") {
 		opts.sections[strings.TrimSpace(s)] = true
 	}
@@ -325,7 +330,7 @@ func peerStreamSections(ctx context.Context, e *env, rep *report, opts options, 
 		}
 	}
 	if opts.sections["freshness"] {
-		if err := freshnessSection(ctx, e, rep, topic, projector, api, res.events, opts.freshRate); err != nil {
+		if err := freshnessSection(ctx, e, rep, topic, projector, api, res.events, opts.freshRate, opts.warmUp); err != nil {
 			return err
 		}
 		lost, err := lostAnnouncement(ctx, dsn, api)
@@ -335,7 +340,7 @@ func peerStreamSections(ctx context.Context, e *env, rep *report, opts options, 
 		rep.emit(figure{Name: "feed.lost_announcement_ms", Value: ms(lost), Unit: "ms", Target: "≤ 5000 (SYNC_CACHE_MAX_AGE)"})
 	}
 	if opts.sections["large"] {
-		if err := largeSection(ctx, e, rep, topic, projector, api, min(15*time.Second, opts.duration)); err != nil {
+		if err := largeSection(ctx, e, rep, topic, projector, api, opts.warmUp, min(15*time.Second, opts.duration)); err != nil {
 			return err
 		}
 	}
@@ -380,17 +385,17 @@ func peerSection(ctx context.Context, e *env, rep *report, dsn string, api *proc
 // freshnessSection measures produce-to-visible latency on the peer stream: at 100 and 1,000 events/s, the
 // highest rate the projector sustains, half of it, and (the figure kept from earlier runs) half the
 // backlog maximum. Each run's messages continue the seqs above the previous runs'.
-func freshnessSection(ctx context.Context, e *env, rep *report, topic string, projector, api *proc, ingestMax, fixedRate float64) error {
+func freshnessSection(ctx context.Context, e *env, rep *report, topic string, projector, api *proc, ingestMax, fixedRate float64, warm time.Duration) error {
 	seqBase := int64(1_000_000)
 	next := func() int64 { seqBase += 1_000_000; return seqBase }
 	measure := func(name string, rate float64, d time.Duration) (freshResult, error) {
 		progress("freshness: %s, %.0f events/s for %s", name, rate, d)
-		r, err := e.freshness(ctx, topic, projector, api, freshRun{rate: rate, d: d, seqBase: next()})
+		r, err := e.freshness(ctx, topic, projector, api, freshRun{rate: rate, warm: warm, d: d, seqBase: next()})
 		if err != nil {
 			return r, fmt.Errorf("freshness %s: %w", name, err)
 		}
-		progress("freshness: %s: %d probes, p50 %s, p99 %s, mean batch %.1f; %s; %s", name, r.probes, fmtMS(r.p50), fmtMS(r.p99),
-			r.meanBatch, formatStages(r.stages), formatLanes(r.lanes))
+		progress("freshness: %s: %d probes, p50 %s, p99 %s, mean batch %.1f; %s; %s; %s", name, r.probes, fmtMS(r.p50), fmtMS(r.p99),
+			r.meanBatch, formatStages(r.stages), formatSteps(r.steps), formatLanes(r.lanes))
 		return r, nil
 	}
 	for _, fr := range []struct {
@@ -404,7 +409,7 @@ func freshnessSection(ctx context.Context, e *env, rep *report, topic string, pr
 		}
 		rep.latency("freshness."+fr.name+".p50", r.p50, r.breakdown)
 		rep.emit(figure{Name: "freshness." + fr.name + ".p99", Value: ms(r.p99), Unit: "ms", Stages: r.stages, Lanes: r.lanes,
-			Target: fr.target})
+			Steps: r.steps, Target: fr.target})
 	}
 	steady, err := e.steadyMax(ctx, topic, projector, ingestMax, 8*time.Second, 4, next()+10_000_000)
 	seqBase += 20_000_000 // past the probes' seqs
@@ -419,7 +424,7 @@ func freshnessSection(ctx context.Context, e *env, rep *report, topic string, pr
 		}
 		rep.latency("freshness.half_steady.p50", r.p50, r.breakdown)
 		rep.emit(figure{Name: "freshness.half_steady.p99", Value: ms(r.p99), Unit: "ms", Stages: r.stages, Lanes: r.lanes,
-			Target: "≤ 250 ms"})
+			Steps: r.steps, Target: "≤ 250 ms"})
 	}
 	rate := ingestMax / 2 // half the measured backlog maximum of the same workload
 	if fixedRate > 0 {
