@@ -317,7 +317,7 @@ func measureFreshness(ctx context.Context, brokers []string, topic string, c *sy
 	defer w.Close()
 	key := conversation.PersonKey("probe-peer", "probe")
 	var mu sync.Mutex
-	sent := map[int64]time.Time{}
+	sent := map[int64]*msgTrace{}
 	var lat []time.Duration
 
 	pollCtx, stopPoll := context.WithCancel(ctx)
@@ -346,7 +346,8 @@ func measureFreshness(ctx context.Context, brokers []string, topic string, c *sy
 				mu.Lock()
 				for s := seen + 1; s <= it.LastMsgSeq; s++ {
 					if t, ok := sent[s]; ok {
-						lat = append(lat, now.Sub(t))
+						lat = append(lat, now.Sub(t.sent))
+						t.visible = now
 					}
 				}
 				mu.Unlock()
@@ -362,6 +363,7 @@ func measureFreshness(ctx context.Context, brokers []string, topic string, c *sy
 	next := 0
 	probeSeq := run.seqBase
 	lastProbe := time.Time{}
+	var slowCalls []string // produce calls of 50 ms or more, from the first probe (negative in the warm-up)
 	for time.Since(start) < run.warm+run.d && next < len(records) {
 		batch := make([]kafkago.Message, 0, perTick+1)
 		for i := 0; i < perTick && next < len(records); i++ {
@@ -376,12 +378,21 @@ func measureFreshness(ctx context.Context, brokers []string, topic string, c *sy
 			batch = append(batch, kafkago.Message{Key: []byte(key), Value: v})
 			lastProbe = time.Now()
 			mu.Lock()
-			sent[probeSeq] = lastProbe
+			sent[probeSeq] = &msgTrace{kind: "probe", seq: probeSeq, sent: lastProbe}
 			mu.Unlock()
 		}
+		called := time.Now()
 		if err := w.WriteMessages(ctx, batch...); err != nil {
 			return nil, fmt.Errorf("freshness produce: %w", err)
 		}
+		if took := time.Since(called); took >= 50*time.Millisecond {
+			slowCalls = append(slowCalls, fmt.Sprintf("%+.3fs: %s", (called.Sub(start)-run.warm).Seconds(), fmtMS(took)))
+		}
+		mu.Lock()
+		if t := sent[probeSeq]; t != nil && t.produce == 0 {
+			t.produce = time.Since(t.sent)
+		}
+		mu.Unlock()
 		if sleep := time.Until(start.Add(time.Duration(next/perTick) * tick)); sleep > 0 {
 			time.Sleep(sleep)
 		}
@@ -398,6 +409,17 @@ func measureFreshness(ctx context.Context, brokers []string, topic string, c *sy
 	}
 	stopPoll()
 	wg.Wait()
+	var slowest []msgTrace
+	for _, t := range sent {
+		slowest = append(slowest, *t)
+	}
+	slices.SortFunc(slowest, func(a, b msgTrace) int { return int(b.latency() - a.latency()) })
+	var tail []string
+	for _, t := range slowest[:min(3, len(slowest))] {
+		tail = append(tail, fmt.Sprintf("sent %+.3fs: %s (produce %s)", t.sent.Sub(start.Add(run.warm)).Seconds(), fmtMS(t.latency()), fmtMS(t.produce)))
+	}
+	progress("freshness: the 3 slowest probes: %s; %d produce calls of 50 ms or more (the warm-up negative): %s",
+		strings.Join(tail, ", "), len(slowCalls), strings.Join(slowCalls, ", "))
 	slices.Sort(lat)
 	if len(lat) < probes {
 		return nil, fmt.Errorf("freshness: only %d of %d probes became visible", len(lat), probes)

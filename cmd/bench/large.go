@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,6 +79,13 @@ func largeSection(ctx context.Context, e *env, rep *report, topic string, projec
 			progress("large: reading the projector's slow batches: %v", err)
 		}
 	}
+	var calls []string
+	for _, c := range r.slowProduce {
+		calls = append(calls, fmt.Sprintf("%+.3fs: %s", c[0].Seconds(), fmtMS(c[1])))
+	}
+	progress("large: %d produce calls took 50 ms or more (from the start of the measurement; the warm-up is negative): %s",
+		len(calls), strings.Join(calls, ", "))
+	progress("large: the projector during the measurement: %s", summarizeSlowBatches(slow, r.start, r.start.Add(d)))
 	for _, kind := range []string{"group", "peer"} {
 		if n := reportTail(kind, r.traces, slow, r.start); n > 0 {
 			progress("large: %d of the slowest %s messages spent half their time or more in the produce call", n, kind)
@@ -109,6 +117,9 @@ type largeResult struct {
 	group, peer []time.Duration
 	traces      []msgTrace
 	start       time.Time
+	// slowProduce are the produce calls that took 50 ms or more, warm-up included: when (from start,
+	// negative in the warm-up) and how long.
+	slowProduce [][2]time.Duration
 }
 
 // measureLarge produces the peer records at their rate, the group's messages at 100/s from members
@@ -215,6 +226,9 @@ func measureLarge(ctx context.Context, w *kafkago.Writer, c *syncClient, peer []
 			return res, fmt.Errorf("large: produce: %w", err)
 		}
 		produced := time.Since(now)
+		if produced >= 50*time.Millisecond {
+			res.slowProduce = append(res.slowProduce, [2]time.Duration{now.Sub(start) - warm, produced})
+		}
 		mu.Lock()
 		for _, t := range inTick {
 			t.produce = produced

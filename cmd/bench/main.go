@@ -132,6 +132,7 @@ type options struct {
 	scale     float64       // multiplies the size of the projector workloads
 	freshRate float64       // events/s of the freshness run (0: half the measured maximum)
 	warmUp    time.Duration // the unmeasured start of the large and freshness streams
+	steadyMax float64       // taken as the freshness section's steady maximum instead of searching it (0: search)
 }
 
 // peakRSS is the highest resident set size seen of each binary over the run, in MiB.
@@ -140,6 +141,7 @@ type peakRSS struct{ projector, api float64 }
 func run(ctx context.Context) error {
 	only := flag.String("only", "projector,api,peer,freshness,large", "sections to run, comma-separated (also: scale; vitess, which make bench-vitess runs)")
 	duration := flag.Duration("duration", 20*time.Second, "length of each API load run")
+	steadyMax := flag.Float64("steady-max", 0, "events/s taken as the highest steady rate instead of searching it, so half_steady runs at half of it (0: search; freshness.steady_max is then not printed)")
 	warmUp := flag.Duration("warmup", time.Second, "how long the large and freshness streams run before their messages are measured")
 	scale := flag.Float64("scale", 1, "multiplies the size of the projector workloads")
 	freshRate := flag.Float64("freshness-rate", 0, "events/s of the freshness run (0: half the measured maximum)")
@@ -152,7 +154,7 @@ func run(ctx context.Context) error {
 	if *fixtureDSN != "" {
 		return serveFixture(ctx, *fixtureDSN)
 	}
-	opts := options{sections: map[string]bool{}, duration: *duration, scale: *scale, freshRate: *freshRate, warmUp: *warmUp}
+	opts := options{sections: map[string]bool{}, duration: *duration, scale: *scale, freshRate: *freshRate, warmUp: *warmUp, steadyMax: *steadyMax}
 	for _, s := range strings.Split(*only, ",") {
 		opts.sections[strings.TrimSpace(s)] = true
 	}
@@ -330,7 +332,7 @@ func peerStreamSections(ctx context.Context, e *env, rep *report, opts options, 
 		}
 	}
 	if opts.sections["freshness"] {
-		if err := freshnessSection(ctx, e, rep, topic, projector, api, res.events, opts.freshRate, opts.warmUp); err != nil {
+		if err := freshnessSection(ctx, e, rep, topic, projector, api, res.events, opts); err != nil {
 			return err
 		}
 		lost, err := lostAnnouncement(ctx, dsn, api)
@@ -385,7 +387,8 @@ func peerSection(ctx context.Context, e *env, rep *report, dsn string, api *proc
 // freshnessSection measures produce-to-visible latency on the peer stream: at 100 and 1,000 events/s, the
 // highest rate the projector sustains, half of it, and (the figure kept from earlier runs) half the
 // backlog maximum. Each run's messages continue the seqs above the previous runs'.
-func freshnessSection(ctx context.Context, e *env, rep *report, topic string, projector, api *proc, ingestMax, fixedRate float64, warm time.Duration) error {
+func freshnessSection(ctx context.Context, e *env, rep *report, topic string, projector, api *proc, ingestMax float64, opts options) error {
+	fixedRate, warm := opts.freshRate, opts.warmUp
 	seqBase := int64(1_000_000)
 	next := func() int64 { seqBase += 1_000_000; return seqBase }
 	measure := func(name string, rate float64, d time.Duration) (freshResult, error) {
@@ -411,12 +414,16 @@ func freshnessSection(ctx context.Context, e *env, rep *report, topic string, pr
 		rep.emit(figure{Name: "freshness." + fr.name + ".p99", Value: ms(r.p99), Unit: "ms", Stages: r.stages, Lanes: r.lanes,
 			Steps: r.steps, Target: fr.target})
 	}
-	steady, err := e.steadyMax(ctx, topic, projector, ingestMax, 8*time.Second, 4, next()+10_000_000)
-	seqBase += 20_000_000 // past the probes' seqs
-	if err != nil {
-		return err
+	steady := opts.steadyMax
+	if steady <= 0 {
+		var err error
+		steady, err = e.steadyMax(ctx, topic, projector, ingestMax, 8*time.Second, 4, next()+10_000_000)
+		if err != nil {
+			return err
+		}
+		rep.add("freshness.steady_max", steady, "events/s")
 	}
-	rep.add("freshness.steady_max", steady, "events/s")
+	seqBase += 20_000_000 // past the probes' seqs
 	if steady > 0 {
 		r, err := measure("half_steady", steady/2, 15*time.Second)
 		if err != nil {

@@ -127,3 +127,28 @@ func formatSlowBatch(f map[string]any) string {
 	}
 	return out + " ms"
 }
+
+// summarizeSlowBatches says how many slow batches the projector logged from start to end, how many of
+// them in the first second, and the slowest (by took_ms) with when it ended.
+func summarizeSlowBatches(slow []slowBatchLine, start, end time.Time) string {
+	n, first := 0, 0
+	var worst *slowBatchLine
+	for i, b := range slow {
+		if b.at.Before(start) || b.at.After(end) {
+			continue
+		}
+		n++
+		if b.at.Sub(start) < time.Second {
+			first++
+		}
+		took := func(l slowBatchLine) float64 { v, _ := l.fields["took_ms"].(float64); return v }
+		if worst == nil || took(b) > took(*worst) {
+			worst = &slow[i]
+		}
+	}
+	if worst == nil {
+		return "no slow batch"
+	}
+	return fmt.Sprintf("%d slow batches (%d in the first second); the longest: lane %v at +%.3fs: %s", n, first,
+		worst.fields["lane"], worst.at.Sub(start).Seconds(), formatSlowBatch(worst.fields))
+}
