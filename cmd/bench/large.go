@@ -30,8 +30,11 @@ func largeUID(i int) string { return fmt.Sprintf("lg-%05d", i) }
 // largeSection runs the large-channel figures against the peer run's projector and API (the projector
 // runs with its default LARGE_CHANNEL_MEMBERS, 1,000).
 func largeSection(ctx context.Context, e *env, rep *report, topic string, projector, api *proc, warm, d time.Duration) error {
+	// A produce call the writer retries (after 100 ms, then 400 ms, …) is a stall of the bench's own:
+	// its errors are printed, to tell such a stall from the service's.
 	w := &kafkago.Writer{Addr: kafkago.TCP(e.brokers...), Topic: topic, Balancer: &kafkago.Hash{}, RequiredAcks: kafkago.RequireAll,
-		BatchTimeout: time.Millisecond, BatchSize: 1000}
+		BatchTimeout: time.Millisecond, BatchSize: 1000,
+		ErrorLogger: kafkago.LoggerFunc(func(format string, args ...any) { progress("large: kafka writer: "+format, args...) })}
 	defer w.Close()
 	const committed = "conv_projector_records_committed_total"
 	c0, err := projector.metric(committed)
