@@ -94,7 +94,7 @@ type batch struct {
 	queuedBytes int
 	// versionsAt is when the attempt took its first version (user or channel); zero for none.
 	versionsAt time.Time
-	// Optimistic row writes (unless Options.LockingRowReads): expect is the version each row that
+	// Optimistic row writes (Options.OptimisticRowWrites): expect is the version each row that
 	// RowsForUpdate was asked for had when it was read, 0 for none; WriteRows writes a row only if it
 	// still has it. fresh are the channels LockChannels found in the zero state: no conversation row of
 	// theirs can exist, so guess (the first attempt of a batch, not a retry after a conflict) takes
@@ -499,19 +499,34 @@ func (b *batch) loadNamedMembers(ctx context.Context, keys []conversation.Member
 	})
 }
 
+// rowMode is how a store's batches read and write conversation rows.
+type rowMode int
+
+const (
+	// rowsLocked (the default) reads and locks every row.
+	rowsLocked rowMode = iota
+	// rowsOptimistic locks none and writes a row only if unchanged (Options.OptimisticRowWrites).
+	rowsOptimistic
+)
+
 // RowsForUpdate returns the existing conversation rows of keys, which are sorted, held for WriteRows
-// (conversation.BatchTx): with Options.LockingRowReads by locking them (the keys table drives the join
-// in its order, so rows are locked in primary-key order); by default by noting each one's version
-// (expect), which WriteRows checks, so the read takes no lock. Rows of channels LockChannels found
+// (conversation.BatchTx): by locking them (the keys table drives the join in its order, so rows are
+// locked in primary-key order), or with Options.OptimisticRowWrites by noting each one's version
+// (expect), which WriteRows checks, so the read takes no lock. Then rows of channels LockChannels found
 // fresh are not read on a batch's first attempt: nearly always none exists (a row is written only under
 // its channel's lock, by a batch that almost always leaves the channel's state non-zero), and should
-// one exist after all, the write or checkGuesses finds it and the retry reads.
+// one exist after all, the insert or checkGuesses finds it and the retry reads. With the row cache,
+// cached rows are not read either.
 func (b *batch) RowsForUpdate(ctx context.Context, keys []conversation.ConvKey) (map[conversation.ConvKey]conversation.Row, error) {
 	out := make(map[conversation.ConvKey]conversation.Row, len(keys))
+	mode := b.store.rowMode
 	lock := " FOR UPDATE"
+	if mode == rowsOptimistic {
+		lock = ""
+	}
 	read := keys
-	if !b.store.locking {
-		lock, read = "", nil
+	if mode == rowsOptimistic {
+		read = nil
 		if b.expect == nil {
 			b.expect = make(map[conversation.ConvKey]int64, len(keys))
 		}
@@ -560,30 +575,25 @@ func (b *batch) RowsForUpdate(ctx context.Context, keys []conversation.ConvKey) 
 	})
 }
 
-// WriteRows writes whole rows, sorted by key. With Options.LockingRowReads they are upserted. By
-// default (optimistic writes) a row that RowsForUpdate found is written only if it still has the
-// version it had then (upsertRowsIf), which the statement's count of affected rows tells, and a row it
-// did not find is inserted: a duplicate key then says the row exists after all, which only a guess of
-// the attempt can have missed (rows are inserted only by batches, under their channel's lock). Either
-// fails the attempt with conversation.ErrConflict, and the retry reads every row. The counts are read
+// WriteRows writes whole rows, sorted by key: by default, rows RowsForUpdate locked, with multi-row
+// upserts. With Options.OptimisticRowWrites a row RowsForUpdate found is written only if it still has
+// the version it had then (upsertRowsIf), which the statement's count of affected rows tells, and a row
+// it did not find (or took as absent without reading it) is inserted: a duplicate key then says the row
+// exists after all, which only a guess can have missed (rows are inserted only by batches, under their
+// channel's lock). A count short of 2 per row or such a duplicate fails the attempt with
+// conversation.ErrConflict, and the retry reads every row. The counts are read
 // so that CLIENT_FOUND_ROWS (a DSN's clientFoundRows, a proxy's setting) cannot hide a change: a row
 // written counts 2 with or without it, one left alone or inserted in its absence at most 1.
 func (b *batch) WriteRows(ctx context.Context, rows []conversation.Row) error {
-	if b.store.locking {
-		return chunks(len(rows), rowsPerStatement, func(lo, hi int) error {
-			args := make([]any, 0, len(convColumns)*(hi-lo))
-			for i := range rows[lo:hi] {
-				args = appendRowArgs(args, &rows[lo+i])
-			}
-			return b.exec(ctx, "write conversations", upsertRows(hi-lo), args...)
-		})
-	}
-	var inserts, updates []conversation.Row
+	mode := b.store.rowMode
+	var inserts, upserts, updates []conversation.Row
 	for _, r := range rows {
 		b.saw(r)
 		delete(b.guessed, r.ConvKey)
 		was, ok := b.expect[r.ConvKey]
 		switch {
+		case mode == rowsLocked:
+			upserts = append(upserts, r)
 		case !ok:
 			return fmt.Errorf("write conversations: row %v was not read for update", r.ConvKey)
 		case was == 0:
@@ -592,6 +602,15 @@ func (b *batch) WriteRows(ctx context.Context, rows []conversation.Row) error {
 			r.Version = was // the tuple carries the version the stored row must still have
 			updates = append(updates, r)
 		}
+	}
+	if err := chunks(len(upserts), rowsPerStatement, func(lo, hi int) error {
+		args := make([]any, 0, len(convColumns)*(hi-lo))
+		for i := range upserts[lo:hi] {
+			args = appendRowArgs(args, &upserts[lo+i])
+		}
+		return b.exec(ctx, "write conversations", upsertRows(hi-lo), args...)
+	}); err != nil {
+		return err
 	}
 	if err := chunks(len(inserts), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, len(convColumns)*(hi-lo))

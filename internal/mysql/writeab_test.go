@@ -153,9 +153,9 @@ type abVariant struct {
 // before/after figures of one sitting on a shared machine. Run with -benchtime 1x.
 func BenchmarkWriteModes(b *testing.B) {
 	variants := []abVariant{
-		{name: "locking", opts: mysql.Options{LockingRowReads: true}},
-		{name: "optimistic"},
-		{name: "cached", opts: mysql.Options{RowCacheRows: 100_000}},
+		{name: "locking"},
+		{name: "optimistic", opts: mysql.Options{OptimisticRowWrites: true}},
+		{name: "cached", opts: mysql.Options{OptimisticRowWrites: true, RowCacheRows: 100_000}},
 	}
 	for _, wl := range []struct {
 		name      string
@@ -168,6 +168,8 @@ func BenchmarkWriteModes(b *testing.B) {
 		// W2 with the API clearing the unread count of 5 conversations the next batch changes,
 		// before each batch (not timed): what cached rows cost when the API changes them.
 		{"w2_api", trafficgen.W2(4_000, 2), 500, 5},
+		// The peer workload's first 2,000 messages in batches of 5: the small batches of a quiet stream.
+		{"peer5", func() trafficgen.Config { c := trafficgen.Peer(); c.Messages = 2_000; return c }(), 5, 0},
 	} {
 		b.Run(wl.name, func(b *testing.B) {
 			w := newABWorkload(b, wl.cfg, wl.batch)
