@@ -68,7 +68,7 @@ type budget map[string]float64
 // batchSteps are the steps of a batch's store transaction (conv_projector_batch_step_seconds), in the
 // order a batch takes them.
 var batchSteps = []string{"begin", "lock_channels", "applied_messages", "members", "rows_for_update", "late_since",
-	"bump_versions", "write_rows", "write_channels", "check_guesses", "flush", "commit", "retry_wait"}
+	"bump_versions", "write_rows", "write_channels", "flush", "commit", "retry_wait"}
 
 // series sums the samples of family (with the suffix, e.g. "_sum") whose labels include labels ("" for
 // any), in total and per value of the lane label.

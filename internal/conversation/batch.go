@@ -21,9 +21,7 @@ import (
 //   - Rows held for update: the rows RowsForUpdate returns are still the stored ones when WriteRows
 //     writes them (API mutations change rows of channels the batch does not otherwise lock). Locking
 //     them in the given (sorted) order is one way; a write that fails with ErrConflict when the row
-//     changed since it was read is another. A returned row that WriteRows does not write must have
-//     been the stored one at some moment of the attempt (read in it, or checked before it commits),
-//     not merely at some time before it: the batch decided on it.
+//     changed since it was read is another.
 //   - Versions: BumpVersions gives each user a version above every version the user had, taken so
 //     that two attempts changing rows of one user get versions in the order they commit (today the
 //     user's version row is locked until commit).

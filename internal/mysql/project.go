@@ -5,11 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/convsync/conversations/internal/conversation"
@@ -43,7 +41,7 @@ func (s *Store) ApplyBatch(ctx context.Context, events []conversation.Event) (co
 	if !s.shard.All() {
 		opts.Owns = s.shard.OwnsUID
 	}
-	err := s.inBatchTimed(ctx, s.rows, func(b *batch) error {
+	err := s.inBatchTimed(ctx, func(b *batch) error {
 		var tx conversation.BatchTx = b
 		if timing.wrap != nil {
 			tx = timing.wrap(b)
@@ -70,10 +68,9 @@ type batchTiming struct {
 // change nothing it does: wrap, when not nil, decorates the conversation.BatchTx of each attempt (to
 // time its methods; with several statements per round trip the writes only queue there and are sent in
 // flush), and step, when not nil, is told the duration of each step of an attempt outside the BatchTx:
-// "begin", "check_guesses" (re-reading the rows taken from the row cache), "flush" (the queued writes'
-// round trip), "commit", and "retry_wait" (the backoff before an attempt after a deadlock, a lock-wait
-// timeout or stale versions). The hooks travel in the context so that they reach the store through any
-// Store that wraps it.
+// "begin", "flush" (the queued writes' round trip), "commit", and "retry_wait" (the backoff before an
+// attempt after a deadlock, a lock-wait timeout or stale versions). The hooks travel in the context, as
+// net/http/httptrace's do, so that they reach the store through any Store that wraps it.
 func WithBatchTiming(ctx context.Context, wrap func(conversation.BatchTx) conversation.BatchTx, step func(string, time.Duration)) context.Context {
 	return context.WithValue(ctx, batchTimingKey{}, batchTiming{wrap: wrap, step: step})
 }
@@ -94,136 +91,35 @@ type batch struct {
 	queuedBytes int
 	// versionsAt is when the attempt took its first version (user or channel); zero for none.
 	versionsAt time.Time
-	// Optimistic row writes (Options.OptimisticRowWrites): expect is the version each row that
-	// RowsForUpdate was asked for had when it was read, 0 for none; WriteRows writes a row only if it
-	// still has it. fresh are the channels LockChannels found in the zero state: no conversation row of
-	// theirs can exist, so guess (the first attempt of a batch, not a retry after a conflict) takes
-	// them as absent without reading them.
-	expect map[conversation.ConvKey]int64
-	fresh  map[conversation.ChannelKey]bool
-	guess  bool
-	// guessed are the rows RowsForUpdate did not read (taken as absent or from cache) and WriteRows
-	// has not written: checkGuesses reads their versions before the commit.
-	guessed map[conversation.ConvKey]bool
-	// cache, when set, holds rows as last committed (rowcache.go): a guess like fresh. known are the
-	// rows this attempt read or wrote, for it once the attempt commits.
-	cache *rowCache
-	known map[conversation.ConvKey]conversation.Row
 }
 
 // inBatch runs fn on a batch in a transaction (inTx), then sends the writes it queued and, since those
 // writes come after RunBatch's own check, checks again that the attempt commits soon enough after its
-// first version (conversation.VersionsFresh). done, when set, runs just before the commit. With cache,
-// the batch's first attempt takes rows from it, and the rows it read or wrote go into it once it
-// committed; a failed attempt empties it (its guess may have been what failed).
-func (s *Store) inBatch(ctx context.Context, cache *rowCache, fn func(b *batch) error, done func()) error {
-	return s.inBatchTimed(ctx, cache, fn, done, nil)
+// first version (conversation.VersionsFresh). done, when set, runs just before the commit.
+func (s *Store) inBatch(ctx context.Context, fn func(b *batch) error, done func()) error {
+	return s.inBatchTimed(ctx, fn, done, nil)
 }
 
-// inBatchTimed is inBatch telling step (when not nil) how long begin, check_guesses, flush, commit and
-// retry_wait took.
-func (s *Store) inBatchTimed(ctx context.Context, cache *rowCache, fn func(b *batch) error, done func(), step func(string, time.Duration)) error {
-	timed := func(name string, start time.Time) {
-		if step != nil {
-			step(name, time.Since(start))
-		}
-	}
-	attempts := 0
-	var last *batch
-	err := s.inTxTimed(ctx, func(tx *sqlx.Tx) error {
-		attempts++
-		b := &batch{store: s, tx: tx, guess: attempts == 1, cache: cache}
-		last = b
+// inBatchTimed is inBatch telling step (when not nil) how long begin, flush, commit and retry_wait took.
+func (s *Store) inBatchTimed(ctx context.Context, fn func(b *batch) error, done func(), step func(string, time.Duration)) error {
+	return s.inTxTimed(ctx, func(tx *sqlx.Tx) error {
+		b := &batch{store: s, tx: tx}
 		err := fn(b)
 		if err == nil {
 			start := time.Now()
-			err = b.checkGuesses(ctx)
-			timed("check_guesses", start)
-		}
-		if err == nil {
-			start := time.Now()
 			err = b.flush(ctx)
-			timed("flush", start)
+			if step != nil {
+				step("flush", time.Since(start))
+			}
 		}
 		if err == nil {
 			err = conversation.VersionsFresh(b.versionsAt)
-		}
-		if err != nil && cache != nil {
-			cache.clear()
 		}
 		if done != nil {
 			done()
 		}
 		return err
 	}, step)
-	if cache != nil && last != nil {
-		if err == nil {
-			cache.put(last.known)
-		} else {
-			cache.clear()
-		}
-	}
-	return err
-}
-
-// checkGuesses fails the attempt with conversation.ErrConflict if a row that RowsForUpdate guessed
-// and that was not written (WriteRows checks those) is not as guessed: the batch decided on it (left it
-// alone, say, a tombstone ignoring an older message), so it must be what is stored now. A row changed
-// after this read and before the commit changes nothing: the attempt did not write it, so it is as if
-// the attempt had committed first.
-func (b *batch) checkGuesses(ctx context.Context) error {
-	keys := make([]conversation.ConvKey, 0, len(b.guessed))
-	for k := range b.guessed {
-		keys = append(keys, k)
-	}
-	return chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
-		args := make([]any, 0, 3*(hi-lo))
-		for _, k := range keys[lo:hi] {
-			args = append(args, k.UID, k.ChannelID, k.ChannelType)
-		}
-		rows, err := b.tx.QueryContext(ctx, `SELECT c.uid, c.channel_id, c.channel_type, c.version FROM `+
-			keysTable(hi-lo, "k_uid", "k_id", "k_type")+` JOIN conversations c
-			ON c.uid = k.k_uid AND c.channel_id = k.k_id AND c.channel_type = k.k_type`, args...)
-		if err != nil {
-			return fmt.Errorf("check conversations: %w", err)
-		}
-		defer rows.Close()
-		found := 0
-		for rows.Next() {
-			var k conversation.ConvKey
-			var v int64
-			if err := rows.Scan(&k.UID, &k.ChannelID, &k.ChannelType, &v); err != nil {
-				return fmt.Errorf("scan conversation version: %w", err)
-			}
-			if b.expect[k] != v {
-				return fmt.Errorf("%w: a conversation changed since it was read", conversation.ErrConflict)
-			}
-			found++
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, k := range keys[lo:hi] {
-			if b.expect[k] != 0 {
-				found--
-			}
-		}
-		if found != 0 {
-			return fmt.Errorf("%w: a conversation was deleted since it was read", conversation.ErrConflict)
-		}
-		return nil
-	})
-}
-
-// saw notes a row as this attempt read or wrote it, for the cache.
-func (b *batch) saw(r conversation.Row) {
-	if b.cache == nil {
-		return
-	}
-	if b.known == nil {
-		b.known = map[conversation.ConvKey]conversation.Row{}
-	}
-	b.known[r.ConvKey] = r
 }
 
 // tookVersions notes that the attempt takes versions now, if it took none before.
@@ -233,14 +129,10 @@ func (b *batch) tookVersions() {
 	}
 }
 
-// queuedStmt is a write waiting for flush; what names it in an error. A counted one must affect want
-// rows (execCounted). For one with duplicateConflicts a duplicate key means a conflict (WriteRows).
+// queuedStmt is a write waiting for flush; what names it in an error.
 type queuedStmt struct {
-	what, query        string
-	args               []any
-	counted            bool
-	want               int64
-	duplicateConflicts bool
+	what, query string
+	args        []any
 }
 
 // tripBytes bounds the values of the statements one round trip carries: well under the 16 MiB
@@ -250,33 +142,14 @@ const tripBytes = 4 << 20
 // exec runs a write now, or queues it for flush when statements may share a round trip; a queue that
 // grew past tripBytes is sent first.
 func (b *batch) exec(ctx context.Context, what, query string, args ...any) error {
-	return b.enqueue(ctx, queuedStmt{what: what, query: query, args: args})
-}
-
-// execCounted is exec for a write that must affect exactly want rows (as MySQL counts them: an upsert
-// counts 1 per row inserted, 2 per row changed, 0 per row left as it was, 1 with CLIENT_FOUND_ROWS);
-// when it affects any other number the attempt fails with conversation.ErrConflict. The driver reports only the last statement's
-// count of a round trip, so a counted write travels last in its trip, one per trip.
-func (b *batch) execCounted(ctx context.Context, what string, want int64, query string, args ...any) error {
-	if b.store.multi && slices.ContainsFunc(b.queued, func(q queuedStmt) bool { return q.counted }) {
-		if err := b.flush(ctx); err != nil {
-			return err
-		}
-	}
-	return b.enqueue(ctx, queuedStmt{what: what, query: query, args: args, counted: true, want: want})
-}
-
-// enqueue runs st now (one statement per trip) or queues it.
-func (b *batch) enqueue(ctx context.Context, st queuedStmt) error {
 	if !b.store.multi {
-		res, err := b.tx.ExecContext(ctx, st.query, st.args...)
-		if err != nil {
-			return duplicateConflict(fmt.Errorf("%s: %w", st.what, err), st)
+		if _, err := b.tx.ExecContext(ctx, query, args...); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		return checkCount(res, st)
+		return nil
 	}
-	size := len(st.query)
-	for _, a := range st.args {
+	size := len(query)
+	for _, a := range args {
 		switch v := a.(type) {
 		case string:
 			size += 2 * len(v) // escaping may double it
@@ -291,37 +164,16 @@ func (b *batch) enqueue(ctx context.Context, st queuedStmt) error {
 			return err
 		}
 	}
-	b.queued = append(b.queued, st)
+	b.queued = append(b.queued, queuedStmt{what: what, query: query, args: args})
 	b.queuedBytes += size
 	return nil
 }
 
-// checkCount fails a counted write that did not affect the rows it had to.
-func checkCount(res sql.Result, st queuedStmt) error {
-	if !st.counted {
-		return nil
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("%s: %w", st.what, err)
-	}
-	if n != st.want {
-		return fmt.Errorf("%w: %s: %d rows affected, want %d: a row changed since it was read", conversation.ErrConflict, st.what, n, st.want)
-	}
-	return nil
-}
-
-// flush sends the queued writes in one round trip, in order but for a counted write, which goes last
-// (execCounted; the attempt's statements commit together, so their order within it changes nothing a
-// reader sees). A failing statement stops the rest; the attempt is then rolled back as a whole.
+// flush sends the queued writes, in order, in one round trip. A failing statement stops the rest; the
+// attempt is then rolled back as a whole.
 func (b *batch) flush(ctx context.Context) error {
 	if len(b.queued) == 0 {
 		return nil
-	}
-	var counted queuedStmt
-	if i := slices.IndexFunc(b.queued, func(q queuedStmt) bool { return q.counted }); i >= 0 {
-		counted = b.queued[i]
-		b.queued = append(slices.Delete(b.queued, i, i+1), counted)
 	}
 	var q strings.Builder
 	var args []any
@@ -336,23 +188,11 @@ func (b *batch) flush(ctx context.Context) error {
 			whats = append(whats, st.what)
 		}
 	}
-	sent := b.queued
-	b.queued, b.queuedBytes = nil, 0
-	res, err := b.tx.ExecContext(ctx, q.String(), args...)
-	if err != nil {
-		return duplicateConflict(fmt.Errorf("%s: %w", strings.Join(whats, ", "), err), sent...)
+	b.queued, b.queuedBytes = b.queued[:0], 0
+	if _, err := b.tx.ExecContext(ctx, q.String(), args...); err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(whats, ", "), err)
 	}
-	return checkCount(res, counted)
-}
-
-// duplicateConflict wraps err, an error of sending sent, with conversation.ErrConflict when it is a
-// duplicate key and one of sent says that means a conflict.
-func duplicateConflict(err error, sent ...queuedStmt) error {
-	var me *mysql.MySQLError
-	if !errors.As(err, &me) || me.Number != errDuplicateKey || !slices.ContainsFunc(sent, func(q queuedStmt) bool { return q.duplicateConflicts }) {
-		return err
-	}
-	return fmt.Errorf("%w: a conversation guessed absent exists: %w", conversation.ErrConflict, err)
+	return nil
 }
 
 // queryAfter runs write and then query, whose rows it returns: in one round trip when statements may
@@ -401,12 +241,6 @@ func (b *batch) LockChannels(ctx context.Context, keys []conversation.ChannelKey
 				return err
 			}
 			out[k] = st
-			if st == (conversation.ChannelState{}) {
-				if b.fresh == nil {
-					b.fresh = map[conversation.ChannelKey]bool{}
-				}
-				b.fresh[k] = true
-			}
 		}
 		return rows.Err()
 	})
@@ -499,65 +333,20 @@ func (b *batch) loadNamedMembers(ctx context.Context, keys []conversation.Member
 	})
 }
 
-// rowMode is how a store's batches read and write conversation rows.
-type rowMode int
-
-const (
-	// rowsLocked (the default) reads and locks every row.
-	rowsLocked rowMode = iota
-	// rowsOptimistic locks none and writes a row only if unchanged (Options.OptimisticRowWrites).
-	rowsOptimistic
-)
-
-// RowsForUpdate returns the existing conversation rows of keys, which are sorted, held for WriteRows
-// (conversation.BatchTx): by locking them (the keys table drives the join in its order, so rows are
-// locked in primary-key order), or with Options.OptimisticRowWrites by noting each one's version
-// (expect), which WriteRows checks, so the read takes no lock. Then rows of channels LockChannels found
-// fresh are not read on a batch's first attempt: nearly always none exists (a row is written only under
-// its channel's lock, by a batch that almost always leaves the channel's state non-zero), and should
-// one exist after all, the insert or checkGuesses finds it and the retry reads. With the row cache,
-// cached rows are not read either.
+// RowsForUpdate reads and locks the existing conversation rows of keys, which are sorted: the keys table
+// drives the join in its order, so rows are locked in primary-key order.
 func (b *batch) RowsForUpdate(ctx context.Context, keys []conversation.ConvKey) (map[conversation.ConvKey]conversation.Row, error) {
 	out := make(map[conversation.ConvKey]conversation.Row, len(keys))
-	mode := b.store.rowMode
-	lock := " FOR UPDATE"
-	if mode == rowsOptimistic {
-		lock = ""
-	}
-	read := keys
-	if mode == rowsOptimistic {
-		read = nil
-		if b.expect == nil {
-			b.expect = make(map[conversation.ConvKey]int64, len(keys))
-		}
-		var cached map[conversation.ConvKey]conversation.Row
-		if b.guess && b.cache != nil {
-			cached = b.cache.get(keys)
-		}
-		for _, k := range keys {
-			b.expect[k] = 0
-			if r, ok := cached[k]; ok {
-				out[k], b.expect[k] = r, r.Version
-			} else if !b.guess || !b.fresh[conversation.ChannelKeyOf(k.UID, conversation.Channel{ID: k.ChannelID, Type: k.ChannelType})] {
-				read = append(read, k)
-				continue
-			}
-			if b.guessed == nil {
-				b.guessed = map[conversation.ConvKey]bool{}
-			}
-			b.guessed[k] = true
-		}
-	}
-	return out, chunks(len(read), rowsPerStatement, func(lo, hi int) error {
+	return out, chunks(len(keys), rowsPerStatement, func(lo, hi int) error {
 		args := make([]any, 0, 3*(hi-lo))
-		for _, k := range read[lo:hi] {
+		for _, k := range keys[lo:hi] {
 			args = append(args, k.UID, k.ChannelID, k.ChannelType)
 		}
 		rows, err := b.tx.QueryxContext(ctx, `SELECT `+rowColumnList("c.")+` FROM `+
 			keysTable(hi-lo, "k_uid", "k_id", "k_type")+` JOIN conversations c
-			ON c.uid = k.k_uid AND c.channel_id = k.k_id AND c.channel_type = k.k_type`+lock, args...)
+			ON c.uid = k.k_uid AND c.channel_id = k.k_id AND c.channel_type = k.k_type FOR UPDATE`, args...)
 		if err != nil {
-			return fmt.Errorf("read conversations: %w", err)
+			return fmt.Errorf("lock conversations: %w", err)
 		}
 		defer rows.Close()
 		for rows.Next() {
@@ -566,67 +355,19 @@ func (b *batch) RowsForUpdate(ctx context.Context, keys []conversation.ConvKey) 
 				return err
 			}
 			out[r.ConvKey] = r
-			if b.expect != nil {
-				b.expect[r.ConvKey] = r.Version
-				b.saw(r)
-			}
 		}
 		return rows.Err()
 	})
 }
 
-// WriteRows writes whole rows, sorted by key: by default, rows RowsForUpdate locked, with multi-row
-// upserts. With Options.OptimisticRowWrites a row RowsForUpdate found is written only if it still has
-// the version it had then (upsertRowsIf), which the statement's count of affected rows tells, and a row
-// it did not find (or took as absent without reading it) is inserted: a duplicate key then says the row
-// exists after all, which only a guess can have missed (rows are inserted only by batches, under their
-// channel's lock). A count short of 2 per row or such a duplicate fails the attempt with
-// conversation.ErrConflict, and the retry reads every row. The counts are read
-// so that CLIENT_FOUND_ROWS (a DSN's clientFoundRows, a proxy's setting) cannot hide a change: a row
-// written counts 2 with or without it, one left alone or inserted in its absence at most 1.
+// WriteRows writes whole rows, sorted by key, with multi-row upserts.
 func (b *batch) WriteRows(ctx context.Context, rows []conversation.Row) error {
-	mode := b.store.rowMode
-	var inserts, upserts, updates []conversation.Row
-	for _, r := range rows {
-		b.saw(r)
-		delete(b.guessed, r.ConvKey)
-		was, ok := b.expect[r.ConvKey]
-		switch {
-		case mode == rowsLocked:
-			upserts = append(upserts, r)
-		case !ok:
-			return fmt.Errorf("write conversations: row %v was not read for update", r.ConvKey)
-		case was == 0:
-			inserts = append(inserts, r)
-		default:
-			r.Version = was // the tuple carries the version the stored row must still have
-			updates = append(updates, r)
-		}
-	}
-	if err := chunks(len(upserts), rowsPerStatement, func(lo, hi int) error {
-		args := make([]any, 0, len(convColumns)*(hi-lo))
-		for i := range upserts[lo:hi] {
-			args = appendRowArgs(args, &upserts[lo+i])
+	return chunks(len(rows), rowsPerStatement, func(lo, hi int) error {
+		args := make([]any, 0, 12*(hi-lo))
+		for i := range rows[lo:hi] {
+			args = appendRowArgs(args, &rows[lo+i])
 		}
 		return b.exec(ctx, "write conversations", upsertRows(hi-lo), args...)
-	}); err != nil {
-		return err
-	}
-	if err := chunks(len(inserts), rowsPerStatement, func(lo, hi int) error {
-		args := make([]any, 0, len(convColumns)*(hi-lo))
-		for i := range inserts[lo:hi] {
-			args = appendRowArgs(args, &inserts[lo+i])
-		}
-		return b.enqueue(ctx, queuedStmt{what: "insert conversations", query: insertRows(hi - lo), args: args, duplicateConflicts: b.guess})
-	}); err != nil {
-		return err
-	}
-	return chunks(len(updates), rowsPerStatement, func(lo, hi int) error {
-		args := make([]any, 0, len(convColumns)*(hi-lo))
-		for i := range updates[lo:hi] {
-			args = appendRowArgs(args, &updates[lo+i])
-		}
-		return b.execCounted(ctx, "update conversations", int64(2*(hi-lo)), upsertRowsIf(hi-lo), args...)
 	})
 }
 

@@ -243,7 +243,7 @@ func (s *Store) PurgeFollowerTombstones(ctx context.Context, beforeMS int64, lim
 func (s *Store) purgeFollowerTombstonesOf(ctx context.Context, ck conversation.ChannelKey, keys []conversation.ConvKey, beforeMS int64) (int64, error) {
 	var purged int64
 	var versions map[string]int64
-	err := s.inBatch(ctx, nil, func(b *batch) error {
+	err := s.inBatch(ctx, func(b *batch) error {
 		var err error
 		purged, versions, err = conversation.RunFollowerTombstonePurge(ctx, b, ck, keys, beforeMS)
 		return err

@@ -108,32 +108,6 @@ var (
 	}()
 )
 
-// insertRows is the insert of n whole conversation rows that must not exist (batch.WriteRows).
-func insertRows(n int) string { return upsertHead + placeholders(n, rowTuple) }
-
-// upsertRowsIf is the optimistic write of n whole stored rows (batch.WriteRows). Each tuple carries the
-// row's new values and, as its version, the version the stored row must have: the row is changed only
-// if it still has it, and then takes the user's version that the attempt holds (user_versions, bumped
-// earlier in the same transaction: the version the rows were stamped with, above every version the
-// user had). Every assignment tests the stored version, so version is assigned last. MySQL counts 2 per
-// row changed, 0 per row left alone (1 with CLIENT_FOUND_ROWS) and 1 per row inserted because it was
-// deleted meanwhile, so the statement affects exactly 2n rows when no row changed since it was read.
-func upsertRowsIf(n int) string {
-	return upsertHead + placeholders(n, rowTuple) + upsertIfTail
-}
-
-var upsertIfTail = func() string {
-	var updates []string
-	for _, c := range convColumns {
-		if !c.key && c.name != "version" {
-			updates = append(updates, c.name+" = IF(version = VALUES(version), VALUES("+c.name+"), "+c.name+")")
-		}
-	}
-	updates = append(updates, "version = IF(version = VALUES(version), "+
-		"(SELECT v.version FROM user_versions v WHERE v.uid = conversations.uid), version)")
-	return ` ON DUPLICATE KEY UPDATE ` + strings.Join(updates, ", ")
-}()
-
 // zeroColumns is each column's zero value as SQL, in column order.
 var zeroColumns = func() []string {
 	var zero conversation.Row

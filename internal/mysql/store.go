@@ -67,19 +67,6 @@ type Options struct {
 	// batch's writes travel together, several statements per round trip (the connection allows multiple
 	// statements): for a server or proxy that refuses them, and to measure the difference.
 	OneStatementPerTrip bool
-	// OptimisticRowWrites reads the conversation rows a batch or mutation changes without a lock (not
-	// at all those of channels found fresh, on a first attempt) and writes a stored row only if it still
-	// has the version read (project.go, WriteRows; docs/proofs.md "Optimistic row writes"). Off by
-	// default, which reads and locks every row (SELECT … FOR UPDATE): measured side by side it moved
-	// neither W1 nor W2 beyond the noise, and an API mutation of a row that batches keep changing can
-	// conflict again and again where a lock would have made it wait (docs/benchmarks.md).
-	OptimisticRowWrites bool
-	// RowCacheRows, when positive and with OptimisticRowWrites, keeps up to that many conversation rows
-	// in memory as ApplyBatch last wrote or read them, so that a batch changing them again need not read
-	// them (rowcache.go; each row about 300 bytes). Off by default: every API mutation of a cached row
-	// costs the next batch that changes it a whole retry, which measured about half the throughput with
-	// a few mutations per batch (docs/benchmarks.md). Only the projector's batches use it.
-	RowCacheRows int
 }
 
 // TLS is how to reach a server that requires TLS with a private CA. Binaries embed it in their
@@ -155,10 +142,6 @@ type Store struct {
 	// reserves a tablet connection (and a "transaction_isolation" MariaDB does not know); the
 	// tablets' MySQL is configured READ COMMITTED instead.
 	vitess bool
-	// rowMode is how batches read and write conversation rows (Options.OptimisticRowWrites).
-	rowMode rowMode
-	// rows are the rows ApplyBatch last wrote or read (nil: none).
-	rows *rowCache
 }
 
 // Open connects to the database named by dsn (go-sql-driver/mysql format). It does not wait for the
@@ -199,9 +182,6 @@ func Open(dsn string, opts Options) (*Store, error) {
 	s := &Store{db: db, multi: cfg.MultiStatements, window: opts.RecentsWindow, retries: opts.ConflictRetries,
 		now: opts.Now, onCommit: opts.OnCommit, large: conversation.LargeThresholdsOf(opts.LargeChannelMembers), shard: opts.Shard,
 		vitess: vitess}
-	if opts.OptimisticRowWrites {
-		s.rowMode = rowsOptimistic
-	}
 	if opts.LargeChannelLeave > 0 && s.large.Enter > 0 {
 		s.large.Leave = min(opts.LargeChannelLeave, s.large.Enter)
 	}
@@ -213,9 +193,6 @@ func Open(dsn string, opts Options) (*Store, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
-	}
-	if s.rowMode == rowsOptimistic && opts.RowCacheRows > 0 {
-		s.rows = newRowCache(opts.RowCacheRows)
 	}
 	return s, nil
 }
@@ -340,7 +317,6 @@ func (s *Store) tryTx(ctx context.Context, fn func(tx *sqlx.Tx) error, step func
 const (
 	errLockWaitTimeout = 1205
 	errDeadlock        = 1213
-	errDuplicateKey    = 1062
 )
 
 // translate maps driver errors onto the domain's sentinels, keeping the original in the chain, and hides

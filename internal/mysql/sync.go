@@ -340,7 +340,7 @@ func (s *Store) scanRecents(ctx context.Context, out map[conversation.ChannelKey
 func (s *Store) Update(ctx context.Context, key conversation.ConvKey, change func(row conversation.Row, nowMS int64) (conversation.Row, bool)) (conversation.Row, error) {
 	var out conversation.Row
 	var changed bool
-	err := s.inBatch(ctx, nil, func(b *batch) error {
+	err := s.inBatch(ctx, func(b *batch) error {
 		var err error
 		out, changed, err = conversation.RunUpdate(ctx, b, key, change, s.nowMS)
 		return err

@@ -13,8 +13,8 @@ import (
 
 // Steps of a batch. The store's transaction runs conversation.RunBatch on a conversation.BatchTx; when
 // the store lets the steps be timed (Config.TimeSteps: internal/mysql.WithBatchTiming), each BatchTx
-// method is a step under its own name, and so are the store's own begin, check_guesses, flush (its
-// queued writes' round trip), commit and retry_wait. They show in conv_projector_batch_step_seconds and
+// method is a step under its own name, and so are the store's own begin, flush (its queued
+// writes' round trip), commit and retry_wait. They show in conv_projector_batch_step_seconds and
 // in the slow-batch log, which is how a batch's apply time is told apart: the database's reads, its
 // writes, or waits for another lane's locks (docs/operations.md).
 
@@ -29,7 +29,6 @@ const (
 	stepBumpVersions    = "bump_versions"
 	stepWriteRows       = "write_rows"
 	stepWriteChannels   = "write_channels"
-	stepCheckGuesses    = "check_guesses"
 	stepFlush           = "flush"
 	stepCommit          = "commit"
 	stepRetryWait       = "retry_wait"
@@ -37,7 +36,7 @@ const (
 
 // batchSteps are the steps in the order a batch takes them.
 var batchSteps = []string{stepBegin, stepLockChannels, stepAppliedMessages, stepMembers, stepRowsForUpdate, stepLateSince,
-	stepBumpVersions, stepWriteRows, stepWriteChannels, stepCheckGuesses, stepFlush, stepCommit, stepRetryWait}
+	stepBumpVersions, stepWriteRows, stepWriteChannels, stepFlush, stepCommit, stepRetryWait}
 
 // stepTimer observes a lane's steps into the step histogram and adds them up per batch for the
 // slow-batch log. A lane applies one batch at a time, so it needs no lock.
