@@ -418,8 +418,11 @@ func measureFreshness(ctx context.Context, brokers []string, topic string, c *sy
 	for _, t := range slowest[:min(3, len(slowest))] {
 		tail = append(tail, fmt.Sprintf("sent %+.3fs: %s (produce %s)", t.sent.Sub(start.Add(run.warm)).Seconds(), fmtMS(t.latency()), fmtMS(t.produce)))
 	}
-	progress("freshness: the 3 slowest probes: %s; %d produce calls of 50 ms or more (the warm-up negative): %s",
-		strings.Join(tail, ", "), len(slowCalls), strings.Join(slowCalls, ", "))
+	calls := "none"
+	if len(slowCalls) > 0 {
+		calls = strings.Join(slowCalls, ", ") + " (seconds from the measured start: the warm-up's are negative)"
+	}
+	progress("freshness: the 3 slowest probes: %s; produce calls of 50 ms or more: %s", strings.Join(tail, ", "), calls)
 	slices.Sort(lat)
 	if len(lat) < probes {
 		return nil, fmt.Errorf("freshness: only %d of %d probes became visible", len(lat), probes)
