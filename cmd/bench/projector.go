@@ -27,34 +27,13 @@ func newWorkload(name string, cfg trafficgen.Config) (*workload, error) {
 	if err != nil {
 		return nil, err
 	}
+	d, err := trafficgen.Decode(records, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("workload %s: %w", name, err)
+	}
 	w := &workload{name: name, records: records, stats: stats}
-	skip := conversation.DefaultSkipSet()
-	members := map[conversation.ChannelKey][]string{}
-	for _, r := range records {
-		e, err := conversation.DecodeEvent(r.Value, time.Now(), 1<<20)
-		if err != nil {
-			return nil, fmt.Errorf("workload %s: %w", name, err)
-		}
-		if m := e.Membership; m != nil {
-			cur := members[m.Key()]
-			for _, u := range m.UIDs {
-				if i := slices.Index(cur, u); m.Added && i < 0 {
-					cur = append(cur, u)
-				} else if !m.Added && i >= 0 {
-					cur = slices.Delete(cur, i, i+1)
-				}
-			}
-			members[m.Key()] = cur
-			continue
-		}
-		m := e.Message
-		if !skip.Projected(m) {
-			continue
-		}
-		for _, uid := range conversation.Recipients(m, members[m.Key()]) {
-			w.rows = append(w.rows, conversation.Row{ConvKey: conversation.ConvKeyFor(m, uid), Unread: 1,
-				LastMsgSeq: m.MessageSeq, LastClientMsgNo: m.ClientMsgNo, Timestamp: m.Timestamp})
-		}
+	for _, rows := range d.Rows {
+		w.rows = append(w.rows, rows...)
 	}
 	return w, nil
 }

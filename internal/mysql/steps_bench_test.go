@@ -27,37 +27,19 @@ func newABWorkload(tb testing.TB, cfg trafficgen.Config, batch int) abWorkload {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	d, err := trafficgen.Decode(recs, time.Unix(1700000000, 0))
+	if err != nil {
+		tb.Fatal(err)
+	}
 	skip := conversation.DefaultSkipSet()
-	members := map[conversation.ChannelKey][]string{}
 	var w abWorkload
 	var evs []conversation.Event
 	var rows []conversation.Row
-	for _, r := range recs {
-		e, err := conversation.DecodeEvent(r.Value, time.Unix(1700000000, 0), 1<<20)
-		if err != nil {
-			tb.Fatal(err)
+	for i, e := range d.Events {
+		if e.Message != nil && !skip.Projected(e.Message) {
+			continue // RunBatch takes projected events only
 		}
-		if m := e.Membership; m != nil {
-			cur := members[m.Key()]
-			for _, u := range m.UIDs {
-				if i := slices.Index(cur, u); m.Added && i < 0 {
-					cur = append(cur, u)
-				} else if !m.Added && i >= 0 {
-					cur = slices.Delete(cur, i, i+1)
-				}
-			}
-			members[m.Key()] = cur
-		} else {
-			if !skip.Projected(e.Message) {
-				continue
-			}
-			for _, uid := range conversation.Recipients(e.Message, members[e.Message.Key()]) {
-				m := e.Message
-				rows = append(rows, conversation.Row{ConvKey: conversation.ConvKeyFor(m, uid), Unread: 1,
-					LastMsgSeq: m.MessageSeq, LastClientMsgNo: m.ClientMsgNo, Timestamp: m.Timestamp})
-			}
-		}
-		evs = append(evs, e)
+		evs, rows = append(evs, e), append(rows, d.Rows[i]...)
 		if len(evs) == batch {
 			w.batches, w.rows = append(w.batches, evs), append(w.rows, rows)
 			evs, rows = nil, nil
@@ -67,6 +49,19 @@ func newABWorkload(tb testing.TB, cfg trafficgen.Config, batch int) abWorkload {
 		w.batches, w.rows = append(w.batches, evs), append(w.rows, rows)
 	}
 	return w
+}
+
+// abCase is a workload cut into batches of a size.
+type abCase struct {
+	name  string
+	cfg   trafficgen.Config
+	batch int
+}
+
+// abCases are W1 and W2 in the batch sizes a lane applies them in under a backlog.
+var abCases = []abCase{
+	{"w1", trafficgen.W1(30_000, 1), 2500},
+	{"w2", trafficgen.W2(4_000, 2), 500},
 }
 
 // stepTimer is a BatchTx that times each method of the one it wraps.
@@ -148,16 +143,9 @@ func rawUpserts(ctx context.Context, s *mysql.Store, rows []conversation.Row, ve
 // and a row cache against the locking read, issue 16, was this benchmark with those variants; both
 // were removed with them: docs/benchmarks.md.) Run with -benchtime 1x.
 func BenchmarkBatchSteps(b *testing.B) {
-	for _, wl := range []struct {
-		name  string
-		cfg   trafficgen.Config
-		batch int
-	}{
-		{"w1", trafficgen.W1(30_000, 1), 2500},
-		{"w2", trafficgen.W2(4_000, 2), 500},
-		// The peer workload's first 2,000 messages in batches of 5: the small batches of a quiet stream.
-		{"peer5", func() trafficgen.Config { c := trafficgen.Peer(); c.Messages = 2_000; return c }(), 5},
-	} {
+	// The peer workload's first 2,000 messages in batches of 5: the small batches of a quiet stream.
+	peer5 := abCase{"peer5", func() trafficgen.Config { c := trafficgen.Peer(); c.Messages = 2_000; return c }(), 5}
+	for _, wl := range append(abCases, peer5) {
 		b.Run(wl.name, func(b *testing.B) {
 			w := newABWorkload(b, wl.cfg, wl.batch)
 			for range b.N {
@@ -215,14 +203,7 @@ func batchSteps(ctx context.Context, b *testing.B, w abWorkload) {
 // and into a copy without those columns (its version index (uid, version)), both as cmd/bench's raw
 // upsert (eight columns) and as the store's whole-row upsert. Run with -benchtime 1x.
 func BenchmarkFollowerColumns(b *testing.B) {
-	for _, wl := range []struct {
-		name  string
-		cfg   trafficgen.Config
-		batch int
-	}{
-		{"w1", trafficgen.W1(30_000, 1), 2500},
-		{"w2", trafficgen.W2(4_000, 2), 500},
-	} {
+	for _, wl := range abCases {
 		b.Run(wl.name, func(b *testing.B) {
 			w := newABWorkload(b, wl.cfg, wl.batch)
 			ctx := context.Background()
@@ -303,7 +284,7 @@ func BenchmarkFollowerColumns(b *testing.B) {
 				}
 				for _, kind := range []string{"raw", "whole"} {
 					w, nr := spent[kind+" conversations"], spent[kind+" narrow"]
-					fmt.Printf("\n"+"%s upsert of %d rows: conversations %v, without the followers' columns %v: %.2f×", kind, n,
+					fmt.Printf("%s upsert of %d rows: conversations %v, without the followers' columns %v: %.2f×\n", kind, n,
 						w.Round(time.Millisecond), nr.Round(time.Millisecond), w.Seconds()/nr.Seconds())
 					b.ReportMetric(w.Seconds()/nr.Seconds(), kind+"_wide_over_narrow")
 				}

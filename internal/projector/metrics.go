@@ -92,8 +92,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "batch_step_seconds", Help: "Duration of each step of a batch's store transaction, per call and attempt: begin, " +
 				"the conversation.BatchTx methods (lock_channels, applied_messages, members, rows_for_update, late_since, " +
 				"bump_versions, write_rows, write_channels; with several statements per round trip the writes only queue " +
-				"there), flush (the queued writes' round trip), " +
-				"commit, retry_wait (backoff before retrying a conflict), by lane.",
+				"there), flush (the queued writes' round trip), commit, retry_wait (backoff before retrying a conflict), by lane.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"lane", "step"}),
 		slowBatches: counter("slow_batches_total", "Batches logged as slow: their oldest record took SLOW_BATCH or more "+
 			"from fetched to its offsets handed to the committer."),

@@ -1,11 +1,9 @@
 package projector
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,29 +14,11 @@ import (
 	"github.com/convsync/conversations/internal/testenv"
 )
 
-// syncBuffer is a bytes.Buffer safe for the lanes' concurrent log lines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Split(strings.TrimSpace(s.b.String()), "\n")
-}
-
 // slowBatchLines returns the "slow batch" lines of a JSON log, decoded.
-func slowBatchLines(t *testing.T, buf *syncBuffer) []map[string]any {
+func slowBatchLines(t *testing.T, buf *testenv.LogBuffer) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for _, l := range buf.lines() {
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
 		var m map[string]any
 		if l == "" || json.Unmarshal([]byte(l), &m) != nil || m["msg"] != "slow batch" {
 			continue
@@ -62,7 +42,7 @@ func TestBatchStepsAreTimedAndSlowBatchesLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf syncBuffer
+	var buf testenv.LogBuffer
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
 	// Every batch is slow at 1 ns: each is logged.
 	p, err := New(Config{Brokers: brokers, Topic: topic, DLQTopic: dlq, GroupID: group, SlowBatch: time.Nanosecond, TimeSteps: mysql.WithBatchTiming,
@@ -128,7 +108,7 @@ func TestSlowBatchThreshold(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var buf syncBuffer
+			var buf testenv.LogBuffer
 			p, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t", DLQTopic: "d", GroupID: "g", SlowBatch: tc.slow},
 				&fakeStore{}, m, slog.New(slog.NewJSONHandler(&buf, nil)))
 			if err != nil {
