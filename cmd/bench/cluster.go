@@ -81,7 +81,7 @@ func withDB(dsn, db string) string {
 // replicas): freshness through an API replica reading a database replica at 100 events/s, beside the
 // single-node freshness.r100.p99 of the same run; the stall after kill -9 of the broker leading the most
 // partitions; sync latency while the API's database replica is frozen.
-func clusterSection(ctx context.Context, e *env, rep *report, dir string) error {
+func clusterSection(ctx context.Context, e *env, rep *report, dir string, warm time.Duration) error {
 	cl, err := readClusterEnv(dir)
 	if err != nil {
 		return err
@@ -116,7 +116,7 @@ func clusterSection(ctx context.Context, e *env, rep *report, dir string) error 
 	// Freshness through the replica: a message visible through the API, whose lists come from replica 1.
 	progress("cluster: freshness at 100 events/s for 15s through a database replica")
 	served0, _ := api.metric(`conv_api_replica_reads_total{replica="` + addrOf(cl.replicaDSNs[0]) + `",result="served"}`)
-	fr, err := ce.freshness(ctx, topic, projector, api, freshRun{rate: 100, d: 15 * time.Second, seqBase: 50_000_000})
+	fr, err := ce.freshness(ctx, topic, projector, api, freshRun{rate: 100, warm: warm, d: 15 * time.Second, seqBase: 50_000_000})
 	if err != nil {
 		return fmt.Errorf("cluster freshness: %w", err)
 	}

@@ -142,7 +142,7 @@ func run(ctx context.Context) error {
 	only := flag.String("only", "projector,api,peer,freshness,large", "sections to run, comma-separated (also: scale; vitess, which make bench-vitess runs)")
 	duration := flag.Duration("duration", 20*time.Second, "length of each API load run")
 	steadyMax := flag.Float64("steady-max", 0, "events/s taken as the highest steady rate instead of searching it, so half_steady runs at half of it (0: search; freshness.steady_max is then not printed)")
-	warmUp := flag.Duration("warmup", time.Second, "how long the large and freshness streams run before their messages are measured")
+	warmUp := flag.Duration("warmup", time.Second, "how long each freshness stream (freshness, large, cluster, scale) runs before its messages are measured")
 	scale := flag.Float64("scale", 1, "multiplies the size of the projector workloads")
 	freshRate := flag.Float64("freshness-rate", 0, "events/s of the freshness run (0: half the measured maximum)")
 	clusterDir := flag.String("cluster", ".run/cluster", "the run directory of make cluster, for the cluster section (-only ...,cluster)")
@@ -196,7 +196,7 @@ func run(ctx context.Context) error {
 		}
 	}
 	if opts.sections["cluster"] {
-		if err := clusterSection(ctx, e, rep, *clusterDir); err != nil {
+		if err := clusterSection(ctx, e, rep, *clusterDir, opts.warmUp); err != nil {
 			return fmt.Errorf("cluster: %w", err)
 		}
 	}

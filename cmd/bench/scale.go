@@ -114,7 +114,7 @@ func scaleSection(ctx context.Context, e *env, rep *report, run options, opts sc
 		}
 		progress("scale: %s: freshness, 100 events/s for 15s", label)
 		ev.begin(ctx, label+".freshness_r100")
-		if f.fresh, err = e.freshness(ctx, topic, projector, api, freshRun{rate: 100, d: 15 * time.Second, seqBase: base + 2_000_000}); err != nil {
+		if f.fresh, err = e.freshness(ctx, topic, projector, api, freshRun{rate: 100, warm: run.warmUp, d: 15 * time.Second, seqBase: base + 2_000_000}); err != nil {
 			api.stop()
 			projector.stop()
 			return f, nil, nil, fmt.Errorf("freshness %s: %w", label, err)
