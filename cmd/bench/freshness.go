@@ -15,6 +15,7 @@ import (
 
 	"github.com/convsync/conversations/internal/conversation"
 	mysqlstore "github.com/convsync/conversations/internal/mysql"
+	convprojector "github.com/convsync/conversations/internal/projector"
 	"github.com/convsync/conversations/internal/trafficgen"
 )
 
@@ -65,11 +66,6 @@ var stages = []stage{
 // "step/name_sum".
 type budget map[string]float64
 
-// batchSteps are the steps of a batch's store transaction (conv_projector_batch_step_seconds), in the
-// order a batch takes them.
-var batchSteps = []string{"begin", "lock_channels", "applied_messages", "members", "rows_for_update", "late_since",
-	"bump_versions", "write_rows", "write_channels", "flush", "commit", "retry_wait"}
-
 // series sums the samples of family (with the suffix, e.g. "_sum") whose labels include labels ("" for
 // any), in total and per value of the lane label.
 func series(m map[string]float64, family, labels string) (total float64, byLane map[string]float64) {
@@ -105,7 +101,7 @@ func snapshotBudget(projector, api *proc) budget {
 			}
 		}
 	}
-	for _, st := range batchSteps {
+	for _, st := range convprojector.BatchSteps {
 		b["step/"+st+"_sum"], _ = series(pm, "conv_projector_batch_step_seconds_sum", `step="`+st+`"`)
 	}
 	for _, suffix := range []string{"_sum", "_count"} {
@@ -139,7 +135,7 @@ func (b budget) breakdown(before budget) breakdown {
 	}
 	out := breakdown{stages: map[string]float64{}, lanes: map[string]map[string]float64{}, steps: map[string]float64{}}
 	if batches := b["batch_count"] - before["batch_count"]; batches > 0 {
-		for _, st := range batchSteps {
+		for _, st := range convprojector.BatchSteps {
 			if d := b["step/"+st+"_sum"] - before["step/"+st+"_sum"]; d > 0 {
 				out.steps[st] = 1000 * d / batches
 			}
@@ -186,7 +182,7 @@ func formatStages(m map[string]float64) string {
 // formatSteps prints the steps of a batch's transaction in batch order: "steps per batch: begin 0.1, …".
 func formatSteps(m map[string]float64) string {
 	var parts []string
-	for _, st := range batchSteps {
+	for _, st := range convprojector.BatchSteps {
 		if v, ok := m[st]; ok {
 			parts = append(parts, fmt.Sprintf("%s %.1f", st, v))
 		}

@@ -129,6 +129,23 @@ func produce(t testing.TB, brokers []string, topic string, recs ...record) {
 }
 
 // produceErr is produce for goroutines other than the test's.
+// produceRounds produces rounds in the background, pause apart, and closes the returned channel when
+// done (a failure is reported through t).
+func produceRounds(t *testing.T, brokers []string, topic string, rounds [][]record, pause time.Duration) <-chan struct{} {
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for _, round := range rounds {
+			if err := produceErr(brokers, topic, round...); err != nil {
+				t.Errorf("produce: %v", err)
+				return
+			}
+			time.Sleep(pause)
+		}
+	}()
+	return produced
+}
+
 func produceErr(brokers []string, topic string, recs ...record) error {
 	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, Balancer: &kafkago.Hash{},
 		RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 1000}

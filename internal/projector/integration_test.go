@@ -185,17 +185,7 @@ func TestTwoInstancesInOneGroupMatchASingleInstance(t *testing.T) {
 	b, _ := newProjector(t, cfg, countB)
 	runA, _ := start(t, a), start(t, b)
 
-	produced := make(chan struct{})
-	go func() {
-		defer close(produced)
-		for _, round := range rounds {
-			if err := produceErr(brokers, topic, round...); err != nil {
-				t.Errorf("produce: %v", err)
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
+	produced := produceRounds(t, brokers, topic, rounds, 100*time.Millisecond)
 	testenv.Eventually(t, 20*time.Second, "both instances applied records", func() bool { return countA.applied() > 0 && countB.applied() > 0 })
 	if err := runA.stop(t); err != nil {
 		t.Fatalf("instance A stopped with %v", err)

@@ -183,17 +183,7 @@ func TestARebalanceHandsLanesPartitionsOverWithoutReplay(t *testing.T) {
 	b, regB := newProjector(t, cfg, countB)
 	runA := start(t, a)
 
-	produced := make(chan struct{})
-	go func() {
-		defer close(produced)
-		for _, round := range rounds {
-			if err := produceErr(brokers, topic, round...); err != nil {
-				t.Errorf("produce: %v", err)
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
+	produced := produceRounds(t, brokers, topic, rounds, 50*time.Millisecond)
 	testenv.Eventually(t, 20*time.Second, "A applied records", func() bool { return countA.applied() > 0 })
 	start(t, b)
 	testenv.Eventually(t, 30*time.Second, "B applied records", func() bool { return countB.applied() > 0 })

@@ -34,8 +34,9 @@ const (
 	stepRetryWait       = "retry_wait"
 )
 
-// batchSteps are the steps in the order a batch takes them.
-var batchSteps = []string{stepBegin, stepLockChannels, stepAppliedMessages, stepMembers, stepRowsForUpdate, stepLateSince,
+// BatchSteps are the steps of a batch (the step label of conv_projector_batch_step_seconds), in the
+// order a batch takes them.
+var BatchSteps = []string{stepBegin, stepLockChannels, stepAppliedMessages, stepMembers, stepRowsForUpdate, stepLateSince,
 	stepBumpVersions, stepWriteRows, stepWriteChannels, stepFlush, stepCommit, stepRetryWait}
 
 // stepTimer observes a lane's steps into the step histogram and adds them up per batch for the
@@ -50,7 +51,7 @@ type stepTimer struct {
 
 func newStepTimer(vec *prometheus.HistogramVec, lane string) *stepTimer {
 	t := &stepTimer{observers: map[string]prometheus.Observer{}, vec: vec, lane: lane, batch: map[string]time.Duration{}}
-	for _, s := range batchSteps {
+	for _, s := range BatchSteps {
 		t.observers[s] = vec.WithLabelValues(lane, s)
 	}
 	return t
@@ -76,7 +77,7 @@ func (t *stepTimer) wrap(tx conversation.BatchTx) conversation.BatchTx { return 
 // attrs returns the current batch's steps in ms, in batch order, for the slow-batch log.
 func (t *stepTimer) attrs() []any {
 	var out []any
-	names := append([]string(nil), batchSteps...)
+	names := append([]string(nil), BatchSteps...)
 	for s := range t.batch {
 		if !slices.Contains(names, s) {
 			names = append(names, s)
